@@ -1,0 +1,77 @@
+"""raytha_nb: a background task manager for Jupyter, shaped like Raytha's.
+
+job_id = raytha_nb.enqueue(MyTask, {"rows": 10})
+raytha_nb.get_task(job_id).percent_complete
+"""
+
+from __future__ import annotations
+
+from ._jsonable import NotJsonable
+from ._results import ResultUnavailable
+from .api import (
+    cancel,
+    delete,
+    enqueue,
+    get_background_task_by_id,
+    get_task,
+    history,
+    list_tasks,
+    logs,
+    result,
+    submit,
+    wait,
+)
+from .context import TaskContext, check_cancelled, current, log, progress, track
+from .manager import TaskFailed, TaskManager, TaskStateError, configure, manager
+from .model import (
+    LogLine,
+    StoreLockedError,
+    TaskCancelled,
+    TaskNotFound,
+    TaskRecord,
+    TaskStatus,
+    UnknownTask,
+)
+from .store import Store
+from .task import BackgroundTask, register, registered
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackgroundTask",
+    "LogLine",
+    "NotJsonable",
+    "ResultUnavailable",
+    "Store",
+    "StoreLockedError",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskManager",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskStateError",
+    "TaskStatus",
+    "UnknownTask",
+    "__version__",
+    "cancel",
+    "check_cancelled",
+    "configure",
+    "current",
+    "delete",
+    "enqueue",
+    "get_background_task_by_id",
+    "get_task",
+    "history",
+    "list_tasks",
+    "log",
+    "logs",
+    "manager",
+    "progress",
+    "register",
+    "registered",
+    "result",
+    "submit",
+    "track",
+    "wait",
+]

@@ -1,0 +1,193 @@
+"""In-memory live state of the tasks this process runs; the publisher flushes it in bulk.
+
+Progress calls only assign attributes and bump ``version`` (no lock: the GIL makes
+each assignment atomic), so ``report()`` never waits for the store. Status changes
+are rare and take the task's lock so that a terminal state is never overwritten.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .model import TERMINAL, LogLine, TaskRecord, TaskStatus, dumps, utc
+
+#: Log lines kept in memory per task for live readers; older ones are in the store.
+LOG_TAIL = 2_000
+
+
+class LiveTask:
+    """The mutable state of one task owned by this process."""
+
+    __slots__ = (
+        "args",
+        "args_json",
+        "cancel_event",
+        "cancel_requested",
+        "committed",
+        "completed_at",
+        "created_at",
+        "error_message",
+        "error_type",
+        "events",
+        "flushed_version",
+        "id",
+        "kernel_id",
+        "lock",
+        "log_flushed",
+        "log_seq",
+        "logs",
+        "name",
+        "notebook",
+        "percent_complete",
+        "pid",
+        "result",
+        "result_kind",
+        "sampled",
+        "started_at",
+        "status",
+        "status_info",
+        "task",
+        "task_step",
+        "traceback",
+        "value",
+        "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        job_id: str,
+        name: str,
+        task: str,
+        args: Any,
+        *,
+        kernel_id: str | None,
+        notebook: str | None,
+        pid: int,
+    ) -> None:
+        self.id = job_id
+        self.name = name
+        self.task = task
+        self.args = args
+        self.args_json = dumps(args)
+        self.status = TaskStatus.ENQUEUED
+        self.task_step = 0
+        self.status_info: str | None = None
+        self.percent_complete = 0.0
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.traceback: str | None = None
+        self.result: Any = None  # the stored form: a JSON value or a file descriptor
+        self.result_kind: str | None = None
+        self.value: Any = None  # the returned object itself, for result() in this process
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.completed_at: float | None = None
+        self.kernel_id = kernel_id
+        self.notebook = notebook
+        self.pid = pid
+        self.cancel_requested = False
+        self.cancel_event = threading.Event()
+        self.version = 1
+        self.flushed_version = 0
+        self.lock = threading.Lock()
+        # Set once the terminal state is committed: wait() returns only then.
+        self.committed = threading.Event()
+        # History rows not yet flushed: (ts, status, step, percent, info).
+        self.events: deque[tuple[float, str, int, float, str | None]] = deque()
+        self.events.append((self.created_at, "enqueued", 0, 0.0, None))
+        self.sampled: tuple[int, float, str | None] = (0, 0.0, None)
+        self.logs: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_TAIL)
+        self.log_seq = 0
+        self.log_flushed = 0
+
+    # -- progress: the hot path ------------------------------------------------
+    def report(
+        self, percent: float | None = None, info: str | None = None, step: int | None = None
+    ) -> None:
+        if percent is not None:
+            self.percent_complete = percent
+        if info is not None:
+            self.status_info = info
+        if step is not None:
+            self.task_step = step
+        self.version += 1
+
+    # -- status changes ----------------------------------------------------------
+    def transition(self, status: TaskStatus, **fields: Any) -> bool:
+        """Move to ``status`` unless already finished; False if the change was refused."""
+        with self.lock:
+            if self.status in TERMINAL:
+                return False
+            now = time.time()
+            if status is TaskStatus.PROCESSING:
+                self.started_at = now
+            elif status in TERMINAL:
+                self.completed_at = now
+            for key, value in fields.items():
+                setattr(self, key, value)
+            self.status = status
+            self.events.append(
+                (now, status.value, self.task_step, self.percent_complete, self.status_info)
+            )
+            self.version += 1
+            return True
+
+    def add_log(self, stream: str, text: str) -> int:
+        with self.lock:
+            self.log_seq += 1
+            self.logs.append((self.log_seq, time.time(), stream, text))
+            self.version += 1
+            return self.log_seq
+
+    def unflushed_logs(self) -> list[tuple[int, float, str, str]]:
+        """Lines added since the last flush (lines that fell off the tail are lost only if
+        more than LOG_TAIL lines arrive between two flushes)."""
+        with self.lock:
+            return [line for line in self.logs if line[0] > self.log_flushed]
+
+    def log_tail(self, since: int = 0) -> list[LogLine]:
+        with self.lock:
+            lines = [line for line in self.logs if line[0] > since]
+        return [LogLine(self.id, seq, utc(ts), stream, text) for seq, ts, stream, text in lines]  # type: ignore[arg-type]
+
+    def row(self, now: float) -> tuple[Any, ...]:
+        """The task as a row in ``store.TASK_COLUMNS`` order."""
+        pct = float(min(max(self.percent_complete, 0.0), 100.0))
+        return (
+            self.id, self.name, self.task, self.args_json, self.status.value, self.task_step,
+            self.status_info, pct, self.error_type, self.error_message, self.traceback,
+            None if self.result_kind is None else dumps(self.result), self.result_kind,
+            self.created_at, self.started_at, self.completed_at,
+            now if self.status is TaskStatus.PROCESSING else None,
+            self.kernel_id, self.notebook, self.pid, self.cancel_requested,
+        )  # fmt: skip
+
+    def snapshot(self) -> TaskRecord:
+        pct = self.percent_complete
+        return TaskRecord(
+            id=self.id,
+            name=self.name,
+            task=self.task,
+            args=self.args,
+            status=self.status,
+            task_step=self.task_step,
+            status_info=self.status_info,
+            percent_complete=float(min(max(pct, 0.0), 100.0)),
+            error_type=self.error_type,
+            error_message=self.error_message,
+            traceback=self.traceback,
+            result=self.result,
+            result_kind=self.result_kind,
+            created_at=utc(self.created_at),
+            started_at=utc(self.started_at),
+            completed_at=utc(self.completed_at),
+            heartbeat_at=utc(time.time()),
+            updated_at=utc(time.time()),
+            kernel_id=self.kernel_id,
+            notebook=self.notebook,
+            pid=self.pid,
+            cancel_requested=self.cancel_requested,
+        )

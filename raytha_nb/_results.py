@@ -1,0 +1,164 @@
+"""Store a task's return value so that ``result()`` gets it back, in this process or another.
+
+JSON values go in the task row. Tables (pandas, polars, pyarrow) are written by DuckDB
+as Parquet beside the database and load back as the same kind of object. Anything
+else is pickled; what cannot even be pickled keeps only its repr.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ._jsonable import NotJsonable, to_jsonable
+
+
+class ResultUnavailable(LookupError):
+    """The task has no loadable result (not finished, failed, or not storable)."""
+
+
+def frame_library(value: Any) -> str | None:
+    """Which table library ``value`` belongs to, without importing any of them."""
+    module = type(value).__module__.split(".")[0]
+    name = type(value).__name__
+    if module == "pandas" and name == "DataFrame":
+        return "pandas"
+    if module == "polars" and name == "DataFrame":
+        return "polars"
+    if module == "pyarrow" and name == "Table":
+        return "pyarrow"
+    return None
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def encode(value: Any, job_id: str, results_dir: Path) -> tuple[Any, str | None]:
+    """Persist ``value``; return its stored form (JSON-able) and kind."""
+    if value is None:
+        return None, None
+    library = frame_library(value)
+    if library is not None:
+        return _encode_frame(value, library, results_dir / f"{job_id}.parquet"), "parquet"
+    try:
+        return to_jsonable(value, "result"), "json"
+    except NotJsonable:
+        pass
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    text = _short_repr(value)
+    path = results_dir / f"{job_id}.pickle"
+    try:
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means "repr only"
+        return {"type": kind, "repr": text, "why": f"{type(exc).__name__}: {exc}"}, "repr"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+    return {"type": kind, "repr": text, "path": str(path), "bytes": len(payload)}, "pickle"
+
+
+def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:
+    import duckdb
+
+    index: list[str] = []
+    if library == "pandas" and not _default_index(value):
+        # DuckDB drops a pandas index; keep a meaningful one as columns and restore it.
+        index = [n if n is not None else f"level_{i}" for i, n in enumerate(value.index.names)]
+        value = value.reset_index(names=index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.register("result_frame", value)
+
+        def write(tmp: Path) -> None:
+            con.execute(f"COPY result_frame TO '{_quote(tmp)}' (FORMAT parquet)")
+
+        _write_atomic(path, write)
+        row = con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()
+    finally:
+        con.close()
+    return {
+        "library": library,
+        "path": str(path),
+        "rows": int(row[0]) if row else 0,
+        "bytes": path.stat().st_size,
+        "columns": [str(c) for c in value.columns] if library != "pyarrow" else value.column_names,
+        "index": index,
+    }
+
+
+def _default_index(frame: Any) -> bool:
+    import pandas as pd
+
+    index = frame.index
+    return (
+        isinstance(index, pd.RangeIndex)
+        and index.name is None
+        and index.start == 0
+        and index.step == 1
+    )
+
+
+def decode(job_id: str, stored: Any, kind: str | None) -> Any:
+    """Load a stored result back (the inverse of :func:`encode`)."""
+    if kind in (None, "json"):
+        return stored
+    if kind == "parquet":
+        path = Path(stored["path"])
+        _require(job_id, path)
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            rel = con.sql(f"SELECT * FROM read_parquet('{_quote(path)}')")
+            library = stored.get("library")
+            if library == "polars":
+                return rel.pl()
+            if library == "pyarrow":
+                return rel.fetch_arrow_table()
+            frame = rel.df()
+            if stored.get("index"):
+                frame = frame.set_index(stored["index"])
+                if all(n.startswith("level_") for n in stored["index"]):
+                    frame.index.names = [None] * len(stored["index"])
+            return frame
+        finally:
+            con.close()
+    if kind == "pickle":
+        path = Path(stored["path"])
+        _require(job_id, path)
+        return pickle.loads(path.read_bytes())  # noqa: S301 - our own file in the user's data dir
+    raise ResultUnavailable(
+        f"task {job_id} returned a {stored.get('type')} that could not be stored "
+        f"({stored.get('why')}); only its repr was kept: {stored.get('repr')}. Return "
+        "JSON data, a DataFrame, or a picklable object to get it back later."
+    )
+
+
+def _require(job_id: str, path: Path) -> None:
+    if not path.exists():
+        raise ResultUnavailable(
+            f"the result file of task {job_id} is gone: {path} (deleted by hand or by retention)"
+        )
+
+
+def _short_repr(value: Any, limit: int = 500) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the task
+        text = f"<{type(value).__qualname__} object>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+__all__ = ["ResultUnavailable", "decode", "encode", "frame_library"]

@@ -1,0 +1,72 @@
+"""The module-level API (``raytha_nb.enqueue`` ...), acting on the process-wide manager."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .manager import manager
+from .model import LogLine, TaskRecord
+from .queue import Body
+
+
+def enqueue(task: Any, args: Any = None, *, name: str | None = None) -> str:
+    """Queue a task (Raytha's ``EnqueueAsync<T>``) and return its job id (a UUID string).
+
+    ``task`` is a :class:`BackgroundTask` subclass, a function (called as ``fn(**args)``)
+    or a registered name; ``args`` must be JSON-serialisable.
+    """
+    return manager().enqueue(task, args, name=name)
+
+
+def submit(body: Body, *, name: str, task: str, args: Any = None) -> str:
+    """Queue ``body(ctx)``, a callable that takes the task's context."""
+    return manager().submit(body, name=name, task=task, args=args)
+
+
+def get_task(job_id: str) -> TaskRecord:
+    """The task's state now (Raytha's ``GetBackgroundTaskById``); ``TaskNotFound`` if unknown."""
+    return manager().get_task(job_id)
+
+
+get_background_task_by_id = get_task
+
+
+def list_tasks(
+    status: str | Sequence[str] | None = None,
+    name: str | None = None,
+    limit: int | None = 100,
+    **filters: Any,
+) -> list[TaskRecord]:
+    """Tasks newest first, optionally filtered by status, name, ``kernel_id``, ``notebook``."""
+    return manager().list_tasks(status, name, limit, **filters)
+
+
+def cancel(job_id: str) -> bool:
+    """Cancel a queued or running task; False if it had already finished."""
+    return manager().cancel(job_id)
+
+
+def wait(job_id: str, timeout: float | None = None) -> TaskRecord:
+    """Block until the task's final state is stored; ``TimeoutError`` after ``timeout`` s."""
+    return manager().wait(job_id, timeout)
+
+
+def result(job_id: str, timeout: float | None = 0) -> Any:
+    """The task's return value (``timeout=None`` waits for it to finish)."""
+    return manager().result(job_id, timeout)
+
+
+def logs(job_id: str, since: int = 0) -> list[LogLine]:
+    """The task's log lines after sequence number ``since``."""
+    return manager().logs(job_id, since)
+
+
+def history(job_id: str) -> list[dict[str, Any]]:
+    """The task's status changes and progress samples over time."""
+    return manager().history(job_id)
+
+
+def delete(job_id: str) -> None:
+    """Forget a finished task, its logs and its result file."""
+    manager().delete(job_id)

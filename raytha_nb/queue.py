@@ -1,0 +1,192 @@
+"""Worker threads that run queued tasks FIFO, with cooperative and forced cancel."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import _results
+from ._live import LiveTask
+from .context import TaskContext, _enter, flush_task_output, install_output_capture
+from .model import TaskCancelled, TaskStatus
+
+log = logging.getLogger("raytha_nb")
+
+#: A job body: called on a worker thread with the task's context.
+Body = Callable[[TaskContext], Any]
+
+
+class _Worker:
+    __slots__ = ("job", "thread")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.job: LiveTask | None = None
+
+
+class TaskQueue:
+    """A FIFO of tasks and ``workers`` threads running them.
+
+    A task that never checks for cancellation gets ``TaskCancelled`` raised inside its
+    thread after ``grace`` seconds (``PyThreadState_SetAsyncExc``). That lands between
+    Python bytecodes, so a blocking C call (a socket read, a long NumPy or DuckDB call)
+    finishes before the task stops.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        results_dir: Callable[[], Path],
+        on_finished: Callable[[LiveTask], None],
+        grace: float = 1.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.size = workers
+        self.grace = grace
+        self._results_dir = results_dir
+        self._on_finished = on_finished
+        self._pending: deque[tuple[LiveTask, Body]] = deque()
+        self._cond = threading.Condition()
+        self._slot_lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._stopping = False
+
+    # -- submitting and cancelling ---------------------------------------------
+    def submit(self, live: LiveTask, body: Body) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the task queue is shut down")
+            self._pending.append((live, body))
+            if len(self._workers) < self.size:
+                self._start_worker()
+            self._cond.notify()
+
+    def _start_worker(self) -> None:
+        install_output_capture()
+        thread = threading.Thread(
+            target=self._loop, name=f"raytha-nb-worker-{len(self._workers) + 1}", daemon=True
+        )
+        worker = _Worker(thread)
+        self._workers.append(worker)
+        thread.start()
+
+    def cancel(self, live: LiveTask) -> None:
+        """Ask a running task to stop; force it after the grace period."""
+        live.cancel_requested = True
+        live.version += 1
+        live.cancel_event.set()
+        timer = threading.Timer(self.grace, self._force, args=(live,))
+        timer.daemon = True
+        timer.start()
+
+    def _force(self, live: LiveTask) -> None:
+        with self._slot_lock:
+            for worker in self._workers:
+                if worker.job is live and worker.thread.ident is not None:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(worker.thread.ident), ctypes.py_object(TaskCancelled)
+                    )
+
+    def _leave(self, worker: _Worker) -> None:
+        with self._slot_lock:
+            worker.job = None
+            if worker.thread.ident is not None:
+                # Drop a forced cancel that was raised but not yet delivered.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(worker.thread.ident), None
+                )
+
+    # -- the worker loop ----------------------------------------------------------
+    def _loop(self) -> None:
+        me = next(w for w in self._workers if w.thread is threading.current_thread())
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                live, body = self._pending.popleft()
+            try:
+                self._run(me, live, body)
+            except BaseException:
+                log.exception("raytha_nb worker failed while finishing task %s", live.id)
+            finally:
+                if live.status.finished:
+                    self._on_finished(live)
+
+    def _run(self, worker: _Worker, live: LiveTask, body: Body) -> None:
+        if live.status is not TaskStatus.ENQUEUED:
+            return  # cancelled while it waited
+        with self._slot_lock:
+            worker.job = live
+        if not live.transition(TaskStatus.PROCESSING):
+            self._leave(worker)
+            return
+        ctx = TaskContext(live, live.args)
+        try:
+            try:
+                _enter(ctx)
+                value = body(ctx)
+            finally:
+                self._leave(worker)
+                flush_task_output()
+                _enter(None)
+        except TaskCancelled:
+            live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
+            return
+        except BaseException as exc:  # noqa: BLE001 - the task's failure is its status
+            live.transition(
+                TaskStatus.ERROR,
+                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix(
+                    "builtins."
+                ),
+                error_message=str(exc),
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            return
+        self._finish(live, value)
+
+    def _finish(self, live: LiveTask, value: Any) -> None:
+        try:
+            stored, kind = _results.encode(value, live.id, self._results_dir())
+        except Exception as exc:  # noqa: BLE001
+            live.transition(
+                TaskStatus.ERROR,
+                error_type="raytha_nb.ResultNotStored",
+                error_message=f"the task finished but its result could not be stored: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            return
+        live.value = value
+        live.transition(
+            TaskStatus.COMPLETE, result=stored, result_kind=kind, percent_complete=100.0
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+    def drop_pending(self) -> list[LiveTask]:
+        """Remove and return the tasks still waiting for a worker."""
+        with self._cond:
+            items = [live for live, _ in self._pending]
+            self._pending.clear()
+            return items
+
+    def running(self) -> list[LiveTask]:
+        return [w.job for w in self._workers if w.job is not None]
+
+    def shutdown(self, wait: float = 0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for worker in list(self._workers):
+            worker.thread.join(wait)
+
+
+def _cancel_info(live: LiveTask) -> str:
+    return f"cancelled at {live.percent_complete:.0f}%"

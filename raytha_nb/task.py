@@ -1,0 +1,120 @@
+"""What can be enqueued: ``BackgroundTask`` subclasses, plain functions, and a registry by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .context import TaskContext
+from .model import UnknownTask
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BackgroundTask:
+    """Subclass and implement ``execute`` (Raytha's ``IExecuteBackgroundTask``).
+
+    A fresh instance runs each job, so instance attributes never leak between runs.
+    """
+
+    #: Name shown in lists; defaults to the class name.
+    name: str | None = None
+
+    def execute(self, job_id: str, args: Any, ctx: TaskContext) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.execute(job_id, args, ctx)")
+
+
+_registry: dict[str, Callable[..., Any] | type[BackgroundTask]] = {}
+
+
+@overload
+def register(target: F, *, name: str | None = None) -> F: ...
+@overload
+def register(target: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def register(target: Any = None, *, name: str | None = None) -> Any:
+    """Register a task class or function so it can be enqueued by name.
+
+    Use as ``@register``, ``@register(name="export")`` or ``register(cls, name=...)``.
+    """
+
+    def add(obj: Any) -> Any:
+        _registry[name or task_label(obj)] = obj
+        return obj
+
+    return add if target is None else add(target)
+
+
+def registered() -> dict[str, Any]:
+    """A copy of the registry: name -> task class or function."""
+    return dict(_registry)
+
+
+def resolve(task: Any) -> Any:
+    """The class or function for ``task``, which may be a registered name."""
+    if isinstance(task, str):
+        try:
+            return _registry[task]
+        except KeyError:
+            known = ", ".join(sorted(_registry)) or "none yet"
+            raise UnknownTask(
+                f"no task registered as {task!r} (registered: {known}); decorate the class "
+                "or function with @raytha_nb.register, or pass it to enqueue() directly"
+            ) from None
+    if isinstance(task, type) and issubclass(task, BackgroundTask):
+        return task
+    if callable(task):
+        return task
+    raise TypeError(
+        f"cannot enqueue {task!r}: pass a BackgroundTask subclass, a function, "
+        "or the name of a registered task"
+    )
+
+
+def task_label(task: Any) -> str:
+    """A readable name: the class's ``name`` attribute, else its qualified name."""
+    explicit = getattr(task, "name", None) if isinstance(task, type) else None
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    qualname = getattr(task, "__qualname__", None) or type(task).__qualname__
+    return str(qualname).replace(".<locals>", "")
+
+
+def make_runner(task: Any, ctx: TaskContext) -> Callable[[], Any]:
+    """A zero-argument callable that runs one job of ``task``: ``execute`` on a fresh
+    instance, or the function called with the args spread as keywords/positionals."""
+    args = ctx.args
+    if isinstance(task, type) and issubclass(task, BackgroundTask):
+        return lambda: task().execute(ctx.job_id, args, ctx)
+    if args is None:
+        return task  # type: ignore[no-any-return]
+    if isinstance(args, dict):
+        return lambda: task(**args)
+    if isinstance(args, list):
+        return lambda: task(*args)
+    return lambda: task(args)
+
+
+def check_signature(task: Any, args: Any) -> None:
+    """Fail at enqueue, not in the worker, when a function cannot take ``args``."""
+    if isinstance(task, type):
+        return
+    try:
+        signature = inspect.signature(task)
+    except (TypeError, ValueError):
+        return
+    try:
+        if args is None:
+            signature.bind()
+        elif isinstance(args, dict):
+            signature.bind(**args)
+        elif isinstance(args, list):
+            signature.bind(*args)
+        else:
+            signature.bind(args)
+    except TypeError as exc:
+        raise TypeError(
+            f"{task_label(task)}{signature} cannot be called with args {args!r}: {exc}"
+        ) from None
