@@ -7,7 +7,7 @@ raytha_nb.get_task(job_id).percent_complete
 from __future__ import annotations
 
 from ._jsonable import NotJsonable
-from ._results import ResultUnavailable
+from ._results import ResultFile, ResultUnavailable
 from .api import (
     cancel,
     delete,
@@ -41,6 +41,7 @@ __all__ = [
     "BackgroundTask",
     "LogLine",
     "NotJsonable",
+    "ResultFile",
     "ResultUnavailable",
     "Store",
     "StoreLockedError",

@@ -7,8 +7,10 @@ else is pickled; what cannot even be pickled keeps only its repr.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,22 @@ from ._jsonable import NotJsonable, to_jsonable
 
 class ResultUnavailable(LookupError):
     """The task has no loadable result (not finished, failed, or not storable)."""
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """Return this from a task whose result is a file it wrote (an export, a query result).
+
+    The file stays where it is; the task's result records its path, size and row count,
+    and the server offers it as a download. With ``load_as`` ("pandas", "polars" or
+    "pyarrow") a Parquet file loads back as that kind of table in ``result()``;
+    otherwise ``result()`` returns the path.
+    """
+
+    path: str | os.PathLike[str]
+    rows: int | None = None
+    media_type: str | None = None
+    load_as: str | None = None
 
 
 def frame_library(value: Any) -> str | None:
@@ -45,6 +63,8 @@ def encode(value: Any, job_id: str, results_dir: Path) -> tuple[Any, str | None]
     """Persist ``value``; return its stored form (JSON-able) and kind."""
     if value is None:
         return None, None
+    if isinstance(value, ResultFile):
+        return _encode_file(value)
     library = frame_library(value)
     if library is not None:
         return _encode_frame(value, library, results_dir / f"{job_id}.parquet"), "parquet"
@@ -94,6 +114,28 @@ def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:
     }
 
 
+def _encode_file(value: ResultFile) -> tuple[dict[str, Any], str]:
+    path = Path(value.path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the task returned ResultFile({str(path)!r}) but no such file exists"
+        )
+    media_type = value.media_type or mimetypes.guess_type(path.name)[0]
+    if media_type is None and path.suffix == ".parquet":
+        media_type = "application/vnd.apache.parquet"
+    descriptor = {
+        "path": str(path),
+        "filename": path.name,
+        "bytes": path.stat().st_size,
+        "rows": value.rows,
+        "media_type": media_type or "application/octet-stream",
+    }
+    if value.load_as is not None:
+        descriptor.update(library=value.load_as, index=[])
+        return descriptor, "parquet"
+    return descriptor, "file"
+
+
 def _default_index(frame: Any) -> bool:
     import pandas as pd
 
@@ -131,6 +173,10 @@ def decode(job_id: str, stored: Any, kind: str | None) -> Any:
             return frame
         finally:
             con.close()
+    if kind == "file":
+        path = Path(stored["path"])
+        _require(job_id, path)
+        return path
     if kind == "pickle":
         path = Path(stored["path"])
         _require(job_id, path)
@@ -161,4 +207,4 @@ def _quote(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-__all__ = ["ResultUnavailable", "decode", "encode", "frame_library"]
+__all__ = ["ResultFile", "ResultUnavailable", "decode", "encode", "frame_library"]

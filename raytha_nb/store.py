@@ -105,7 +105,7 @@ class Store:
             error_message VARCHAR,
             traceback VARCHAR,
             result VARCHAR,             -- JSON: the value, or a file descriptor
-            result_kind VARCHAR,        -- json | parquet | pickle | repr
+            result_kind VARCHAR,        -- json | parquet | pickle | file | repr
             created_at TIMESTAMP NOT NULL,   -- all times are UTC
             started_at TIMESTAMP,
             completed_at TIMESTAMP,
@@ -309,7 +309,7 @@ class Store:
             ):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [job_id])
             cur.execute("COMMIT")
-        if record.result_kind in ("parquet", "pickle") and isinstance(record.result, dict):
+        if record.result_kind in ("parquet", "pickle", "file") and isinstance(record.result, dict):
             Path(record.result["path"]).unlink(missing_ok=True)
         return True
 
