@@ -309,8 +309,10 @@ class Store:
             ):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [job_id])
             cur.execute("COMMIT")
-        if record.result_kind in ("parquet", "pickle", "file") and isinstance(record.result, dict):
-            Path(record.result["path"]).unlink(missing_ok=True)
+        if isinstance(record.result, dict) and "path" in record.result:
+            path = Path(record.result["path"])
+            if path.parent == self.results_dir:  # ours; a user's export file stays
+                path.unlink(missing_ok=True)
         return True
 
     # -- reads ------------------------------------------------------------------
