@@ -29,6 +29,7 @@ class LiveTask:
         "committed",
         "completed_at",
         "created_at",
+        "dirty",
         "error_message",
         "error_type",
         "events",
@@ -54,6 +55,7 @@ class LiveTask:
         "traceback",
         "value",
         "version",
+        "waiter",
     )  # fmt: skip
 
     def __init__(
@@ -66,6 +68,7 @@ class LiveTask:
         kernel_id: str | None,
         notebook: str | None,
         pid: int,
+        dirty: set[str],
     ) -> None:
         self.id = job_id
         self.name = name
@@ -89,12 +92,16 @@ class LiveTask:
         self.notebook = notebook
         self.pid = pid
         self.cancel_requested = False
-        self.cancel_event = threading.Event()
         self.version = 1
+        # Ids of tasks with unpublished status changes or logs. Progress reports skip it
+        # (the publisher scans running tasks) to keep report() to attribute assignments.
+        self.dirty = dirty
         self.flushed_version = 0
         self.lock = threading.Lock()
-        # Set once the terminal state is committed: wait() returns only then.
-        self.committed = threading.Event()
+        # True once the terminal state is committed: wait() returns only then. The
+        # Event is made only when someone waits (most tasks are never waited on).
+        self.committed = False
+        self.waiter: threading.Event | None = None
         # History rows not yet flushed: (ts, status, step, percent, info).
         self.events: deque[tuple[float, str, int, float, str | None]] = deque()
         self.events.append((self.created_at, "enqueued", 0, 0.0, None))
@@ -115,6 +122,11 @@ class LiveTask:
             self.task_step = step
         self.version += 1
 
+    def mark(self) -> None:
+        """Flag a change the publisher must send even if the task is not running."""
+        self.version += 1
+        self.dirty.add(self.id)
+
     # -- status changes ----------------------------------------------------------
     def transition(self, status: TaskStatus, **fields: Any) -> bool:
         """Move to ``status`` unless already finished; False if the change was refused."""
@@ -132,19 +144,36 @@ class LiveTask:
             self.events.append(
                 (now, status.value, self.task_step, self.percent_complete, self.status_info)
             )
-            self.version += 1
+            self.mark()
             return True
+
+    def set_committed(self) -> None:
+        with self.lock:
+            self.committed = True
+            if self.waiter is not None:
+                self.waiter.set()
+
+    def wait_committed(self, timeout: float | None) -> bool:
+        with self.lock:
+            if self.committed:
+                return True
+            if self.waiter is None:
+                self.waiter = threading.Event()
+            waiter = self.waiter
+        return waiter.wait(timeout)
 
     def add_log(self, stream: str, text: str) -> int:
         with self.lock:
             self.log_seq += 1
             self.logs.append((self.log_seq, time.time(), stream, text))
-            self.version += 1
+            self.mark()
             return self.log_seq
 
     def unflushed_logs(self) -> list[tuple[int, float, str, str]]:
         """Lines added since the last flush (lines that fell off the tail are lost only if
         more than LOG_TAIL lines arrive between two flushes)."""
+        if self.log_seq == self.log_flushed:
+            return []
         with self.lock:
             return [line for line in self.logs if line[0] > self.log_flushed]
 

@@ -164,7 +164,9 @@ def decode(job_id: str, stored: Any, kind: str | None) -> Any:
             if library == "polars":
                 return rel.pl()
             if library == "pyarrow":
-                return rel.fetch_arrow_table()
+                # duckdb 1.4 renamed fetch_arrow_table (deprecated) to to_arrow_table.
+                to_arrow = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
+                return to_arrow()
             frame = rel.df()
             if stored.get("index"):
                 frame = frame.set_index(stored["index"])

@@ -30,6 +30,8 @@ log = logging.getLogger("raytha_nb")
 
 #: Results of this process's tasks kept in memory for result() (older ones reload from disk).
 _RESULT_CACHE = 32
+#: Final records of this process's recently finished tasks, so reads skip DuckDB.
+_RECENT = 2_000
 
 
 class TaskStateError(RuntimeError):
@@ -61,14 +63,22 @@ class TaskManager:
     ) -> None:
         self.backend = backend if backend is not None else backend_from_env(db)
         self._live: dict[str, LiveTask] = {}
+        self._dirty: set[str] = set()
         self._values: OrderedDict[str, Any] = OrderedDict()
+        self._recent: OrderedDict[str, LiveTask] = OrderedDict()
         self._kernel_id, self._notebook = _kernel_identity()
         size = workers or int(os.environ.get("RAYTHA_NB_WORKERS", "4"))
         self.queue = TaskQueue(
             size, lambda: self.backend.results_dir, self._finished, grace=cancel_grace
         )
         self.publisher = Publisher(
-            self._live, self.backend, self._cancel_requested, interval=flush_interval
+            self._live,
+            self._dirty,
+            self.queue.running,
+            self.backend,
+            self._cancel_requested,
+            self._committed,
+            interval=flush_interval,
         )
         self._closed = False
 
@@ -95,8 +105,10 @@ class TaskManager:
         live = LiveTask(
             job_id, name, task, args,
             kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(),
+            dirty=self._dirty,
         )  # fmt: skip
         self._live[job_id] = live
+        live.mark()  # after it is in _live, where the publisher looks flagged ids up
         self.queue.submit(live, body)
         return job_id
 
@@ -108,11 +120,19 @@ class TaskManager:
                 self._values.popitem(last=False)
         self.publisher.wake()
 
+    def _committed(self, live: LiveTask) -> None:
+        self._recent[live.id] = live  # final: snapshot it when someone reads it
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
     # -- reading ---------------------------------------------------------------------
     def get_task(self, job_id: str) -> TaskRecord:
         live = self._live.get(job_id)
         if live is not None:
             return live.snapshot()
+        recent = self._recent.get(job_id)
+        if recent is not None:
+            return recent.snapshot()
         record = self.backend.get(_check_id(job_id))
         if record is None:
             raise TaskNotFound(job_id)
@@ -174,12 +194,12 @@ class TaskManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         live = self._live.get(job_id)
         if live is not None:
-            if not live.committed.wait(timeout):
+            if not live.wait_committed(timeout):
                 raise TimeoutError(
                     f"task {live.name} ({job_id}) is still {live.status.value} "
                     f"({live.percent_complete:.0f}%) after {timeout}s"
                 )
-            return self.get_task(job_id)
+            return live.snapshot()  # final and committed; no need to read it back
         while True:
             record = self.get_task(job_id)
             if record.finished:
@@ -240,6 +260,7 @@ class TaskManager:
                 "wait for it to finish before deleting it"
             )
         self._values.pop(job_id, None)
+        self._recent.pop(job_id, None)
         self.backend.delete(job_id)
 
     def _cancel_requested(self, ids: set[str]) -> None:

@@ -44,16 +44,22 @@ class Publisher:
     def __init__(
         self,
         live: dict[str, LiveTask],
+        dirty: set[str],
+        running: Callable[[], list[LiveTask]],
         backend: TaskBackend,
         on_cancel_requests: Callable[[set[str]], None],
+        on_committed: Callable[[LiveTask], None],
         interval: float = 0.2,
         heartbeat: float = 1.0,
     ) -> None:
         self.interval = interval
         self.heartbeat = heartbeat
         self._live = live
+        self._dirty = dirty
+        self._running = running
         self._backend = backend
         self._on_cancel_requests = on_cancel_requests
+        self._on_committed = on_committed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -87,6 +93,7 @@ class Publisher:
             try:
                 cancels = self._backend.publish(batch)
             except Exception as exc:
+                self._dirty.update(item.live.id for item in sent)  # retry them next round
                 self._failures += 1
                 level = (
                     logging.WARNING
@@ -112,8 +119,17 @@ class Publisher:
             return True
 
     def _collect(self, now: float) -> tuple[Batch, list[_Sent]]:
+        # Changed tasks: those flagged dirty plus the running ones (whose progress
+        # reports only bump their version). pop() is atomic, so a task flagged again
+        # meanwhile stays flagged for the next round.
+        candidates: dict[str, LiveTask] = {t.id: t for t in self._running()}
+        while self._dirty:
+            job_id = self._dirty.pop()
+            task = self._live.get(job_id)
+            if task is not None:
+                candidates[job_id] = task
         batch, sent = Batch(), []
-        for live in list(self._live.values()):
+        for live in candidates.values():
             version = live.version
             if version == live.flushed_version:
                 continue
@@ -145,7 +161,8 @@ class Publisher:
             live.sampled = item.sample
             live.flushed_version = item.version
             if live.status in TERMINAL and live.version == item.version:
-                live.committed.set()
+                self._on_committed(live)
+                live.set_committed()
                 self._live.pop(live.id, None)
 
     def stop(self, flush: bool = True, timeout: float = 5.0) -> None:
@@ -157,7 +174,7 @@ class Publisher:
             while time.monotonic() < deadline:
                 try:
                     self.flush()
-                    if not any(v.version != v.flushed_version for v in self._live.values()):
+                    if not any(v.version != v.flushed_version for v in list(self._live.values())):
                         return
                 except Exception:  # noqa: BLE001
                     time.sleep(0.1)

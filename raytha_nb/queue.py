@@ -80,8 +80,7 @@ class TaskQueue:
     def cancel(self, live: LiveTask) -> None:
         """Ask a running task to stop; force it after the grace period."""
         live.cancel_requested = True
-        live.version += 1
-        live.cancel_event.set()
+        live.mark()
         timer = threading.Timer(self.grace, self._force, args=(live,))
         timer.daemon = True
         timer.start()

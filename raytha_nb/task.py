@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -74,12 +75,11 @@ def resolve(task: Any) -> Any:
 
 
 def task_label(task: Any) -> str:
-    """A readable name: the class's ``name`` attribute, else its qualified name."""
+    """A readable name: the class's ``name`` attribute, else its ``__name__``."""
     explicit = getattr(task, "name", None) if isinstance(task, type) else None
     if isinstance(explicit, str) and explicit:
         return explicit
-    qualname = getattr(task, "__qualname__", None) or type(task).__qualname__
-    return str(qualname).replace(".<locals>", "")
+    return str(getattr(task, "__name__", None) or type(task).__name__)
 
 
 def make_runner(task: Any, ctx: TaskContext) -> Callable[[], Any]:
@@ -97,13 +97,20 @@ def make_runner(task: Any, ctx: TaskContext) -> Callable[[], Any]:
     return lambda: task(args)
 
 
+@functools.lru_cache(maxsize=512)
+def _signature(task: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(task)
+    except (TypeError, ValueError):
+        return None
+
+
 def check_signature(task: Any, args: Any) -> None:
     """Fail at enqueue, not in the worker, when a function cannot take ``args``."""
     if isinstance(task, type):
         return
-    try:
-        signature = inspect.signature(task)
-    except (TypeError, ValueError):
+    signature = _signature(task)
+    if signature is None:
         return
     try:
         if args is None:
