@@ -242,3 +242,31 @@ def run(client: Any, code: str, timeout: float = 60) -> str:
     if errors or reply["content"]["status"] != "ok":
         raise AssertionError(f"kernel error running {code!r}:\n" + "\n".join(errors))
     return "".join(out).strip()
+
+
+class ExternalKernel:
+    """A kernel started by the test (not by the server) and attached to the server
+    through the environment, as a kernel that outlives a server restart would be."""
+
+    def __init__(self, server: JupyterServer) -> None:
+        from jupyter_client import KernelManager
+
+        secret = (server.db.parent / f".{server.db.stem}.kernel-secret").read_text()
+        env = {
+            **server.env(),
+            "RAYTHA_NB_URL": server.url,
+            "RAYTHA_NB_TOKEN": secret,
+            "RAYTHA_NB_RESULTS": str(server.db.parent / f"{server.db.stem}-results"),
+        }
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        if self.manager.is_alive():
+            self.manager.shutdown_kernel(now=True)
+        else:
+            self.manager.cleanup_resources()

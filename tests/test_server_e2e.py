@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import io
-import json
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from ._server_helpers import JupyterServer, run
+from ._server_helpers import ExternalKernel, JupyterServer, run
 
 #: Small, so that a killed kernel's task is reaped quickly in the test.
 HEARTBEAT_TIMEOUT = 3.0
@@ -90,7 +89,7 @@ def test_cross_notebook_watch_cancel_and_result(
         f"(lambda t: (t.status.value, t.kernel_id, t.name))(rnb.get_task({long_job!r}))",
     )
     assert seen == ("processing", kernel_a, "long")
-    listed = value(b, "[t.id for t in rnb.list_tasks(kernel_id=%r)]" % kernel_a)
+    listed = value(b, f"[t.id for t in rnb.list_tasks(kernel_id={kernel_a!r})]")
     assert {long_job, rest_job, frame_job} <= set(listed)
 
     # B fetches A's DataFrame result.
@@ -148,29 +147,38 @@ def test_killed_kernel_task_becomes_interrupted(
         server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
+def test_silent_kernel_is_reaped_after_the_heartbeat_timeout(server: JupyterServer) -> None:
+    """A kernel the server did not start (so no restart event): only heartbeats tell."""
+    kernel = ExternalKernel(server)
+    try:
+        run(kernel.client, SETUP)
+        job = value(kernel.client, "rnb.enqueue(spin, {'steps': 10000, 'delay': 0.05})")
+        server.wait_for(job, {"processing"}, 15)
+        pid = value(kernel.client, "os.getpid()")
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        record = server.wait_for(job, {"interrupted"}, HEARTBEAT_TIMEOUT + 5)
+        elapsed = time.monotonic() - killed
+        assert HEARTBEAT_TIMEOUT - 1.5 <= elapsed <= HEARTBEAT_TIMEOUT + 2, elapsed
+        assert record["status_info"].endswith(
+            f"(PID {pid}) sent no heartbeat for over {HEARTBEAT_TIMEOUT:g} s: "
+            "it died or lost contact with the server"
+        ), record["status_info"]
+    finally:
+        kernel.close()
+
+
 def test_server_restart_loses_nothing(tmp_path: Path) -> None:
     """A kernel that outlives a server restart re-sends what the server missed.
 
     Kernels the server itself started stop with it (Jupyter's parent poller), so this
     kernel is started by the test, attached to the server through the environment.
     """
-    from jupyter_client import KernelManager
-
     db = tmp_path / "db" / "tasks.duckdb"
     server = JupyterServer(tmp_path, db, heartbeat_timeout=15).start()
-    secret = (db.parent / ".tasks.kernel-secret").read_text()
-    env = {
-        **server.env(),
-        "RAYTHA_NB_URL": server.url,
-        "RAYTHA_NB_TOKEN": secret,
-        "RAYTHA_NB_RESULTS": str(db.parent / "tasks-results"),
-    }
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=env)
-    client = km.client()
-    client.start_channels()
+    kernel = ExternalKernel(server)
+    client = kernel.client
     try:
-        client.wait_for_ready(timeout=60)
         run(client, SETUP)
         job = value(client, "rnb.enqueue(spin, {'steps': 80, 'delay': 0.1}, name='survivor')")
         server.wait_for(job, {"processing"}, 15)
@@ -187,9 +195,7 @@ def test_server_restart_loses_nothing(tmp_path: Path) -> None:
         assert history[0]["status"] == "enqueued" and history[-1]["status"] == "complete"
         assert value(client, f"rnb.wait({job!r}, 5).status.value") == "complete"
     finally:
-        client.stop_channels()
-        km.shutdown_kernel(now=True)
+        kernel.close()
         server.stop()
     log = server.log_text()
     assert "Traceback" not in log, log
-    json.dumps(record)
