@@ -65,6 +65,16 @@ class Base(ExtensionHandlerMixin, APIHandler):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: say which methods this URL supports
+            allowed = [
+                m
+                for m in ("GET", "POST", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())
+            ]
+            self.set_header("Allow", ", ".join(allowed))
+        super().write_error(status_code, **kwargs)
+
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -72,7 +82,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
 
     def int_arg(self, name: str, default: int, low: int, high: int | None = None) -> int:
         raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         try:
             value = int(raw)
