@@ -199,3 +199,30 @@ def test_server_restart_loses_nothing(tmp_path: Path) -> None:
         server.stop()
     log = server.log_text()
     assert "Traceback" not in log, log
+
+
+def test_monitor_notebook_runs_across_two_kernels(server: JupyterServer) -> None:
+    """notebooks/monitor-from-another-notebook.ipynb: its first half in kernel A, the cells
+    tagged ``second-notebook`` in kernel B, both started by the server."""
+    import nbformat
+
+    from ._server_helpers import ROOT
+
+    notebook = nbformat.read(ROOT / "notebooks" / "monitor-from-another-notebook.ipynb", 4)
+    kernels = [server.start_kernel(), server.start_kernel()]
+    try:
+        outputs = []
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+            second = "second-notebook" in cell.metadata.get("tags", [])
+            outputs.append(run(kernels[1 if second else 0][1], cell.source, timeout=60))
+        assert outputs[0] == "RemoteBackend"
+        assert outputs[1].startswith("nightly summary ") and kernels[0][0] in outputs[1]
+        assert "nightly summary [complete] step 0 100%" in outputs[2]
+        assert "['chunk 0 done', 'chunk 1 done', 'chunk 2 done']" in outputs[3]
+        assert "chunk" in outputs[3] and "rows" in outputs[3]
+    finally:
+        for kernel_id, client in kernels:
+            client.stop_channels()
+            server.request("DELETE", f"api/kernels/{kernel_id}")
