@@ -1,4 +1,4 @@
-"""Four kernels × 200 tasks with progress and logs, all through one server's store."""
+"""Four kernels x 200 tasks with progress and logs, all through one server's store."""
 
 from __future__ import annotations
 
