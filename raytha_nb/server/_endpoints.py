@@ -63,7 +63,17 @@ class Base(ExtensionHandlerMixin, APIHandler):
         """Run a blocking service call on the store's worker threads."""
         executor: Executor = self.settings["raytha_nb_executor"]
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        except RuntimeError:
+            if not self.service.closed:
+                raise
+        # The server is stopping: the store is closed (a kernel retries, a browser reloads).
+        raise web.HTTPError(
+            503,
+            "the raytha_nb task store is closed: the server is shutting down",
+            reason="Service Unavailable",
+        )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 405:  # RFC 9110: say which methods this URL supports

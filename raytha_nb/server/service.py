@@ -57,6 +57,8 @@ class TaskService:
         self.hub = hub
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
+        #: Set when the server stops: requests get 503 from then on.
+        self.closed = False
         self._lock = threading.RLock()
         self.sessions: dict[str, KernelSession] = {}
         # Tasks someone asked to cancel: all of them get cancel_requested forced on in
@@ -277,5 +279,7 @@ class TaskService:
                 self.hub.task(record.to_json())
 
     def close(self) -> None:
+        self.closed = True
         self.hub.close()
-        self.store.close()
+        with self._lock:
+            self.store.close()
