@@ -452,3 +452,19 @@ async def test_events_stream(
     record = json.loads(data.removeprefix("data: "))
     assert record["id"] == task.id and record["status"] == "complete"
     assert messages[-1] == f'event: deleted\ndata: {{"id":"{task.id}"}}'
+
+
+async def test_retention_deletes_only_old_finished_tasks(
+    jp_fetch: Any, secret: str, service: TaskService
+) -> None:
+    import time
+
+    old = live_task("old", status=TaskStatus.COMPLETE)
+    old.completed_at = time.time() - 7200
+    fresh = live_task("fresh", status=TaskStatus.COMPLETE)
+    running = live_task("running", status=TaskStatus.PROCESSING)
+    running.started_at = time.time() - 7200
+    await publish(jp_fetch, secret, [old, fresh, running])
+    assert service.delete_finished(older_than=3600) == 1
+    left = {t["name"] for t in body(await api(jp_fetch, "tasks"))["tasks"]}
+    assert left == {"fresh", "running"}
