@@ -121,7 +121,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
 
     async def record(self, job_id: str) -> TaskRecord:
         job_id = check_id(job_id)
-        record = await self.call(self.service.get, job_id)
+        record = self.service.live(job_id) or await self.call(self.service.get, job_id)
         if record is None:
             raise not_found(job_id)
         return record
