@@ -68,7 +68,7 @@ class LiveTask:
         kernel_id: str | None,
         notebook: str | None,
         pid: int,
-        dirty: set[str],
+        dirty: set[str] | None = None,
     ) -> None:
         self.id = job_id
         self.name = name
@@ -95,7 +95,7 @@ class LiveTask:
         self.version = 1
         # Ids of tasks with unpublished status changes or logs. Progress reports skip it
         # (the publisher scans running tasks) to keep report() to attribute assignments.
-        self.dirty = dirty
+        self.dirty = dirty if dirty is not None else set()
         self.flushed_version = 0
         self.lock = threading.Lock()
         # True once the terminal state is committed: wait() returns only then. The
