@@ -22,8 +22,14 @@ from ..manager import manager
 from . import _duckdb_job as job
 
 MODES = ("append", "replace")
-#: Columns of DuckDB's reject_errors table that go into the rejects file.
-REJECT_COLUMNS = "line, column_name, error_type, csv_line, error_message"
+#: The rejects file: one row per rejected line (DuckDB records one row per error in it).
+REJECTS_QUERY = """
+    SELECT line, any_value(csv_line) AS csv_line,
+           string_agg(error_type, '; ' ORDER BY column_idx) AS error_type,
+           string_agg(column_name, '; ' ORDER BY column_idx) AS column_name,
+           string_agg(error_message, '; ' ORDER BY column_idx) AS error_message
+    FROM rnb_reject_errors GROUP BY line ORDER BY line
+"""
 
 
 def import_csv(
@@ -144,16 +150,13 @@ def _read_csv(source: Path, options: dict[str, Any]) -> str:
 
 
 def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> int:
-    copy = (
-        f"COPY (SELECT {REJECT_COLUMNS} FROM rnb_reject_errors ORDER BY line) "
-        f"TO {job.literal(str(out))} (FORMAT csv, HEADER true)"
-    )
+    copy = f"COPY ({REJECTS_QUERY}) TO {job.literal(str(out))} (FORMAT csv, HEADER true)"
     return job.first_value(con.execute(copy))
 
 
 def _sample_rejects(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[str]:
     rows = con.execute(
-        f"SELECT line, error_type, error_message FROM rnb_reject_errors ORDER BY line LIMIT {limit}"
+        f"SELECT line, error_type, error_message FROM ({REJECTS_QUERY}) LIMIT {limit}"
     ).fetchall()
     return [f"rejected line {r[0]}: {r[1]}: {r[2]}" for r in rows]
 

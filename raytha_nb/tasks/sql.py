@@ -21,7 +21,7 @@ from . import _duckdb_job as job
 LOADERS: dict[str, Any] = {
     "pandas": lambda r: r.df(),
     "polars": lambda r: r.pl(),
-    "pyarrow": lambda r: r.fetch_arrow_table(),
+    "pyarrow": lambda r: r.to_arrow_table(),
 }
 
 
