@@ -1,0 +1,147 @@
+"""rnb.export against a bare DuckDB COPY and pandas ``to_csv``, in one run; cancel latency.
+
+    python benchmarks/bench_export.py [--rows N] [--repeat R] [--cancel-runs C]
+
+Builds N rows (bigint, double, varchar, timestamp) in a DuckDB file, then times the
+same query exported to CSV and Parquet by ``rnb.export`` (call to committed result)
+and by a bare ``COPY``, median of R runs, plus one pandas ``to_csv``. Goals (issue 5):
+rnb.export within 1.10x of bare DuckDB; CSV at least 8x faster than pandas.
+Then C exports are cancelled mid-way; request -> ``cancelled`` latency p50 / max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import raytha_nb as rnb  # after the path tweak that finds this checkout
+
+BUILD = """
+CREATE TABLE bench AS
+SELECT range::BIGINT AS id,
+       random() * 1000 AS amount,
+       'customer_' || (range % 100000)::VARCHAR AS customer,
+       TIMESTAMP '2024-01-01' + to_seconds(range) AS ts
+FROM range({rows})
+"""
+QUERY = "SELECT * FROM bench"
+#: Generated on the fly and far too big to finish: only ever cancelled.
+ENDLESS = (
+    "SELECT range AS id, random() AS amount, 'customer_' || range AS customer, "
+    "TIMESTAMP '2024-01-01' + to_seconds(range) AS ts FROM range(5000000000)"
+)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bare_copy(db: Path, out: Path, fmt: str) -> None:
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(f"COPY ({QUERY}) TO '{out}' (FORMAT {fmt})")
+    finally:
+        con.close()
+
+
+def rnb_export(db: Path, out: Path) -> None:
+    record = rnb.wait(rnb.export(QUERY, out, database=db), timeout=3600)
+    if record.status is not rnb.TaskStatus.COMPLETE:
+        raise RuntimeError(f"export ended {record.status.value}: {record.error_message}")
+
+
+def cancel_latency(folder: Path, runs: int) -> list[float]:
+    latencies = []
+    for i in range(runs):
+        out = folder / f"cancelled-{i}.csv"
+        job = rnb.export(ENDLESS, out)
+        deadline = time.monotonic() + 60
+        while rnb.get_task(job).percent_complete <= 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.1 * (i % 4))  # cancel at different points of the write
+        start = time.perf_counter()
+        rnb.cancel(job)
+        while not rnb.get_task(job).finished:
+            time.sleep(0.001)
+        latencies.append(time.perf_counter() - start)
+        record = rnb.wait(job, timeout=30)
+        if record.status is not rnb.TaskStatus.CANCELLED or any(folder.glob(f"*{out.name}")):
+            raise RuntimeError(f"run {i}: {record.status.value}, or a partial file was left")
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="DuckDB runs per variant")
+    parser.add_argument("--cancel-runs", type=int, default=10)
+    parser.add_argument("--skip-pandas", action="store_true")
+    opts = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rnb-bench-") as tmp:
+        folder = Path(tmp)
+        rnb.configure(folder / "tasks.duckdb")
+        db = folder / "data.duckdb"
+        con = duckdb.connect(str(db))
+        build = timed(lambda: con.execute(BUILD.format(rows=opts.rows)))
+        con.close()
+        print(
+            f"rows: {opts.rows:,} (bigint, double, varchar, timestamp); built in {build:.1f} s; "
+            f"duckdb {duckdb.__version__}; {os.cpu_count()} cores; repeat {opts.repeat} (median)"
+        )
+
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(opts.repeat):
+            for fmt in ("csv", "parquet"):
+                bare_out, rnb_out = folder / f"bare.{fmt}", folder / f"rnb.{fmt}"
+                times.setdefault(("bare", fmt), []).append(
+                    timed(lambda f=fmt, o=bare_out: bare_copy(db, o, f))  # type: ignore[misc]
+                )
+                times.setdefault(("rnb", fmt), []).append(
+                    timed(lambda o=rnb_out: rnb_export(db, o))  # type: ignore[misc]
+                )
+                if fmt == "csv" and bare_out.read_bytes() != rnb_out.read_bytes():
+                    raise RuntimeError("rnb.export wrote a different CSV than bare COPY")
+        median = {key: statistics.median(values) for key, values in times.items()}
+        for fmt in ("csv", "parquet"):
+            ratio = median[("rnb", fmt)] / median[("bare", fmt)]
+            print(
+                f"{fmt:8} bare DuckDB COPY {median[('bare', fmt)]:6.2f} s | rnb.export "
+                f"{median[('rnb', fmt)]:6.2f} s | rnb/bare {ratio:.2f}x (goal <= 1.10x)"
+            )
+
+        if not opts.skip_pandas:
+            con = duckdb.connect(str(db))
+            frame = con.sql(QUERY).df()
+            con.close()
+            pandas_s = timed(lambda: frame.to_csv(folder / "pandas.csv", index=False))
+            del frame
+            speedup = pandas_s / median[("rnb", "csv")]
+            print(
+                f"csv      pandas to_csv    {pandas_s:6.2f} s | rnb.export "
+                f"{median[('rnb', 'csv')]:6.2f} s | pandas/rnb {speedup:.1f}x (goal >= 8x)"
+            )
+
+        latencies = cancel_latency(folder, opts.cancel_runs)
+        print(
+            f"cancel latency (request -> cancelled, {len(latencies)} runs, large CSV export): "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms (goal < 500 ms)"
+        )
+        rnb.manager().shutdown()
+
+
+if __name__ == "__main__":
+    main()
