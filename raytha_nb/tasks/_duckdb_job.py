@@ -27,7 +27,7 @@ T = TypeVar("T")
 Database = str | os.PathLike[str] | duckdb.DuckDBPyConnection | None
 
 #: How often the poller samples progress and looks for a cancel request (seconds).
-POLL_INTERVAL = 0.05
+POLL_INTERVAL = 0.02
 
 #: Steps a data job goes through (``task_step``).
 PLANNING, RUNNING, FINALISING = 1, 2, 3
