@@ -108,6 +108,17 @@ def test_export_passes_csv_options_to_copy(mgr: rnb.TaskManager, tmp_path: Path)
     assert first is not None and first[2] == "name 0"
 
 
+def test_export_from_a_glob_of_files(mgr: rnb.TaskManager, tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(2):
+        bare_copy(QUERY.format(n=ROWS), parts / f"part-{i}.parquet", "FORMAT parquet")
+    job = rnb.export(f"{parts}/*.parquet", tmp_path / "all.csv")
+    record = finished(job)
+    assert record.result["rows"] == 2 * ROWS
+    assert record.args["source"] == f"{parts}/*.parquet"
+
+
 def test_export_from_a_notebook_connection(mgr: rnb.TaskManager, tmp_path: Path) -> None:
     con = duckdb.connect()
     con.execute(f"CREATE TABLE items AS {QUERY.format(n=ROWS)}")

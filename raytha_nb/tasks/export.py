@@ -196,14 +196,11 @@ def _source(con: duckdb.DuckDBPyConnection, source: Any, database: job.Database)
 
 
 def _looks_like_file(text: str) -> bool:
+    """A path or glob of data files (``events/*.parquet``), not a query or a table name."""
     stripped = text.strip()
     if any(c.isspace() for c in stripped):
         return False
-    if Path(stripped).expanduser().exists():
-        return True
-    return stripped.lower().endswith(_READABLE) and (
-        "/" in stripped or "*" in stripped or not job.is_table_name(stripped)
-    )
+    return stripped.lower().endswith(_READABLE) or Path(stripped).expanduser().is_file()
 
 
 def _media_type(fmt: str, target: Path, options: dict[str, Any]) -> str:
