@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from ..api import submit
 from ..context import TaskContext
 from ..model import TaskCancelled
 
@@ -205,6 +206,22 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def start(
+    con: duckdb.DuckDBPyConnection,
+    body: Callable[[TaskContext], Any],
+    *,
+    name: str,
+    task: str,
+    args: dict[str, Any],
+) -> str:
+    """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails."""
+    try:
+        return submit(body, name=name, task=task, args=args)
+    except BaseException:
+        con.close()
+        raise
+
+
 def run(
     ctx: TaskContext,
     con: duckdb.DuckDBPyConnection,
@@ -285,5 +302,6 @@ __all__ = [
     "run",
     "single_statement",
     "staged",
+    "start",
     "writable_target",
 ]

@@ -15,7 +15,6 @@ from typing import Any
 import duckdb
 
 from .._results import ResultFile, frame_library
-from ..api import submit
 from ..context import TaskContext
 from . import _duckdb_job as job
 
@@ -86,7 +85,7 @@ def export(
         "path": str(target),
         "format": fmt,
         "database": job.database_label(database),
-        "options": {k: v for k, v in options.items()},
+        "options": dict(options),
     }
 
     def body(ctx: TaskContext) -> ResultFile:
@@ -115,7 +114,7 @@ def export(
             )
             return ResultFile(target, rows=rows, media_type=media_type)
 
-    return submit(body, name=name or f"export {target.name}", task="export", args=args)
+    return job.start(con, body, name=name or f"export {target.name}", task="export", args=args)
 
 
 def _format(target: Path, format: str | None) -> str:

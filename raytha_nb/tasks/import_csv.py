@@ -16,7 +16,6 @@ from typing import Any
 import duckdb
 
 from .._results import ResultFile
-from ..api import submit
 from ..context import TaskContext
 from ..manager import manager
 from . import _duckdb_job as job
@@ -125,7 +124,7 @@ def import_csv(
             )
             return ResultFile(out, rows=rejected, media_type="text/csv")
 
-    return submit(body, name=name or f"import {source.name}", task="import_csv", args=args)
+    return job.start(con, body, name=name or f"import {source.name}", task="import_csv", args=args)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str] | None:

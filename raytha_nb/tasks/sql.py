@@ -12,7 +12,6 @@ from typing import Any
 import duckdb
 
 from .._results import ResultFile
-from ..api import submit
 from ..context import TaskContext
 from ..manager import manager
 from . import _duckdb_job as job
@@ -71,7 +70,7 @@ def sql(
             ctx.report(100.0, f"{rows:,} rows", job.FINALISING)
             return ResultFile(out, rows=rows, load_as=load_as)
 
-    return submit(body, name=name or _name(text), task="sql", args=args)
+    return job.start(con, body, name=name or _name(text), task="sql", args=args)
 
 
 def _describe(kind: str) -> Any:
