@@ -34,6 +34,7 @@ from .model import (
 )
 from .store import Store
 from .task import BackgroundTask, register, registered
+from .tasks import export, import_csv, sql
 
 __version__ = "0.1.0"
 
@@ -69,9 +70,11 @@ __all__ = [
     "current",
     "delete",
     "enqueue",
+    "export",
     "get_background_task_by_id",
     "get_task",
     "history",
+    "import_csv",
     "list_tasks",
     "log",
     "logs",
@@ -80,6 +83,7 @@ __all__ = [
     "register",
     "registered",
     "result",
+    "sql",
     "submit",
     "track",
     "wait",

@@ -163,7 +163,8 @@ class TaskQueue:
                 traceback="".join(traceback.format_exception(exc)),
             )
             return
-        live.value = value
+        # A ResultFile loads back through decode() (a frame, or the path), not as itself.
+        live.value = None if isinstance(value, _results.ResultFile) else value
         live.transition(
             TaskStatus.COMPLETE, result=stored, result_kind=kind, percent_complete=100.0
         )
