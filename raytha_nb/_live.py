@@ -34,6 +34,9 @@ class LiveTask:
         "error_type",
         "events",
         "flushed_version",
+        "row_version",
+        "flushed_row_version",
+        "sampled_at",
         "id",
         "kernel_id",
         "lock",
@@ -97,6 +100,11 @@ class LiveTask:
         # (the publisher scans running tasks) to keep report() to attribute assignments.
         self.dirty = dirty if dirty is not None else set()
         self.flushed_version = 0
+        # Bumped by changes that need the whole row written (new task, status, cancel);
+        # otherwise a flush sends only the narrow progress columns.
+        self.row_version = 1
+        self.flushed_row_version = 0
+        self.sampled_at = 0.0
         self.lock = threading.Lock()
         # True once the terminal state is committed: wait() returns only then. The
         # Event is made only when someone waits (most tasks are never waited on).
@@ -122,8 +130,11 @@ class LiveTask:
             self.task_step = step
         self.version += 1
 
-    def mark(self) -> None:
-        """Flag a change the publisher must send even if the task is not running."""
+    def mark(self, row: bool = True) -> None:
+        """Flag a change the publisher must send even if the task is not running;
+        ``row``: the change is more than progress, so write the whole row."""
+        if row:
+            self.row_version += 1
         self.version += 1
         self.dirty.add(self.id)
 
@@ -166,7 +177,7 @@ class LiveTask:
         with self.lock:
             self.log_seq += 1
             self.logs.append((self.log_seq, time.time(), stream, text))
-            self.mark()
+            self.mark(row=False)
             return self.log_seq
 
     def unflushed_logs(self) -> list[tuple[int, float, str, str]]:
@@ -193,6 +204,11 @@ class LiveTask:
             now if self.status is TaskStatus.PROCESSING else None,
             self.kernel_id, self.notebook, self.pid, self.cancel_requested,
         )  # fmt: skip
+
+    def progress_row(self, now: float) -> tuple[Any, ...]:
+        """Just the progress, in ``store.PROGRESS_COLUMNS`` order."""
+        pct = float(min(max(self.percent_complete, 0.0), 100.0))
+        return (self.id, self.task_step, self.status_info, pct, now)
 
     def snapshot(self) -> TaskRecord:
         pct = self.percent_complete

@@ -27,15 +27,19 @@ log = logging.getLogger("raytha_nb")
 
 #: After a wake-up for a finished task, wait this long to batch more finishes with it.
 _COALESCE = 0.01
+#: Seconds between two progress samples in a task's history (a new step always samples).
+_SAMPLE_EVERY = 1.0
 
 
 @dataclass
 class _Sent:
     live: LiveTask
     version: int
+    row_version: int
     events: int
     log_seq: int
     sample: tuple[int, float, str | None]
+    sampled_at: float
 
 
 class Publisher:
@@ -130,15 +134,31 @@ class Publisher:
                 candidates[job_id] = task
         batch, sent = Batch(), []
         for live in candidates.values():
-            version = live.version
+            version, row_version = live.version, live.row_version
             if version == live.flushed_version:
                 continue
-            row = live.row(now)
+            if row_version != live.flushed_row_version:
+                batch.tasks.append(live.row(now))
+            else:
+                batch.progress.append(live.progress_row(now))
             events = list(live.events)
             batch.events.extend((live.id, *event) for event in events)
-            sample = (live.task_step, row[7], live.status_info)
-            if live.status is TaskStatus.PROCESSING and sample != live.sampled:
+            sample = (
+                live.task_step,
+                float(min(max(live.percent_complete, 0.0), 100.0)),
+                live.status_info,
+            )
+            sampled_at = live.sampled_at
+            # History: a progress sample when the step changes, else at most once a second.
+            if (
+                live.status is TaskStatus.PROCESSING
+                and sample != live.sampled
+                and (sample[0] != live.sampled[0] or now - sampled_at >= _SAMPLE_EVERY)
+            ):
                 batch.events.append((live.id, now, "processing", *sample))
+                sampled_at = now
+            else:
+                sample = live.sampled
             logs = live.unflushed_logs()
             if logs and logs[0][0] > live.log_flushed + 1:
                 log.warning(
@@ -147,9 +167,10 @@ class Publisher:
                     live.id, live.log_flushed + 1, logs[0][0] - 1,
                 )  # fmt: skip
             batch.logs.extend((live.id, *line) for line in logs)
-            batch.tasks.append(row)
             last_seq = logs[-1][0] if logs else live.log_flushed
-            sent.append(_Sent(live, version, len(events), last_seq, sample))
+            sent.append(
+                _Sent(live, version, row_version, len(events), last_seq, sample, sampled_at)
+            )
         return batch, sent
 
     def _acknowledge(self, sent: list[_Sent]) -> None:
@@ -159,6 +180,8 @@ class Publisher:
                 live.events.popleft()
             live.log_flushed = item.log_seq
             live.sampled = item.sample
+            live.sampled_at = item.sampled_at
+            live.flushed_row_version = item.row_version
             live.flushed_version = item.version
             if live.status in TERMINAL and live.version == item.version:
                 self._on_committed(live)

@@ -31,6 +31,8 @@ TASK_COLUMNS = (
     "started_at", "completed_at", "heartbeat_at", "kernel_id", "notebook", "pid",
     "cancel_requested",
 )  # fmt: skip
+#: A running task's progress only: the cheap update most flushes need.
+PROGRESS_COLUMNS = ("id", "task_step", "status_info", "percent_complete", "heartbeat_at")
 EVENT_COLUMNS = ("task_id", "ts", "status", "task_step", "percent_complete", "status_info")
 LOG_COLUMNS = ("task_id", "seq", "ts", "stream", "text")
 _TIME_COLUMNS = {"created_at", "started_at", "completed_at", "heartbeat_at", "ts"}
@@ -47,22 +49,30 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 @dataclass
 class Batch:
-    """State changes to commit together: full task rows (latest wins), history rows, log lines."""
+    """State changes to commit together: full task rows (latest wins), progress-only rows
+    of tasks already stored, history rows, log lines."""
 
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    progress: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     logs: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.events or self.logs)
+        return bool(self.tasks or self.progress or self.events or self.logs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"tasks": self.tasks, "events": self.events, "logs": self.logs}
+        return {
+            "tasks": self.tasks,
+            "progress": self.progress,
+            "events": self.events,
+            "logs": self.logs,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Batch:
         return cls(
             tasks=[tuple(row) for row in data.get("tasks", [])],
+            progress=[tuple(row) for row in data.get("progress", [])],
             events=[tuple(row) for row in data.get("events", [])],
             logs=[tuple(row) for row in data.get("logs", [])],
         )
@@ -139,6 +149,13 @@ class Store:
     UPSERT_TASKS = (
         f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}, updated_at) "
         f"SELECT {_select(TASK_COLUMNS)}, make_timestamp(?) FROM batch_tasks"
+    )
+    # A narrow UPDATE costs DuckDB ~1 ms where rewriting the 22-column row costs ~6 ms.
+    UPDATE_PROGRESS = (
+        "UPDATE tasks SET task_step = b.task_step, status_info = b.status_info, "
+        "percent_complete = b.percent_complete, heartbeat_at = b.heartbeat_at, "
+        f"updated_at = make_timestamp(?) FROM (SELECT {_select(PROGRESS_COLUMNS)} "
+        "FROM batch_progress) AS b WHERE tasks.id = b.id"
     )
     INSERT_EVENTS = (
         f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) "
@@ -241,6 +258,7 @@ class Store:
             try:
                 for name, columns, rows, sql in (
                     ("batch_tasks", TASK_COLUMNS, batch.tasks, self.UPSERT_TASKS),
+                    ("batch_progress", PROGRESS_COLUMNS, batch.progress, self.UPDATE_PROGRESS),
                     ("batch_events", EVENT_COLUMNS, batch.events, self.INSERT_EVENTS),
                     ("batch_logs", LOG_COLUMNS, batch.logs, self.INSERT_LOGS),
                 ):
@@ -253,7 +271,7 @@ class Store:
                 cur.execute("ROLLBACK")
                 # Only now: unregistering inside the failed transaction would raise and
                 # hide the real error.
-                for name in ("batch_tasks", "batch_events", "batch_logs"):
+                for name in ("batch_tasks", "batch_progress", "batch_events", "batch_logs"):
                     with contextlib.suppress(duckdb.Error):
                         cur.unregister(name)
                 raise

@@ -17,7 +17,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
 from ..model import TaskStatus
-from ..store import EVENT_COLUMNS, LOG_COLUMNS, TASK_COLUMNS, Batch
+from ..store import EVENT_COLUMNS, LOG_COLUMNS, PROGRESS_COLUMNS, TASK_COLUMNS, Batch
 from ._endpoints import (
     Base,
     CancelEndpoint,
@@ -98,8 +98,15 @@ class PublishHandler(KernelAuth):
 
 def _batch(data: Any) -> Batch:
     if not isinstance(data, dict):
-        raise bad_request("'batch' must be an object with 'tasks', 'events' and 'logs' lists")
-    for key, columns in (("tasks", TASK_COLUMNS), ("events", EVENT_COLUMNS), ("logs", LOG_COLUMNS)):
+        raise bad_request(
+            "'batch' must be an object with 'tasks', 'progress', 'events' and 'logs' lists"
+        )
+    for key, columns in (
+        ("tasks", TASK_COLUMNS),
+        ("progress", PROGRESS_COLUMNS),
+        ("events", EVENT_COLUMNS),
+        ("logs", LOG_COLUMNS),
+    ):
         rows = data.get(key, [])
         if not isinstance(rows, list) or not all(
             isinstance(r, list) and len(r) == len(columns) and isinstance(r[0], str) for r in rows

@@ -106,13 +106,13 @@ class TaskService:
             )
             self._undelivered -= cancels
             # Under the lock, so a concurrent reap cannot leave a stale live copy.
-            self._announce({row[0] for row in batch.tasks})
+            self._announce({row[0] for rows in (batch.tasks, batch.progress) for row in rows})
         return sorted(cancels)
 
     def _drop_finished(self, batch: Batch) -> set[str]:
         """Remove rows and history of tasks already finished in the store, and log lines
         already stored (a batch re-sent after a lost reply); return the finished ids."""
-        ids = sorted({row[0] for row in batch.tasks} | {row[0] for row in batch.logs})
+        ids = sorted({row[0] for rows in (batch.tasks, batch.progress, batch.logs) for row in rows})
         if not ids:
             return set()
         finished = {
@@ -125,6 +125,7 @@ class TaskService:
         }
         if finished:
             batch.tasks = [row for row in batch.tasks if row[0] not in finished]
+            batch.progress = [row for row in batch.progress if row[0] not in finished]
             batch.events = [row for row in batch.events if row[0] not in finished]
         if batch.logs:
             last = dict(
