@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import _kernel_io, _text
-from .api import cancel, get_task, list_tasks, submit
+from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
 from .manager import manager
 from .model import ACTIVE, TaskNotFound, TaskRecord
@@ -106,14 +106,18 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
     @line_magic
     def jobs(self, line: str) -> None:
         """``%jobs [--all] [--limit N]`` lists tasks (this kernel's by default);
-        ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget."""
+        ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget;
+        ``%jobs wait ID|NAME`` blocks until it ends (the notebook's stop button stops
+        the waiting, not the task)."""
         words = shlex.split(line)
-        if words and words[0] in ("cancel", "show"):
+        if words and words[0] in ("cancel", "show", "wait"):
             if len(words) != 2:
                 raise UsageError(f"usage: %jobs {words[0]} ID|NAME (one task)")
             record = _find(words[1])
             if words[0] == "show":
                 self._show(record.id, no_widget=False)
+            elif words[0] == "wait":
+                print(_text.summary(wait(record.id)))
             elif cancel(record.id):
                 print(f"cancel requested for {record.name!r} (job {record.id})")
             else:
@@ -137,7 +141,7 @@ def _list_options(words: list[str]) -> tuple[bool, int]:
         else:
             raise UsageError(
                 f"%jobs does not understand {word!r}; use %jobs [--all] [--limit N], "
-                "%jobs cancel ID|NAME or %jobs show ID|NAME"
+                "%jobs cancel|show|wait ID|NAME"
             )
     return everything, limit
 
