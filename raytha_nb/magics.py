@@ -12,6 +12,7 @@ import inspect
 import keyword
 import os
 import shlex
+import sys
 from types import CodeType
 from typing import Any
 
@@ -25,6 +26,9 @@ from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
 from .manager import manager
 from .model import ACTIVE, TaskNotFound, TaskRecord
+
+#: GIL switch interval in kernels (s): keeps cells responsive next to CPU-bound tasks.
+_SWITCH_INTERVAL = 0.001
 
 #: Task name users see for an unnamed cell: its first line, cut to this length.
 _NAME_CHARS = 48
@@ -296,5 +300,9 @@ def _default_name(cell: str) -> str:
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext raytha_nb``: register the magics and keep task output out of cells."""
     _kernel_io.install(ipython)
+    # A cell waits for the GIL at each of several thread hand-offs in ipykernel; with a
+    # CPU-bound task running, each costs up to the switch interval (5 ms by default).
+    if sys.getswitchinterval() > _SWITCH_INTERVAL:
+        sys.setswitchinterval(_SWITCH_INTERVAL)
     if "background" not in ipython.magics_manager.magics["cell"]:
         ipython.register_magics(BackgroundMagics)
