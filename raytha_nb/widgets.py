@@ -52,7 +52,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._outcome = w.HTML(layout=w.Layout(display="none"))
         self._log_view = w.HTML()
         self._log_box = w.Accordion(children=[self._log_view], selected_index=None)
-        self._log_box.set_title(0, "Log")
+        self._log_box.set_title(0, "Log (no lines yet)")
         super().__init__(
             children=[
                 self._title,
@@ -122,6 +122,9 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._bar.value = round(record.percent_complete, 1)
         if self._bar.style.bar_color != colour:
             self._bar.style.bar_color = colour
+        if record.finished and record.status is not TaskStatus.COMPLETE:
+            # Visible even when the task ended at 0%.
+            self._bar.layout.border = f"1px solid {colour}"
         timing = _text.timing(record)
         self._numbers.value = f"<b>{record.percent_complete:.0f}%</b>" + (
             f" &nbsp;{_text.esc(timing)}" if timing else ""
