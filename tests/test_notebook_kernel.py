@@ -238,3 +238,23 @@ def test_load_ext_in_a_fresh_kernel_and_no_widget_mode(tmp_path: Path) -> None:
         k.execute("import raytha_nb as rnb")
         job = job_of(k, "quiet")
         assert k.value(f"rnb.result({job!r}, timeout=10)") == 42
+
+
+def test_widget_updates_are_throttled_however_often_the_task_reports(kernel: Kernel) -> None:
+    kernel.execute(
+        "%%background --name flood\n"
+        "t0 = time.perf_counter()\n"
+        "while time.perf_counter() - t0 < 1.5:\n"
+        "    for n in range(10_000):\n"
+        "        rnb.progress(n / 100)\n"
+        "time.perf_counter() - t0",
+        cell_id="c-flood",
+    )
+    job = job_of(kernel, "flood")
+    bar = model_id(kernel, job, "_bar")
+    assert wait_done(kernel, job) == "complete"
+    kernel.execute("time.sleep(0.3)")
+    seconds = kernel.value(f"rnb.result({job!r})")
+    updates = [u for u in kernel.comm_updates(bar) if "value" in u]
+    # One refresher pulls at 10 Hz (+ one flush at the end of each cell we ran meanwhile).
+    assert 5 <= len(updates) <= seconds * 10 + 8
