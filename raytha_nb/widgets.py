@@ -83,16 +83,14 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._next_remote_poll = now + 1.0
         self._was_live = live is not None
         record = get_task(self.job_id)
-        if live is not None:
-            if force_logs or live.log_seq != self._log_seq:
-                self._add_log(live.log_tail(self._log_seq) if not force_logs else None)
-        elif force_logs or not record.finished or not self.record.finished:
-            self._add_log(None)
+        if live is None or force_logs:
+            self._add_log(None)  # from the store (plus the live tail)
+        elif live.log_seq != self._log_seq:
+            self._add_log(live.log_tail(self._log_seq))  # in memory: no query
         self.record = record
         self._render(record)
         if record.finished and live is None:
-            self._add_log(None)  # the lines flushed with the final state
-            self._done = True
+            self._done = True  # stored final state and every log line are shown
 
     def _add_log(self, lines: list[LogLine] | None) -> None:
         if lines is None:
