@@ -258,3 +258,21 @@ def test_widget_updates_are_throttled_however_often_the_task_reports(kernel: Ker
     updates = [u for u in kernel.comm_updates(bar) if "value" in u]
     # One refresher pulls at 10 Hz (+ one flush at the end of each cell we ran meanwhile).
     assert 5 <= len(updates) <= seconds * 10 + 8
+
+
+def test_output_routing_comes_back_when_a_cell_replaces_sys_stdout(kernel: Kernel) -> None:
+    # Something (a library, a user) puts ipykernel's own stream back in place...
+    kernel.execute("import sys\nsys.stdout = sys.stdout._stream\nsys.stderr = sys.stderr._stream")
+    # ...the next cell re-installs the routing before it runs.
+    kernel.execute(
+        "%%background --name reinstalled\nfor n in range(5):\n    print('routed-line', n)\n",
+        cell_id="c-reinstall",
+    )
+    job = job_of(kernel, "reinstalled")
+    others = [kernel.execute("time.sleep(0.05); print('fg')") for _ in range(3)]
+    assert wait_done(kernel, job) == "complete"
+    assert all(run.text == "fg\n" for run in others)
+    assert kernel.value(f"[l.text for l in rnb.logs({job!r})]") == [
+        f"routed-line {n}" for n in range(5)
+    ]
+    assert kernel.value("type(sys.stdout).__name__") == "TaskOutput"
