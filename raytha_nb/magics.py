@@ -153,7 +153,7 @@ def _list_options(words: list[str]) -> tuple[bool, int]:
 def _listed(everything: bool, limit: int | None) -> list[TaskRecord]:
     if everything:
         return list_tasks(limit=limit)
-    kernel_id = manager()._kernel_id
+    kernel_id = manager().kernel_id
     if kernel_id is not None:
         return list_tasks(limit=limit, kernel_id=kernel_id)
     pid = os.getpid()  # not a Jupyter kernel: this process's tasks

@@ -120,6 +120,15 @@ class TaskManager:
                 self._values.popitem(last=False)
         self.publisher.wake()
 
+    @property
+    def kernel_id(self) -> str | None:
+        """The Jupyter kernel this process is, when it is one."""
+        return self._kernel_id
+
+    def live(self, job_id: str) -> LiveTask | None:
+        """The in-memory state of a task this process is running, else None."""
+        return self._live.get(job_id)
+
     def _committed(self, live: LiveTask) -> None:
         self._recent[live.id] = live  # final: snapshot it when someone reads it
         while len(self._recent) > _RECENT:

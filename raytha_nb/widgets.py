@@ -77,7 +77,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
 
     def refresh(self, *, force_logs: bool = False, now: float = 0.0) -> None:
         """Pull the task's state and log and update the models that changed."""
-        live = manager()._live.get(self.job_id)
+        live = manager().live(self.job_id)
         if live is None and not (force_logs or self._was_live) and now < self._next_remote_poll:
             return  # a task of another process: its state comes from the store, 1/s
         self._next_remote_poll = now + 1.0
