@@ -196,7 +196,11 @@ export class TasksPanel extends Widget {
     const active = this.model.activeCount;
     const shown = tasks.length === this.model.total ? `${tasks.length}` : `${tasks.length} of ${this.model.total}`;
     this._summary.textContent =
-      state === 'connecting' ? 'connecting…' : `${shown} tasks · ${active} running`;
+      state === 'connecting'
+        ? 'connecting…'
+        : problem && !this.model.total
+          ? 'unavailable'
+          : `${shown} tasks · ${active} running`;
 
     let empty = '';
     if (state === 'connecting') {
