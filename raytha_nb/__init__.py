@@ -37,6 +37,14 @@ from .task import BackgroundTask, register, registered
 
 __version__ = "0.1.0"
 
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """The jupyter-server extension (imported only by a server, never by a kernel)."""
+    from .server import _jupyter_server_extension_points as points
+
+    return points()
+
+
 __all__ = [
     "BackgroundTask",
     "LogLine",

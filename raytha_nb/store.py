@@ -8,6 +8,7 @@ thousands of rows a second in one statement). Reads use a cursor per thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -244,13 +245,16 @@ class Store:
                 ):
                     if rows:
                         cur.register(name, _arrow(columns, rows))
-                        try:
-                            cur.execute(sql, [_micros()] if "?" in sql else [])
-                        finally:
-                            cur.unregister(name)
+                        cur.execute(sql, [_micros()] if "?" in sql else [])
+                        cur.unregister(name)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
+                # Only now: unregistering inside the failed transaction would raise and
+                # hide the real error.
+                for name in ("batch_tasks", "batch_events", "batch_logs"):
+                    with contextlib.suppress(duckdb.Error):
+                        cur.unregister(name)
                 raise
 
     def publish(self, batch: Batch) -> set[str]:
@@ -329,22 +333,40 @@ class Store:
         notebook: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        q: str | None = None,
     ) -> list[TaskRecord]:
-        """Tasks newest first, filtered by exact status(es), name, kernel or notebook."""
-        where: list[str] = ["true"]
-        params: list[Any] = []
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(TaskStatus(s).value for s in statuses)
-        for column, value in (("name", name), ("kernel_id", kernel_id), ("notebook", notebook)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = f"{self.SELECT_TASKS} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id"
+        """Tasks newest first, filtered by exact status(es), name, kernel or notebook, and
+        ``q``: a case-insensitive substring of name, task, notebook or status_info."""
+        where, params = _filters(status, name, kernel_id, notebook, q)
+        sql = f"{self.SELECT_TASKS} WHERE {where} ORDER BY created_at DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
         return [_record(row) for row in self._cursor().execute(sql, params).fetchall()]
+
+    def count_tasks(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        kernel_id: str | None = None,
+        notebook: str | None = None,
+        q: str | None = None,
+    ) -> int:
+        """How many tasks :meth:`list_tasks` with these filters and no limit would return."""
+        where, params = _filters(status, name, kernel_id, notebook, q)
+        row = self._cursor().execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def get_many(self, ids: Sequence[str]) -> list[TaskRecord]:
+        """The stored rows of ``ids`` (unknown ids are left out), in no particular order."""
+        if not ids:
+            return []
+        rows = (
+            self._cursor()
+            .execute(f"{self.SELECT_TASKS} WHERE id IN (SELECT unnest(?))", [list(ids)])
+            .fetchall()
+        )
+        return [_record(row) for row in rows]
 
     def count(self, *, status: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM tasks", []
@@ -366,6 +388,32 @@ class Store:
     def sql(self, query: str, params: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
         """Run read-only SQL over the store (tasks, task_events, task_logs)."""
         return self._cursor().execute(query, list(params))
+
+
+def _filters(
+    status: str | Sequence[str] | None,
+    name: str | None,
+    kernel_id: str | None,
+    notebook: str | None,
+    q: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) shared by list_tasks and count_tasks."""
+    where: list[str] = ["true"]
+    params: list[Any] = []
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(TaskStatus(s).value for s in statuses)
+    for column, value in (("name", name), ("kernel_id", kernel_id), ("notebook", notebook)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if q:
+        where.append(
+            "contains(lower(concat_ws(chr(10), name, task, notebook, status_info)), lower(?))"
+        )
+        params.append(q)
+    return " AND ".join(where), params
 
 
 def _aware(value: datetime | None) -> datetime | None:

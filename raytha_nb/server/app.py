@@ -1,0 +1,163 @@
+"""The jupyter-server extension: owns the task store, serves the APIs, reaps orphans.
+
+Configure it in ``jupyter_server_config.py``, e.g.
+``c.RaythaNbApp.heartbeat_timeout = 60``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import Float, Int, Unicode
+
+from ..backend import default_db_path
+from ..store import Store
+from . import handlers, kernel_api
+from .events import EventHub
+from .reaper import Reaper
+from .service import TaskService
+
+#: Environment variables every kernel this server starts inherits.
+ENV_URL, ENV_TOKEN, ENV_RESULTS = "RAYTHA_NB_URL", "RAYTHA_NB_TOKEN", "RAYTHA_NB_RESULTS"
+
+
+class RaythaNbApp(ExtensionApp):
+    """raytha_nb: the shared task store and its REST API."""
+
+    name = "raytha_nb"
+    load_other_extensions = True
+
+    db_path = Unicode(
+        "",
+        help="The DuckDB task store. Default: $RAYTHA_NB_DB, else "
+        "<jupyter data dir>/raytha_nb/tasks.duckdb.",
+    ).tag(config=True)
+    heartbeat_timeout = Float(
+        30.0,
+        help="Seconds without a heartbeat after which a kernel's running tasks become "
+        "'interrupted'. Also how long tasks left running by an earlier server run wait "
+        "for their kernel to reconnect.",
+    ).tag(config=True)
+    reap_interval = Float(
+        0.0, help="Seconds between orphan sweeps; 0 means a quarter of the heartbeat timeout."
+    ).tag(config=True)
+    retention_days = Float(
+        30.0,
+        help="Delete finished tasks (with logs and result files) older than this; 0 keeps all.",
+    ).tag(config=True)
+    kernel_secret_file = Unicode(
+        "",
+        help="File holding the secret kernels use for the kernel API (created 0600 if "
+        "missing). Default: beside the database, so kernels that outlive a server restart "
+        "can reconnect.",
+    ).tag(config=True)
+    store_threads = Int(4, help="Worker threads running store queries.").tag(config=True)
+
+    def initialize_settings(self) -> None:
+        path = Path(self.db_path).expanduser() if self.db_path else default_db_path()
+        self.store = Store(path, recover=False)
+        loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
+        self.service = TaskService(self.store, EventHub(loop), self.heartbeat_timeout)
+        self.executor = ThreadPoolExecutor(self.store_threads, thread_name_prefix="raytha-nb")
+        secret = self._kernel_secret(path)
+        self.settings.update(
+            raytha_nb_service=self.service,
+            raytha_nb_executor=self.executor,
+            raytha_nb_kernel_secret=secret,
+        )
+        self._advertise(secret)
+        interval = self.reap_interval or max(0.2, self.heartbeat_timeout / 4)
+        self.reaper = Reaper(self.service, self.executor, interval, self.log)
+        self.reaper.start(getattr(self.serverapp, "event_logger", None))
+        self._retention = PeriodicCallback(self._expire, 3600 * 1000)
+        if self.retention_days > 0:
+            self._retention.start()
+            IOLoop.current().add_callback(self._expire)
+        self.log.info(
+            "raytha_nb: task store %s, kernel API at %s (heartbeat timeout %gs)",
+            self.store.path,
+            os.environ[ENV_URL],
+            self.heartbeat_timeout,
+        )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers.handlers)
+        self.handlers.extend(kernel_api.handlers)
+
+    def _kernel_secret(self, db: Path) -> str:
+        """Read or create the kernel secret; stable across restarts of the server."""
+        file = Path(self.kernel_secret_file or db.parent / f".{db.stem}.kernel-secret")
+        if file.is_file():
+            text = file.read_text().strip()
+            if text:
+                return text
+        text = secrets.token_urlsafe(32)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        return text
+
+    def _advertise(self, secret: str) -> None:
+        """Tell kernels where the store is: environment (inherited by every kernel the
+        server starts) and a runtime file named after this process (the fallback)."""
+        server = self.serverapp
+        assert server is not None
+        # Kernels run on this machine: reach a wildcard or localhost server by loopback.
+        local = ("", "0.0.0.0", "localhost", "127.0.0.1")  # noqa: S104 - not a bind
+        host = "127.0.0.1" if server.ip in local else server.ip
+        host = "[::1]" if host in ("::", "::1") else host
+        url = f"http://{host}:{server.port}{server.base_url}"
+        values = {ENV_URL: url, ENV_TOKEN: secret, ENV_RESULTS: str(self.store.results_dir)}
+        os.environ.update(values)
+        self._advertised = values
+        self._runtime_file = Path(jupyter_runtime_dir()) / f"raytha_nb-{os.getpid()}.json"
+        self._runtime_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(values, handle)
+
+    async def _expire(self) -> None:
+        try:
+            deleted = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.service.delete_finished, self.retention_days * 86400
+            )
+        except Exception:
+            self.log.exception("raytha_nb: retention sweep failed")
+            return
+        if deleted:
+            self.log.info(
+                "raytha_nb: deleted %d task(s) finished over %g days ago",
+                deleted,
+                self.retention_days,
+            )
+
+    async def stop_extension(self) -> None:
+        """The server is stopping: its kernels stop with it, so their tasks end now."""
+        self.reaper.stop()
+        self._retention.stop()
+        server: Any = self.serverapp
+        kernel_ids = list(server.kernel_manager.list_kernel_ids()) if server else []
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                self.service.interrupt_kernels,
+                kernel_ids,
+                "was stopped with the Jupyter server while it ran",
+            )
+        finally:
+            self.executor.shutdown(wait=True)
+            self.service.close()
+            self._runtime_file.unlink(missing_ok=True)
+            for key, value in self._advertised.items():
+                if os.environ.get(key) == value:
+                    del os.environ[key]

@@ -1,0 +1,454 @@
+"""The REST API and the kernel API on a real jupyter server (pytest-jupyter, in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPResponse
+
+from raytha_nb.model import TaskStatus
+from raytha_nb.server.service import TaskService
+
+from ._server_helpers import live_task, publish_body
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture
+def jp_server_config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "ServerApp": {"jpserver_extensions": {"raytha_nb": True}},
+        "RaythaNbApp": {
+            "db_path": str(tmp_path / "server" / "tasks.duckdb"),
+            "heartbeat_timeout": 5.0,
+            "reap_interval": 0.2,
+            "retention_days": 0,
+        },
+    }
+
+
+@pytest.fixture
+def service(jp_serverapp: Any) -> TaskService:
+    svc: TaskService = jp_serverapp.web_app.settings["raytha_nb_service"]
+    return svc
+
+
+@pytest.fixture
+def secret(jp_serverapp: Any) -> str:
+    value: str = jp_serverapp.web_app.settings["raytha_nb_kernel_secret"]
+    return value
+
+
+async def api(jp_fetch: Any, *parts: str, expect: int = 200, **kwargs: Any) -> HTTPResponse:
+    """Call the user API and check the status code; errors must be JSON with a message."""
+    try:
+        response: HTTPResponse = await jp_fetch("raytha-nb", "api", *parts, **kwargs)
+    except HTTPClientError as exc:
+        assert exc.response is not None
+        response = exc.response
+    assert response.code == expect, (response.code, response.body)
+    if response.code >= 400:
+        error = json.loads(response.body)
+        assert error["message"], error
+    return response
+
+
+async def kernel(jp_fetch: Any, secret: str, *parts: str, expect: int = 200, **kw: Any) -> Any:
+    """Call the kernel API with the kernel secret."""
+    headers = {"Authorization": f"token {secret}"}
+    try:
+        response = await jp_fetch("raytha-nb", "kernel-api", *parts, headers=headers, **kw)
+    except HTTPClientError as exc:
+        assert exc.response is not None
+        response = exc.response
+    assert response.code == expect, (response.code, response.body)
+    return json.loads(response.body) if response.body else None
+
+
+async def publish(jp_fetch: Any, secret: str, tasks: list[Any], **kw: Any) -> list[str]:
+    reply = await kernel(jp_fetch, secret, "publish", method="POST", body=publish_body(tasks, **kw))
+    cancels: list[str] = reply["cancel"]
+    return cancels
+
+
+def body(response: HTTPResponse) -> Any:
+    return json.loads(response.body)
+
+
+async def test_extension_is_loaded_and_status(jp_fetch: Any, service: TaskService) -> None:
+    status = body(await api(jp_fetch, "status"))
+    assert status["db"] == str(service.store.path)
+    assert status["tasks"] == {"processing": 0, "enqueued": 0}
+    assert status["version"]
+
+
+async def test_publish_then_read_every_endpoint(jp_fetch: Any, secret: str) -> None:
+    done = live_task(
+        "export", status=TaskStatus.COMPLETE, logs=3, result={"rows": 3}, result_kind="json"
+    )
+    running = live_task("train", status=TaskStatus.PROCESSING, logs=2, info="epoch 2")
+    assert await publish(jp_fetch, secret, [done, running]) == []
+
+    task = body(await api(jp_fetch, "tasks", done.id))
+    assert task["status"] == "complete" and task["name"] == "export"
+    assert task["created_at"].endswith("Z") and task["percent_complete"] == 100.0
+
+    logs = body(await api(jp_fetch, "tasks", done.id, "logs"))
+    assert [line["text"] for line in logs["lines"]] == ["line 1", "line 2", "line 3"]
+    assert logs["last_seq"] == 3
+    later = body(await api(jp_fetch, "tasks", done.id, "logs", params={"since": 2}))
+    assert [line["seq"] for line in later["lines"]] == [3]
+    none = body(await api(jp_fetch, "tasks", done.id, "logs", params={"since": 3}))
+    assert none == {"lines": [], "last_seq": 3}
+
+    history = body(await api(jp_fetch, "tasks", done.id, "history"))["events"]
+    assert [e["status"] for e in history] == ["enqueued", "processing", "complete"]
+    assert history[0]["ts"].endswith("Z")
+
+    result = body(await api(jp_fetch, "tasks", done.id, "result"))
+    assert result == {"kind": "json", "value": {"rows": 3}}
+    await api(jp_fetch, "tasks", running.id, "result", expect=409)
+
+    status = body(await api(jp_fetch, "status"))
+    assert status["tasks"] == {"processing": 1, "enqueued": 0}
+
+
+async def test_list_filters_paging_and_search(jp_fetch: Any, secret: str) -> None:
+    tasks = [live_task(f"job-{i}", status=TaskStatus.COMPLETE) for i in range(5)]
+    tasks += [
+        live_task(
+            "loader",
+            status=TaskStatus.PROCESSING,
+            kernel_id="kernel-b",
+            notebook="b.ipynb",
+            info="Reading Parquet",
+        )
+    ]
+    tasks += [live_task("queued", kernel_id="kernel-b", notebook="b.ipynb")]
+    await publish(jp_fetch, secret, tasks[:5])
+    await publish(jp_fetch, secret, tasks[5:], session="s-b", kernel_id="kernel-b")
+
+    everything = body(await api(jp_fetch, "tasks"))
+    assert everything["total"] == 7 and everything["next_offset"] is None
+    created = [t["created_at"] for t in everything["tasks"]]
+    assert created == sorted(created, reverse=True)  # newest first
+
+    page = body(await api(jp_fetch, "tasks", params={"limit": 3, "offset": 0}))
+    assert len(page["tasks"]) == 3 and page["next_offset"] == 3 and page["total"] == 7
+    rest = body(await api(jp_fetch, "tasks", params={"limit": 3, "offset": 6}))
+    assert len(rest["tasks"]) == 1 and rest["next_offset"] is None
+    seen = {t["id"] for t in page["tasks"]} | {t["id"] for t in rest["tasks"]}
+    middle = body(await api(jp_fetch, "tasks", params={"limit": 3, "offset": 3}))
+    seen |= {t["id"] for t in middle["tasks"]}
+    assert seen == {t.id for t in tasks}
+
+    def ids(response: HTTPResponse) -> set[str]:
+        return {t["id"] for t in body(response)["tasks"]}
+
+    active = {tasks[5].id, tasks[6].id}
+    assert ids(await api(jp_fetch, "tasks", params={"status": "processing,enqueued"})) == active
+    both = await api(jp_fetch, "tasks", params=[("status", "processing"), ("status", "enqueued")])
+    assert ids(both) == active
+    assert ids(await api(jp_fetch, "tasks", params={"kernel_id": "kernel-b"})) == active
+    assert ids(await api(jp_fetch, "tasks", params={"notebook": "a.ipynb"})) == {
+        t.id for t in tasks[:5]
+    }
+    assert ids(await api(jp_fetch, "tasks", params={"name": "job-3"})) == {tasks[3].id}
+    assert ids(await api(jp_fetch, "tasks", params={"q": "PARQUET"})) == {tasks[5].id}
+    assert ids(await api(jp_fetch, "tasks", params={"q": "B.IPYNB"})) == active
+    assert body(await api(jp_fetch, "tasks", params={"q": "nothing-like-this"}))["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "ten"},
+        {"limit": "0"},
+        {"limit": "100000"},
+        {"offset": "-1"},
+        {"status": "running"},
+        {"status": "complete,bogus"},
+    ],
+)
+async def test_bad_queries_are_400(jp_fetch: Any, params: dict[str, str]) -> None:
+    response = await api(jp_fetch, "tasks", params=params, expect=400)
+    assert body(response)["reason"] == "Bad Request"
+
+
+async def test_bad_and_unknown_ids(jp_fetch: Any) -> None:
+    for suffix in ((), ("logs",), ("history",), ("result",)):
+        error = body(await api(jp_fetch, "tasks", "not-a-uuid", *suffix, expect=400))
+        assert "not a task id" in error["message"]
+        await api(jp_fetch, "tasks", str(uuid.uuid4()), *suffix, expect=404)
+    await api(jp_fetch, "tasks", "nope", "cancel", method="POST", body="", expect=400)
+    await api(jp_fetch, "tasks", str(uuid.uuid4()), "cancel", method="POST", body="", expect=404)
+    await api(jp_fetch, "tasks", "nope", method="DELETE", expect=400)
+    await api(jp_fetch, "tasks", str(uuid.uuid4()), method="DELETE", expect=404)
+    await api(jp_fetch, "tasks", str(uuid.uuid4()), "logs", params={"since": "x"}, expect=400)
+
+
+async def test_delete_one_and_all_finished(
+    jp_fetch: Any, secret: str, service: TaskService
+) -> None:
+    results = service.store.results_dir
+    done = live_task("done", status=TaskStatus.COMPLETE, logs=2)
+    from ._server_helpers import write_parquet
+
+    stored = write_parquet(results / f"{done.id}.parquet")
+    done.result, done.result_kind = stored, "parquet"
+    failed = live_task("failed", status=TaskStatus.ERROR)
+    running = live_task("running", status=TaskStatus.PROCESSING)
+    await publish(jp_fetch, secret, [done, failed, running])
+
+    conflict = body(await api(jp_fetch, "tasks", running.id, method="DELETE", expect=409))
+    assert "cancel it" in conflict["message"]
+    await api(jp_fetch, "tasks", done.id, method="DELETE", expect=204)
+    await api(jp_fetch, "tasks", done.id, expect=404)
+    assert not Path(stored["path"]).exists()
+
+    await api(jp_fetch, "tasks", method="DELETE", expect=400)
+    reply = body(await api(jp_fetch, "tasks", method="DELETE", params={"finished": "true"}))
+    assert reply == {"deleted": 1}
+    assert {t["id"] for t in body(await api(jp_fetch, "tasks"))["tasks"]} == {running.id}
+
+
+async def test_result_file_download(jp_fetch: Any, secret: str, service: TaskService) -> None:
+    from ._server_helpers import write_parquet
+
+    frame_task = live_task("frame", status=TaskStatus.COMPLETE)
+    frame_task.result = write_parquet(service.store.results_dir / f"{frame_task.id}.parquet")
+    frame_task.result_kind = "parquet"
+    export = service.store.results_dir.parent / 'my "export".csv'
+    export.write_text("a,b\n1,2\n")
+    file_task = live_task("export", status=TaskStatus.COMPLETE)
+    file_task.result = {
+        "path": str(export),
+        "filename": export.name,
+        "bytes": 8,
+        "rows": 1,
+        "media_type": "text/csv",
+    }
+    file_task.result_kind = "file"
+    gone = live_task("gone", status=TaskStatus.COMPLETE)
+    gone.result = {"path": str(export.parent / "missing.csv"), "media_type": "text/csv"}
+    gone.result_kind = "file"
+    await publish(jp_fetch, secret, [frame_task, file_task, gone])
+
+    response = await api(jp_fetch, "tasks", frame_task.id, "result")
+    assert response.headers["Content-Type"] == "application/vnd.apache.parquet"
+    assert f'filename="{frame_task.id}.parquet"' in response.headers["Content-Disposition"]
+    import io
+
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(io.BytesIO(response.body)).num_rows == 3
+
+    response = await api(jp_fetch, "tasks", file_task.id, "result")
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert response.headers["Content-Disposition"] == 'attachment; filename="my _export_.csv"'
+    assert response.body == b"a,b\n1,2\n"
+    assert "gone" in body(await api(jp_fetch, "tasks", gone.id, "result", expect=404))["message"]
+
+
+async def test_cancel_reaches_the_owning_kernel_only(jp_fetch: Any, secret: str) -> None:
+    running = live_task("long", status=TaskStatus.PROCESSING)
+    other = live_task("other", status=TaskStatus.PROCESSING, kernel_id="kernel-b")
+    await publish(jp_fetch, secret, [running])
+    await publish(jp_fetch, secret, [other], session="s-b", kernel_id="kernel-b")
+
+    reply = body(await api(jp_fetch, "tasks", running.id, "cancel", method="POST", body=""))
+    assert reply["cancel_requested"] is True and reply["task"]["cancel_requested"] is True
+    # Kernel B's heartbeat does not get it; kernel A's next heartbeat (empty batch) does.
+    assert (
+        await publish(jp_fetch, secret, [], session="s-b", kernel_id="kernel-b", active=[other.id])
+        == []
+    )
+    assert await publish(jp_fetch, secret, [], active=[running.id]) == [running.id]
+    assert await publish(jp_fetch, secret, [], active=[running.id]) == []  # delivered once
+    # Until the kernel acts on it, a stale row from the kernel keeps the flag on.
+    await publish(jp_fetch, secret, [running])
+    assert body(await api(jp_fetch, "tasks", running.id))["cancel_requested"] is True
+
+    running.transition(TaskStatus.CANCELLED, status_info="cancelled")
+    await publish(jp_fetch, secret, [running])
+    assert body(await api(jp_fetch, "tasks", running.id))["status"] == "cancelled"
+    again = body(await api(jp_fetch, "tasks", running.id, "cancel", method="POST", body=""))
+    assert again["cancel_requested"] is False and again["task"]["status"] == "cancelled"
+
+
+async def test_resent_batch_adds_no_duplicate_logs_and_finished_is_final(
+    jp_fetch: Any, secret: str, service: TaskService
+) -> None:
+    service.heartbeat_timeout = 0.6
+    task = live_task("job", status=TaskStatus.PROCESSING, logs=3)
+    await publish(jp_fetch, secret, [task])
+    await publish(jp_fetch, secret, [task])  # the reply was lost: the kernel sends it again
+    lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
+    assert [line["seq"] for line in lines] == [1, 2, 3]
+
+    await asyncio.sleep(1.0)  # no heartbeat for longer than the 0.6 s timeout
+    deadline = asyncio.get_running_loop().time() + 5
+    while body(await api(jp_fetch, "tasks", task.id))["status"] != "interrupted":
+        assert asyncio.get_running_loop().time() < deadline, "the reaper did not run"
+        await asyncio.sleep(0.1)
+    record = body(await api(jp_fetch, "tasks", task.id))
+    assert "sent no heartbeat" in record["status_info"] and "PID 4242" in record["status_info"]
+
+    # The kernel comes back and still thinks the task runs: it stays interrupted, its new
+    # log lines are kept, and the kernel is told to cancel it.
+    task.add_log("stdout", "line 4")
+    cancels = await publish(jp_fetch, secret, [task])
+    assert cancels == [task.id]
+    assert body(await api(jp_fetch, "tasks", task.id))["status"] == "interrupted"
+    lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4]
+
+
+async def test_kernel_shutdown_interrupts_its_tasks(
+    jp_fetch: Any, secret: str, jp_serverapp: Any
+) -> None:
+    km = jp_serverapp.kernel_manager
+    kernel_id = await km.start_kernel()
+    try:
+        task = live_task("job", status=TaskStatus.PROCESSING, kernel_id=kernel_id)
+        await publish(jp_fetch, secret, [task], kernel_id=kernel_id)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    finally:
+        if kernel_id in km:
+            await km.shutdown_kernel(kernel_id, now=True)
+    deadline = asyncio.get_running_loop().time() + 5
+    while (record := body(await api(jp_fetch, "tasks", task.id)))["status"] != "interrupted":
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert record["status_info"] == f"kernel {kernel_id} (PID 4242) was shut down while it ran"
+
+
+async def test_kernel_api_rejects_bad_batches(jp_fetch: Any, secret: str) -> None:
+    good = json.loads(publish_body([live_task()]))
+    bad_bodies: list[Any] = [
+        "not json",
+        [],
+        {"batch": {}},
+        {**good, "session": 5},
+        {**good, "pid": "x"},
+        {**good, "active": "x"},
+        {**good, "batch": {"tasks": [[1, 2]]}},
+        {
+            **good,
+            "batch": {
+                "tasks": [
+                    [
+                        "id",
+                        *good["batch"]["tasks"][0][1:4],
+                        "running",
+                        *good["batch"]["tasks"][0][5:],
+                    ]
+                ]
+            },
+        },
+        {
+            **good,
+            "batch": {
+                "tasks": [[*good["batch"]["tasks"][0][:5], "many", *good["batch"]["tasks"][0][6:]]]
+            },
+        },
+        {
+            **good,
+            "batch": {
+                "tasks": [[*good["batch"]["tasks"][0][:1], None, *good["batch"]["tasks"][0][2:]]]
+            },
+        },
+    ]
+    for bad in bad_bodies:
+        text = bad if isinstance(bad, str) else json.dumps(bad)
+        reply = await kernel(jp_fetch, secret, "publish", method="POST", body=text, expect=400)
+        assert reply["message"]
+
+
+# -- auth -----------------------------------------------------------------------------
+
+
+async def test_user_api_needs_the_jupyter_token(jp_fetch: Any, secret: str) -> None:
+    for headers in ({"Authorization": "token wrong"}, {"Authorization": f"token {secret}"}):
+        for method, parts in (
+            ("GET", ("tasks",)),
+            ("GET", ("status",)),
+            ("GET", ("events",)),
+            ("POST", ("tasks", str(uuid.uuid4()), "cancel")),
+            ("DELETE", ("tasks", str(uuid.uuid4()))),
+        ):
+            kwargs: dict[str, Any] = {"method": method, "headers": headers}
+            if method == "POST":
+                kwargs["body"] = ""
+            await api(jp_fetch, *parts, expect=403, **kwargs)
+
+
+async def test_kernel_api_needs_the_kernel_secret(jp_fetch: Any, jp_serverapp: Any) -> None:
+    jupyter_token = jp_serverapp.identity_provider.token
+    for token in (jupyter_token, "wrong", ""):
+        reply = await kernel(jp_fetch, token, "tasks", expect=403)
+        assert "kernel secret" in reply["message"]
+        await kernel(jp_fetch, token, "publish", method="POST", body=publish_body([]), expect=403)
+    try:  # Jupyter's own header (added by jp_fetch) is not enough either
+        await jp_fetch("raytha-nb", "kernel-api", "info")
+    except HTTPClientError as exc:
+        assert exc.code == 403
+    else:
+        raise AssertionError("the kernel API accepted the Jupyter token")
+
+
+async def test_kernel_api_reads(jp_fetch: Any, secret: str, service: TaskService) -> None:
+    task = live_task("job", status=TaskStatus.COMPLETE, logs=1)
+    await publish(jp_fetch, secret, [task])
+    info = await kernel(jp_fetch, secret, "info")
+    assert info["results_dir"] == str(service.store.results_dir)
+    assert (await kernel(jp_fetch, secret, "tasks", task.id))["status"] == "complete"
+    assert (await kernel(jp_fetch, secret, "tasks"))["total"] == 1
+    assert (await kernel(jp_fetch, secret, "tasks", task.id, "logs"))["last_seq"] == 1
+    assert len((await kernel(jp_fetch, secret, "tasks", task.id, "history"))["events"]) == 3
+    await kernel(jp_fetch, secret, "tasks", task.id, method="DELETE", expect=204)
+    await kernel(jp_fetch, secret, "tasks", task.id, expect=404)
+
+
+async def test_events_stream(
+    jp_fetch: Any, secret: str, jp_serverapp: Any, jp_http_port: int, jp_base_url: str
+) -> None:
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    chunks: list[bytes] = []
+    got_task, got_deleted = asyncio.Event(), asyncio.Event()
+
+    def on_chunk(chunk: bytes) -> None:
+        chunks.append(chunk)
+        text = b"".join(chunks)
+        if b"event: task" in text:
+            got_task.set()
+        if b"event: deleted" in text:
+            got_deleted.set()
+
+    token = jp_serverapp.identity_provider.token
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}raytha-nb/api/events?token={token}"
+    request = HTTPRequest(url, streaming_callback=on_chunk, request_timeout=30)
+    stream = asyncio.ensure_future(AsyncHTTPClient().fetch(request, raise_error=False))
+    while not chunks:  # the stream says hello first
+        await asyncio.sleep(0.02)
+    assert b": connected" in chunks[0]
+
+    task = live_task("watched", status=TaskStatus.COMPLETE)
+    await publish(jp_fetch, secret, [task])
+    await asyncio.wait_for(got_task.wait(), 5)
+    await api(jp_fetch, "tasks", task.id, method="DELETE", expect=204)
+    await asyncio.wait_for(got_deleted.wait(), 5)
+    stream.cancel()
+
+    messages = [m for m in b"".join(chunks).decode().split("\n\n") if m.startswith("event:")]
+    event, data = messages[0].split("\n", 1)
+    assert event == "event: task"
+    record = json.loads(data.removeprefix("data: "))
+    assert record["id"] == task.id and record["status"] == "complete"
+    assert messages[-1] == f'event: deleted\ndata: {{"id":"{task.id}"}}'
