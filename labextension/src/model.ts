@@ -106,6 +106,7 @@ export class TaskModel {
       return;
     }
     // Events that arrived while loading may be newer than the page: keep those.
+    // (A task deleted meanwhile may come back until the next reload: harmless.)
     for (const [id, task] of fresh) {
       const held = this._tasks.get(id);
       if (held && time(held.updated_at) > time(task.updated_at)) {
@@ -128,6 +129,14 @@ export class TaskModel {
     if (!previous) {
       this._sorted = null;
       this._total++;
+    } else if (this._sorted) {
+      // Same place in the order (created_at never changes): swap the object in.
+      const at = this._sorted.indexOf(previous);
+      if (at >= 0) {
+        this._sorted[at] = task;
+      } else {
+        this._sorted = null;
+      }
     }
     if (live) {
       this._taskChanged.emit({ previous, task });
