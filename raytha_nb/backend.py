@@ -64,7 +64,16 @@ def default_db_path() -> Path:
 
 
 def backend_from_env(db: str | Path | None = None) -> TaskBackend:
-    """The server's store when this kernel was started by one, else an embedded store."""
+    """The server's store when this kernel was started by one, else an embedded store.
+
+    An explicit ``db`` (``configure(db=...)``) always means embedded mode.
+    """
     from .store import Store
 
+    if db is None:
+        from ._client import RemoteBackend, discover
+
+        address = discover()
+        if address is not None:
+            return RemoteBackend(address)
     return Store(db or default_db_path())
