@@ -202,7 +202,7 @@ def latency(browser: Any, updates: int, gap: float) -> dict[str, Any]:
         )
         page.wait_for_timeout(500)
         seen, rest = page.evaluate(
-            "() => { window.__bench.stop = true; return [window.__bench.seen, window.__bench.rest]; }"
+            "() => { const b = window.__bench; b.stop = true; return [b.seen, b.rest]; }"
         )
         stamps = lab.api(f"tasks/{task_id}/result")["value"]
         dom, api = [], []
@@ -268,8 +268,9 @@ def main() -> None:
         )
     print(
         f"   scroll through {full['scroll_px']} px: {full['scroll_frames']} frames, "
-        f"frame p50 {full['scroll_frame_p50_ms']:.1f} ms, p95 {full['scroll_frame_p95_ms']:.1f} ms, "
-        f"max {full['scroll_frame_max_ms']:.1f} ms; at most {full['scroll_rows_in_dom_max']} rows in the DOM"
+        f"frame p50 {full['scroll_frame_p50_ms']:.1f} ms, "
+        f"p95 {full['scroll_frame_p95_ms']:.1f} ms, max {full['scroll_frame_max_ms']:.1f} ms; "
+        f"at most {full['scroll_rows_in_dom_max']} rows in the DOM"
     )
     print(f"   total bench time {time.monotonic() - t0:.0f} s")
     print(json.dumps({"latency": lat, "empty": empty, "full": full}))
