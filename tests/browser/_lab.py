@@ -79,10 +79,14 @@ def _write_settings(settings_dir: Path, plugin: str, values: dict[str, Any]) -> 
 
 
 def start_lab(
-    tmp: Path, *, server_extension: bool = True, settings: dict[str, Any] | None = None
+    tmp: Path,
+    *,
+    server_extension: bool = True,
+    settings: dict[str, Any] | None = None,
+    app: str = "jupyterlab",
 ) -> Lab:
-    """JupyterLab on 127.0.0.1 with this checkout's built labextension and (or not) its
-    server extension; returns once the server answers."""
+    """JupyterLab (or Notebook 7: ``app="notebook"``) on 127.0.0.1 with this checkout's
+    built labextension and (or not) its server extension; returns once it answers."""
     if not (BUILT / "package.json").exists():
         raise RuntimeError(
             f"The labextension is not built ({BUILT} is missing): run "
@@ -90,7 +94,7 @@ def start_lab(
         )
     root = tmp / "notebooks"
     config = tmp / "config"
-    labext = tmp / "labextensions"
+    labext = tmp / "jupyter_path" / "labextensions"
     user_settings = tmp / "settings"
     for d in (root, config, labext, user_settings):
         d.mkdir(parents=True, exist_ok=True)
@@ -119,15 +123,19 @@ def start_lab(
         JUPYTER_DATA_DIR=str(tmp / "data"),
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
         IPYTHONDIR=str(tmp / "ipython"),
+        # Both JupyterLab and Notebook 7 look for prebuilt extensions on JUPYTER_PATH.
+        JUPYTER_PATH=os.pathsep.join(
+            p for p in (str(labext.parent), env.get("JUPYTER_PATH", "")) if p
+        ),
     )
+    cls = {"jupyterlab": "LabApp", "notebook": "JupyterNotebookApp"}[app]
     cmd = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable, "-m", app,
         "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
-        f"--LabApp.extra_labextensions_path={labext}",
-        f"--LabApp.user_settings_dir={user_settings}",
-        f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+        f"--{cls}.user_settings_dir={user_settings}",
+        f"--{cls}.workspaces_dir={tmp / 'workspaces'}",
     ]  # fmt: skip
     if hasattr(os, "getuid") and os.getuid() == 0:
         cmd.append("--allow-root")
