@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from raytha_nb._live import LiveTask
@@ -224,3 +225,28 @@ def _finished(feed: Feed, name: str, created: float) -> Any:
     live.transition(TaskStatus.PROCESSING)
     live.transition(TaskStatus.COMPLETE, percent_complete=100.0)
     return live
+
+
+def test_download_a_file_result(lab: Lab, page: Any) -> None:
+    open_lab(lab, page)
+    export = lab.db.parent / "orders export.csv"
+    export.write_text("id,total\n1,9.5\n2,12.0\n")
+    feed = Feed(lab, kernel_id="kernel-file")
+    live = feed.start("export-orders", percent=90)
+    r = row(page, "export-orders")
+    r.wait_for(timeout=10_000)
+    assert r.locator("[data-action='download']").count() == 0  # nothing to fetch yet
+    live.transition(
+        TaskStatus.COMPLETE,
+        percent_complete=100.0,
+        result_kind="file",
+        result={"path": str(export), "filename": export.name, "rows": 2, "media_type": "text/csv"},
+    )
+    feed.publish()
+    button = r.locator("[data-action='download']")
+    button.wait_for(timeout=5_000)
+    with page.expect_download() as info:
+        button.click()
+    download = info.value
+    assert download.suggested_filename == "orders export.csv"
+    assert Path(download.path()).read_text() == "id,total\n1,9.5\n2,12.0\n"
