@@ -67,3 +67,17 @@ def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> An
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def widen_sidebar(page: Any, width: int = 420) -> None:
+    """Drag the left sidebar's edge so rows show in full (for screenshots)."""
+    panel = page.locator(PANEL)
+    box = panel.bounding_box()
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    hb = handle.bounding_box()
+    if not box or not hb:
+        return
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + width, hb["y"] + hb["height"] / 2, steps=5)
+    page.mouse.up()

@@ -7,7 +7,17 @@ import re
 from typing import Any
 
 from ._lab import Lab, notebook
-from ._ui import PANEL, open_panel, percent, row, run_cell, wait_kernel_idle, wait_lab, wait_until
+from ._ui import (
+    PANEL,
+    open_panel,
+    percent,
+    row,
+    run_cell,
+    wait_kernel_idle,
+    wait_lab,
+    wait_until,
+    widen_sidebar,
+)
 from .conftest import shot
 
 SETUP = "import time\nimport raytha_nb as rnb"
@@ -63,6 +73,7 @@ def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any
     status = page.locator(".jp-RaythaStatus")
     wait_until(lambda: re.fullmatch(r"⟳ [1-9]\d* tasks?", status.inner_text()), 10, "count")
     assert panel.is_visible()
+    widen_sidebar(page)
     shot(page, "notebook-running.png")
 
     # Cancel from the panel: the cell's widget shows it.

@@ -13,7 +13,7 @@ from raytha_nb.model import TaskStatus
 
 from ._feed import Feed
 from ._lab import Lab
-from ._ui import PANEL, open_panel, percent, row, wait_lab, wait_until
+from ._ui import PANEL, open_panel, percent, row, wait_lab, wait_until, widen_sidebar
 from .conftest import shot
 
 TRACEBACK = (
@@ -65,6 +65,7 @@ def test_running_task_shows_live_with_moving_bar_and_status_count(lab: Lab, page
     live.report(64, "row 3200 of 5000", 2)
     feed.publish()
     wait_until(lambda: percent(r) == 64, 5, "64%")
+    widen_sidebar(page)
     shot(page, "panel-running.png")
     print(f"report -> row update took {took:.2f}s")
     for t in (live, second):
