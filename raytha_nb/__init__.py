@@ -6,6 +6,10 @@ raytha_nb.get_task(job_id).percent_complete
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+from . import _tqdm
 from ._jsonable import NotJsonable
 from ._results import ResultFile, ResultUnavailable
 from .api import (
@@ -83,4 +87,32 @@ __all__ = [
     "submit",
     "track",
     "wait",
+    "show",
+    "TaskProgress",
+    "load_ipython_extension",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The widget imports ipywidgets: load it only when asked for.
+    if name in ("show", "TaskProgress"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'raytha_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext raytha_nb``: the ``%%background`` and ``%jobs`` magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+# tqdm bars inside tasks report to their task; in IPython the magics come with the import.
+_tqdm.install()
+if "IPython" in sys.modules:
+    from IPython import get_ipython as _get_ipython
+
+    if _get_ipython() is not None:
+        load_ipython_extension(_get_ipython())

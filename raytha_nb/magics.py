@@ -1,0 +1,296 @@
+"""IPython magics: ``%%background`` runs a cell as a task, ``%jobs`` lists and controls tasks.
+
+``%load_ext raytha_nb`` registers them; so does ``import raytha_nb`` inside IPython.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import inspect
+import keyword
+import os
+import shlex
+from types import CodeType
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import _kernel_io, _text
+from .api import cancel, get_task, list_tasks, submit
+from .context import TaskContext
+from .manager import manager
+from .model import ACTIVE, TaskNotFound, TaskRecord
+
+#: Task name users see for an unnamed cell: its first line, cut to this length.
+_NAME_CHARS = 48
+
+
+@magics_class
+class BackgroundMagics(Magics):  # type: ignore[misc]
+    """``%%background`` and ``%jobs``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        #: identity (name or cell id) -> job id of the last task started for it.
+        self._started: dict[str, str] = {}
+
+    @magic_arguments()
+    @argument("--name", help="the task's name and identity (default: the notebook cell)")
+    @argument(
+        "--replace", action="store_true", help="cancel a running task of this cell and restart"
+    )
+    @argument("--result", metavar="VAR", help="also assign the last expression's value to VAR")
+    @argument("--no-widget", action="store_true", help="print one line instead of the widget")
+    @cell_magic
+    def background(self, line: str, cell: str) -> None:
+        """Run the cell as a background task in this notebook's namespace.
+
+        The cell returns at once and shows a live progress widget; the last expression
+        is the task's result. Re-running the cell while its task runs shows that task
+        again instead of starting a duplicate (``--replace`` restarts it).
+        """
+        opts = parse_argstring(self.background, line)
+        result_var = opts.result
+        if result_var is not None and (
+            not result_var.isidentifier() or keyword.iskeyword(result_var)
+        ):
+            raise UsageError(f"--result needs a Python variable name, not {result_var!r}")
+        if not cell.strip():
+            raise UsageError("%%background needs code in the cell body below the magic line")
+        code = _compile_cell(self.shell, cell)
+        cell_id = _kernel_io.current_cell_id(self.shell)
+        name = opts.name or _default_name(cell)
+        identity = opts.name or (
+            f"cell:{cell_id}" if cell_id else "code:" + hashlib.sha256(cell.encode()).hexdigest()
+        )
+        running = self._running(identity)
+        if running is not None:
+            if not opts.replace:
+                print(
+                    f"{running.name!r} is still running (job {running.id}), so it was not "
+                    "started again; showing it. Use %%background --replace to restart it."
+                )
+                self._show(running.id, opts.no_widget)
+                return
+            cancel(running.id)
+        shell: Any = self.shell
+        body = _body(shell.user_ns, code, result_var)
+        args = {"code": cell, "cell_id": cell_id}
+        job_id = submit(body, name=name, task="%%background", args=args)
+        self._started[identity] = job_id
+        self._show(job_id, opts.no_widget)
+
+    def _running(self, identity: str) -> TaskRecord | None:
+        job_id = self._started.get(identity)
+        if job_id is None:
+            return None
+        try:
+            record = get_task(job_id)
+        except TaskNotFound:
+            return None
+        return record if record.status in ACTIVE else None
+
+    def _show(self, job_id: str, no_widget: bool) -> None:
+        if no_widget:
+            print(_text.summary(get_task(job_id)))
+            return
+        from .widgets import show
+
+        show(job_id)
+
+    @line_magic
+    def jobs(self, line: str) -> None:
+        """``%jobs [--all] [--limit N]`` lists tasks (this kernel's by default);
+        ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget."""
+        words = shlex.split(line)
+        if words and words[0] in ("cancel", "show"):
+            if len(words) != 2:
+                raise UsageError(f"usage: %jobs {words[0]} ID|NAME (one task)")
+            record = _find(words[1])
+            if words[0] == "show":
+                self._show(record.id, no_widget=False)
+            elif cancel(record.id):
+                print(f"cancel requested for {record.name!r} (job {record.id})")
+            else:
+                print(f"{record.name!r} (job {record.id}) already ended: {record.status.value}")
+            return
+        everything, limit = _list_options(words)
+        display(JobsTable(_listed(everything, limit), everything))
+
+
+def _list_options(words: list[str]) -> tuple[bool, int]:
+    everything, limit = False, 50
+    rest = iter(words)
+    for word in rest:
+        if word == "--all":
+            everything = True
+        elif word == "--limit":
+            value = next(rest, "")
+            if not value.isdigit() or int(value) < 1:
+                raise UsageError(f"--limit needs a positive whole number, not {value!r}")
+            limit = int(value)
+        else:
+            raise UsageError(
+                f"%jobs does not understand {word!r}; use %jobs [--all] [--limit N], "
+                "%jobs cancel ID|NAME or %jobs show ID|NAME"
+            )
+    return everything, limit
+
+
+def _listed(everything: bool, limit: int | None) -> list[TaskRecord]:
+    if everything:
+        return list_tasks(limit=limit)
+    kernel_id = manager()._kernel_id
+    if kernel_id is not None:
+        return list_tasks(limit=limit, kernel_id=kernel_id)
+    pid = os.getpid()  # not a Jupyter kernel: this process's tasks
+    return [r for r in list_tasks(limit=None) if r.pid == pid][:limit]
+
+
+def _find(key: str) -> TaskRecord:
+    """A task by id, id prefix (as ``%jobs`` shows it) or name (the newest, live first)."""
+    try:
+        return get_task(key)
+    except TaskNotFound:
+        pass
+    records = list_tasks(limit=None)
+    by_prefix = [r for r in records if r.id.startswith(key)]
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    by_name = [r for r in records if r.name == key]
+    if by_name:
+        live = [r for r in by_name if r.status in ACTIVE]
+        return (live or by_name)[0]
+    if len(by_prefix) > 1:
+        raise UsageError(f"{key!r} starts {len(by_prefix)} task ids; give more of the id")
+    raise UsageError(f"no task has the id or name {key!r}; %jobs --all lists every task")
+
+
+class JobsTable:
+    """What ``%jobs`` shows: an HTML table with bars, and a text form."""
+
+    def __init__(self, records: list[TaskRecord], everything: bool = False) -> None:
+        self.records = records
+        self.scope = "all tasks in the store" if everything else "this kernel's tasks"
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                r.id[:8], r.name, r.status.value, f"{r.percent_complete:.0f}%",
+                str(r.task_step or ""), r.status_info or "", _text.started(r),
+                _text.duration(r.duration),
+            )
+            for r in self.records
+        ]  # fmt: skip
+
+    def __repr__(self) -> str:
+        if not self.records:
+            return f"no tasks ({self.scope}; %jobs --all for every task)"
+        head = ("id", "name", "status", "done", "step", "info", "started", "duration")
+        rows = [head, *self._rows()]
+        widths = [min(max(len(row[i]) for row in rows), 40) for i in range(len(head))]
+        lines = ["  ".join(cell[:40].ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        if not self.records:
+            return f"<i>{_text.esc(repr(self))}</i>"
+        cells = []
+        for r, row in zip(self.records, self._rows()):
+            colour = _text.STATUS_COLOURS[r.status]
+            bar = (
+                '<div style="width:8em;height:.8em;background:#e0e0e0;display:inline-block;'
+                f'vertical-align:middle"><div style="width:{r.percent_complete:.1f}%;'
+                f'height:100%;background:{colour}"></div></div> {row[3]}'
+            )
+            status = f'<span style="color:{colour};font-weight:600">{row[2]}</span>'
+            values = [f"<code>{row[0]}</code>", _text.esc(row[1]), status, bar]
+            values += [_text.esc(v) for v in row[4:]]
+            cells.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in ("id", "name", "status", "progress", "step", "info", "started", "duration")
+        )
+        return (
+            f'<table class="raytha-nb-jobs"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(cells)}</tbody></table>"
+            f'<div style="opacity:.6;font-size:85%">{_text.esc(self.scope)}</div>'
+        )
+
+
+# -- running a cell --------------------------------------------------------------------
+
+
+class _Code:
+    """A cell compiled in the foreground: statements, and the last expression if any."""
+
+    __slots__ = ("body", "last")
+
+    def __init__(self, body: CodeType, last: CodeType | None) -> None:
+        self.body = body
+        self.last = last
+
+
+def _compile_cell(shell: Any, cell: str) -> _Code:
+    """Compile with IPython's machinery (magics, ``!cmd``, tracebacks showing the source).
+
+    A syntax error stops the cell here, in the foreground, before any task starts.
+    """
+    source = shell.transform_cell(cell)
+    filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    try:
+        tree = ast.parse(source, filename=filename)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        tail = None if last is None else compile(last, filename, "eval", flags=flags)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        raise UsageError(
+            f"the cell was not started: syntax error at {where}{exc.msg}\n    {exc.text or ''}"
+        ) from None
+    return _Code(body, tail)
+
+
+def _run(code: CodeType, namespace: dict[str, Any]) -> Any:
+    value = eval(code, namespace)  # noqa: S307 - the user's own cell, as a normal cell runs it
+    if code.co_flags & inspect.CO_COROUTINE:
+        value = asyncio.run(value)  # a cell using top-level await gets its own event loop
+    return value
+
+
+def _body(namespace: dict[str, Any], code: _Code, result_var: str | None) -> Any:
+    def body(ctx: TaskContext) -> Any:
+        _run(code.body, namespace)
+        value = None if code.last is None else _run(code.last, namespace)
+        if result_var is not None:
+            namespace[result_var] = value
+        return value
+
+    return body
+
+
+def _default_name(cell: str) -> str:
+    """A readable task name: the cell's first line (a leading comment reads well)."""
+    for line in cell.splitlines():
+        text = line.strip().lstrip("#").strip()
+        if text:
+            return text if len(text) <= _NAME_CHARS else text[: _NAME_CHARS - 1] + "…"
+    return "background cell"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext raytha_nb``: register the magics and keep task output out of cells."""
+    _kernel_io.install(ipython)
+    if "background" not in ipython.magics_manager.magics["cell"]:
+        ipython.register_magics(BackgroundMagics)

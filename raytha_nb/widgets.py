@@ -1,0 +1,206 @@
+"""The live progress widget of a task, built from standard ipywidgets 8 widgets.
+
+Its state lives in the kernel-side models, so a reloaded page gets it back from a live
+kernel like any ipywidget. It never polls by itself: one refresher thread
+(:mod:`raytha_nb._refresher`) pulls the task's live state and updates every open widget.
+Front ends without widgets get a one-line text form, like tqdm's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import ipywidgets as w
+
+from . import _text
+from ._refresher import refresher
+from .api import cancel, get_task, logs
+from .manager import manager
+from .model import LogLine, TaskRecord, TaskStatus
+
+#: Log lines a widget keeps for display (the store keeps them all).
+LOG_LINES = 500
+
+
+class TaskProgress(w.VBox):  # type: ignore[misc]
+    """Live view of one task: bar, percent, step, info, timing, Cancel, log, outcome."""
+
+    def __init__(self, job_id: str, **kwargs: Any) -> None:
+        record = get_task(job_id)  # TaskNotFound for an unknown id, before any widget exists
+        self.job_id = job_id
+        self.record = record
+        self._log: deque[tuple[str, str]] = deque(maxlen=LOG_LINES)
+        self._log_seq = 0
+        self._log_count = 0
+        self._done = False
+        self._next_remote_poll = 0.0
+        self._was_live = True
+        self._title = w.HTML()
+        self._bar = w.FloatProgress(
+            min=0.0, max=100.0, layout=w.Layout(flex="1 1 auto", min_width="8em")
+        )
+        self._numbers = w.HTML(layout=w.Layout(min_width="16em"))
+        self._cancel = w.Button(
+            description="Cancel",
+            icon="stop",
+            tooltip="Cancel this background task",
+            layout=w.Layout(width="auto"),
+        )
+        self._cancel.on_click(self._on_cancel)
+        self._info = w.HTML()
+        self._outcome = w.HTML(layout=w.Layout(display="none"))
+        self._log_view = w.HTML()
+        self._log_box = w.Accordion(children=[self._log_view], selected_index=None)
+        self._log_box.set_title(0, "Log")
+        super().__init__(
+            children=[
+                self._title,
+                w.HBox(
+                    [self._bar, self._numbers, self._cancel], layout=w.Layout(align_items="center")
+                ),
+                self._info,
+                self._outcome,
+                self._log_box,
+            ],
+            **kwargs,
+        )
+        self.add_class("raytha-nb-task")
+        self.refresh(force_logs=True)
+        refresher().add(self)
+
+    # -- updating: called by the refresher thread ------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the final state is shown; the refresher then stops polling it."""
+        return self._done
+
+    def refresh(self, *, force_logs: bool = False, now: float = 0.0) -> None:
+        """Pull the task's state and log and update the models that changed."""
+        live = manager()._live.get(self.job_id)
+        if live is None and not (force_logs or self._was_live) and now < self._next_remote_poll:
+            return  # a task of another process: its state comes from the store, 1/s
+        self._next_remote_poll = now + 1.0
+        self._was_live = live is not None
+        record = get_task(self.job_id)
+        if live is not None:
+            if force_logs or live.log_seq != self._log_seq:
+                self._add_log(live.log_tail(self._log_seq) if not force_logs else None)
+        elif force_logs or not record.finished or not self.record.finished:
+            self._add_log(None)
+        self.record = record
+        self._render(record)
+        if record.finished and live is None:
+            self._add_log(None)  # the lines flushed with the final state
+            self._done = True
+
+    def _add_log(self, lines: list[LogLine] | None) -> None:
+        if lines is None:
+            lines = logs(self.job_id, self._log_seq)
+        if not lines:
+            return
+        for line in lines:
+            self._log.append((line.stream, line.text))
+        self._log_seq = lines[-1].seq
+        self._log_count += len(lines)
+        shown = "".join(_log_line(stream, text) for stream, text in self._log)
+        more = self._log_count - len(self._log)
+        head = f"<i>… {more:,} earlier lines in rnb.logs()</i>\n" if more > 0 else ""
+        self._log_view.value = (
+            f'<pre style="max-height:20em;overflow:auto;margin:0;font-size:90%">{head}{shown}</pre>'
+        )
+        self._log_box.set_title(0, f"Log ({self._log_count:,} lines)")
+
+    def _render(self, record: TaskRecord) -> None:
+        status = record.status
+        colour = _text.STATUS_COLOURS[status]
+        self._title.value = (
+            f"<b>{_text.esc(record.name)}</b> "
+            f'<span style="color:{colour};font-weight:600">{status.value}</span>'
+            f' <span style="opacity:.6;font-size:85%">{record.id}</span>'
+        )
+        self._bar.value = round(record.percent_complete, 1)
+        if self._bar.style.bar_color != colour:
+            self._bar.style.bar_color = colour
+        timing = _text.timing(record)
+        self._numbers.value = f"<b>{record.percent_complete:.0f}%</b>" + (
+            f" &nbsp;{_text.esc(timing)}" if timing else ""
+        )
+        details = []
+        if record.task_step:
+            details.append(f"step {record.task_step}")
+        if record.status_info:
+            details.append(_text.esc(record.status_info))
+        self._info.value = " · ".join(details)
+        if record.finished:
+            self._cancel.layout.display = "none"
+            self._show_outcome(record)
+        elif record.cancel_requested:
+            self._cancel.description = "Cancelling…"
+            self._cancel.disabled = True
+
+    def _show_outcome(self, record: TaskRecord) -> None:
+        if record.status is TaskStatus.ERROR:
+            text = _text.user_traceback(record.traceback or "") or (
+                f"{record.error_type}: {record.error_message}"
+            )
+            value = (
+                '<pre style="color:#b71c1c;background:#fdecea;padding:4px;margin:0;'
+                f'white-space:pre-wrap">{_text.esc(text)}</pre>'
+            )
+        elif record.status is TaskStatus.COMPLETE:
+            preview = _text.result_preview(record)
+            value = f"<b>result</b>: <code>{_text.esc(preview)}</code>" if preview else ""
+        else:
+            value = ""
+        self._outcome.value = value
+        self._outcome.layout.display = "block" if value else "none"
+
+    def _on_cancel(self, _button: Any) -> None:
+        self._cancel.description = "Cancelling…"
+        self._cancel.disabled = True
+        cancel(self.job_id)
+
+    # -- text forms ----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return _text.summary(self.record)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(_text.summary(self.record))
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle["text/plain"] = _text.summary(self.record)
+        return bundle
+
+    def close(self) -> None:
+        refresher().discard(self)
+        _open.pop(self.job_id, None)
+        super().close()
+
+
+def _log_line(stream: str, text: str) -> str:
+    escaped = _text.esc(text)
+    if stream == "stderr":
+        return f'<span style="color:#c62828">{escaped}</span>\n'
+    return escaped + "\n"
+
+
+#: The open widget of each task, so that showing a task twice shows one model twice.
+_open: dict[str, TaskProgress] = {}
+
+
+def progress_widget(job_id: str) -> TaskProgress:
+    """The live widget of ``job_id`` (the same one if it is already open)."""
+    widget = _open.get(job_id)
+    if widget is None or widget.comm is None:
+        widget = _open[job_id] = TaskProgress(job_id)
+    return widget
+
+
+def show(job_id: str) -> None:
+    """Display the live progress widget of any task in the store, e.g. from an earlier cell."""
+    from IPython.display import display
+
+    display(progress_widget(job_id))
