@@ -109,6 +109,10 @@ def start_lab(
         "@jupyterlab/apputils-extension:notification",
         {"fetchNews": "false", "checkForUpdates": False},
     )
+    # No "Select Kernel" dialog: notebooks start their kernel (python3) by themselves.
+    _write_settings(
+        user_settings, "@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True}
+    )
     for plugin, values in (settings or {}).items():
         _write_settings(user_settings, plugin, values)
 

@@ -35,10 +35,19 @@ def percent(locator: Any) -> float:
 
 
 def wait_kernel_idle(page: Any) -> None:
-    page.wait_for_selector(
-        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']",
-        timeout=90_000,
+    """Wait for the notebook's kernel to be idle, accepting a "Select Kernel" dialog."""
+    idle = page.locator(
+        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']"
     )
+    dialog = page.locator(".jp-Dialog .jp-mod-accept")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if dialog.count():
+            dialog.first.click()
+        elif idle.count():
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError("the notebook's kernel never became idle")
 
 
 def run_cell(page: Any, index: int, attempts: int = 4) -> None:

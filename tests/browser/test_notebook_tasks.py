@@ -46,7 +46,8 @@ def widget_percent(page: Any, name: str) -> float:
 
 
 def open_notebook(lab: Lab, page: Any, path: str) -> None:
-    page.goto(lab.page(f"lab/tree/{path}"))
+    # ?reset: only this notebook, not the ones an earlier test left in the workspace.
+    page.goto(lab.page(f"lab/tree/{path}?reset"))
     wait_lab(page)
     wait_kernel_idle(page)
 
@@ -120,14 +121,12 @@ def test_reload_mid_task_restores_panel_row_and_live_widget(lab: Lab, page: Any)
 
 
 def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> None:
-    notebook(lab.root / "first.ipynb", SETUP, slow_cell("from-first", steps=60))
-    notebook(lab.root / "second.ipynb", SETUP, slow_cell("from-second", steps=60))
+    notebook(lab.root / "first.ipynb", SETUP, slow_cell("from-first", steps=300))
+    notebook(lab.root / "second.ipynb", SETUP, slow_cell("from-second", steps=300))
     open_notebook(lab, page, "first.ipynb")
     run_cell(page, 0)
     run_cell(page, 1)
-    page.goto(lab.page("lab/tree/second.ipynb"))
-    wait_lab(page)
-    wait_kernel_idle(page)
+    open_notebook(lab, page, "second.ipynb")
     run_cell(page, 0)
     run_cell(page, 1)
     open_panel(page)
