@@ -9,6 +9,7 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
@@ -40,7 +41,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const model = new TaskModel();
     const actions = new TaskActions(model, path =>
-      app.commands.execute('docmanager:open', { path })
+      app.commands.execute('docmanager:open', { path: serverPath(path) })
     );
     const panel = new TasksPanel(model, actions);
     app.shell.add(panel, 'left', { rank: 650, type: 'Background Tasks' });
@@ -94,5 +95,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     void model.connect();
   }
 };
+
+/**
+ * Kernels report their notebook as an absolute path (JPY_SESSION_NAME); the document
+ * manager wants it relative to the server's root directory.
+ */
+export function serverPath(path: string): string {
+  let root = PageConfig.getOption('serverRoot').replace(/\/+$/, '');
+  if (!path.startsWith('/') || !root) {
+    return path;
+  }
+  if (root.startsWith('~')) {
+    // The server shows its home directory as "~": find the rest of the root in the path.
+    const home = /^\/(?:root|home\/[^/]+|Users\/[^/]+)/.exec(path);
+    if (!home) {
+      return path;
+    }
+    root = home[0] + root.slice(1);
+  }
+  return path.startsWith(`${root}/`) ? path.slice(root.length + 1) : path;
+}
 
 export default plugin;

@@ -136,6 +136,11 @@ def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> N
     assert "first.ipynb" in first.inner_text() and "second.ipynb" in second.inner_text()
     kernels = {t["kernel_id"] for t in lab.api("tasks?q=from-")["tasks"]}
     assert len(kernels) == 2
+    widen_sidebar(page)
     shot(page, "panel-two-notebooks.png")
+    # "Open" brings up the notebook that started the task (second.ipynb is the one shown).
+    first.locator("[data-action='open']").click()
+    current = page.locator(".jp-MainAreaWidget.jp-NotebookPanel:not(.lm-mod-hidden)")
+    wait_until(lambda: current.count() == 1 and "from-first" in current.inner_text(), 15, "open")
     for r in (first, second):
         r.locator("[data-action='cancel']").click()
