@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_sync
 
 from ._lab import CHROMIUM, CHROMIUM_ARGS, OUTPUT, Lab, start_lab
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="session")

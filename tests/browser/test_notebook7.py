@@ -17,7 +17,6 @@ from .conftest import shot
 
 @pytest.fixture(scope="module")
 def nb7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    pytest.importorskip("notebook", minversion="7")
     server = start_lab(tmp_path_factory.mktemp("nb7"), app="notebook")
     yield server
     server.stop()
