@@ -251,3 +251,22 @@ def test_download_a_file_result(lab: Lab, page: Any) -> None:
     download = info.value
     assert download.suggested_filename == "orders export.csv"
     assert Path(download.path()).read_text() == "id,total\n1,9.5\n2,12.0\n"
+
+
+def test_completion_notified_only_for_tasks_longer_than_the_setting(lab: Lab, page: Any) -> None:
+    """Default setting: completions of tasks shorter than 5 s make no notification."""
+    open_lab(lab, page)
+    feed = Feed(lab, kernel_id="kernel-notify")
+    quick = feed.start("quick-one", percent=50)
+    slow = feed.start("slow-one", percent=50)
+    slow.started_at = time.time() - 12  # it has been running for 12 s
+    feed.publish()
+    row(page, "slow-one").wait_for(timeout=10_000)
+    quick.transition(TaskStatus.COMPLETE, percent_complete=100.0)
+    feed.publish()
+    slow.transition(TaskStatus.COMPLETE, percent_complete=100.0)
+    feed.publish()
+    toast = page.locator(".Toastify__toast", has_text='Task "slow-one" completed after')
+    toast.wait_for(timeout=10_000)
+    wait_until(lambda: row(page, "quick-one").get_attribute("data-status") == "complete", 5)
+    assert page.locator(".Toastify__toast", has_text='"quick-one"').count() == 0
