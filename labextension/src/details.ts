@@ -128,6 +128,8 @@ export class TaskDetails {
     this._error.textContent = failed
       ? task.traceback || `${task.error_type ?? 'Error'}: ${task.error_message ?? ''}`
       : '';
+    // The exception line (and the user's own frame) are at the end: show them.
+    this._error.scrollTop = this._error.scrollHeight;
   }
 
   /** Fetch new log lines; again in a second while the task runs. */

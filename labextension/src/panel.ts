@@ -290,7 +290,8 @@ export class TasksPanel extends Widget {
     row.fill.style.width = `${pct}%`;
     row.percent.textContent = percentText(task);
     const where = basename(task.notebook);
-    const detail = task.status === 'error' ? task.error_message || task.error_type : task.status_info;
+    const error = [task.error_type, task.error_message].filter(Boolean).join(': ');
+    const detail = task.status === 'error' ? error : task.status_info;
     const parts = [
       task.cancel_requested && isActive(task) ? 'cancelling…' : task.status,
       task.task_step ? `step ${task.task_step}` : '',

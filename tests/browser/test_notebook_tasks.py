@@ -93,6 +93,10 @@ def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any
     wait_until(lambda: "KeyError" in tb.inner_text(), 10, "traceback in details")
     assert "missing-key" in tb.inner_text()
     shot(page, "notebook-failed-details.png")
+    details.locator(".jp-RaythaDetails-back").click()
+    row(page, "exploding-cell").wait_for()
+    widen_sidebar(page)
+    shot(page, "panel-after-cancel-and-failure.png")
 
 
 def test_reload_mid_task_restores_panel_row_and_live_widget(lab: Lab, page: Any) -> None:
