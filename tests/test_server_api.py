@@ -234,10 +234,15 @@ async def test_result_file_download(jp_fetch: Any, secret: str, service: TaskSer
         "media_type": "text/csv",
     }
     file_task.result_kind = "file"
+    unicode = service.store.results_dir.parent / "résumé.csv"
+    unicode.write_text("x\n")
+    accented = live_task("accented", status=TaskStatus.COMPLETE)
+    accented.result = {"path": str(unicode), "filename": unicode.name, "media_type": "text/csv"}
+    accented.result_kind = "file"
     gone = live_task("gone", status=TaskStatus.COMPLETE)
     gone.result = {"path": str(export.parent / "missing.csv"), "media_type": "text/csv"}
     gone.result_kind = "file"
-    await publish(jp_fetch, secret, [frame_task, file_task, gone])
+    await publish(jp_fetch, secret, [frame_task, file_task, gone, accented])
 
     response = await api(jp_fetch, "tasks", frame_task.id, "result")
     assert response.headers["Content-Type"] == "application/vnd.apache.parquet"
@@ -253,6 +258,10 @@ async def test_result_file_download(jp_fetch: Any, secret: str, service: TaskSer
     assert response.headers["Content-Disposition"] == 'attachment; filename="my _export_.csv"'
     assert response.body == b"a,b\n1,2\n"
     assert "gone" in body(await api(jp_fetch, "tasks", gone.id, "result", expect=404))["message"]
+    response = await api(jp_fetch, "tasks", accented.id, "result")
+    assert response.headers["Content-Disposition"] == (
+        "attachment; filename=\"r_sum_.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9.csv"
+    )
 
 
 async def test_cancel_reaches_the_owning_kernel_only(jp_fetch: Any, secret: str) -> None:
@@ -452,3 +461,19 @@ async def test_events_stream(
     record = json.loads(data.removeprefix("data: "))
     assert record["id"] == task.id and record["status"] == "complete"
     assert messages[-1] == f'event: deleted\ndata: {{"id":"{task.id}"}}'
+
+
+async def test_retention_deletes_only_old_finished_tasks(
+    jp_fetch: Any, secret: str, service: TaskService
+) -> None:
+    import time
+
+    old = live_task("old", status=TaskStatus.COMPLETE)
+    old.completed_at = time.time() - 7200
+    fresh = live_task("fresh", status=TaskStatus.COMPLETE)
+    running = live_task("running", status=TaskStatus.PROCESSING)
+    running.started_at = time.time() - 7200
+    await publish(jp_fetch, secret, [old, fresh, running])
+    assert service.delete_finished(older_than=3600) == 1
+    left = {t["name"] for t in body(await api(jp_fetch, "tasks"))["tasks"]}
+    assert left == {"fresh", "running"}

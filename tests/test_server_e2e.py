@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from raytha_nb.store import Store
+
 from ._server_helpers import ExternalKernel, JupyterServer, run
 
 #: Small, so that a killed kernel's task is reaped quickly in the test.
@@ -178,14 +180,32 @@ def test_server_restart_loses_nothing(tmp_path: Path) -> None:
     server = JupyterServer(tmp_path, db, heartbeat_timeout=15).start()
     kernel = ExternalKernel(server)
     client = kernel.client
+    inside_id, inside = server.start_kernel()  # a kernel of the server: stops with it
     try:
+        run(inside, SETUP)
+        doomed = value(inside, "rnb.enqueue(spin, {'steps': 10000, 'delay': 0.05})")
         run(client, SETUP)
         job = value(client, "rnb.enqueue(spin, {'steps': 80, 'delay': 0.1}, name='survivor')")
         server.wait_for(job, {"processing"}, 15)
+        server.wait_for(doomed, {"processing"}, 15)
         while not server.get(f"raytha-nb/api/tasks/{job}/logs")["lines"]:
             time.sleep(0.05)
         server.stop()
-        time.sleep(1.0)  # the kernel keeps working and keeps its unsent state
+        inside.stop_channels()
+        # While the server is down the kernel keeps working and keeps its unsent state;
+        # the server's own kernel's task was ended when the server stopped.
+        store = Store(db, recover=False)
+        try:
+            stopped = store.get(doomed)
+            running = store.get(job)
+        finally:
+            store.close()
+        assert stopped is not None and stopped.status.value == "interrupted"
+        assert stopped.status_info == (
+            f"kernel {inside_id} (PID {stopped.pid}) was stopped with the Jupyter server "
+            "while it ran"
+        )
+        assert running is not None and running.status.value == "processing"
         server.start()
         record = server.wait_for(job, {"complete"}, 40)
         assert record["result"] == {"steps": 80}
@@ -199,3 +219,30 @@ def test_server_restart_loses_nothing(tmp_path: Path) -> None:
         server.stop()
     log = server.log_text()
     assert "Traceback" not in log, log
+
+
+def test_monitor_notebook_runs_across_two_kernels(server: JupyterServer) -> None:
+    """notebooks/monitor-from-another-notebook.ipynb: its first half in kernel A, the cells
+    tagged ``second-notebook`` in kernel B, both started by the server."""
+    import nbformat
+
+    from ._server_helpers import ROOT
+
+    notebook = nbformat.read(ROOT / "notebooks" / "monitor-from-another-notebook.ipynb", 4)
+    kernels = [server.start_kernel(), server.start_kernel()]
+    try:
+        outputs = []
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+            second = "second-notebook" in cell.metadata.get("tags", [])
+            outputs.append(run(kernels[1 if second else 0][1], cell.source, timeout=60))
+        assert outputs[0] == "RemoteBackend"
+        assert outputs[1].startswith("nightly summary ") and kernels[0][0] in outputs[1]
+        assert "nightly summary [complete] step 0 100%" in outputs[2]
+        assert "['chunk 0 done', 'chunk 1 done', 'chunk 2 done']" in outputs[3]
+        assert "chunk" in outputs[3] and "rows" in outputs[3]
+    finally:
+        for kernel_id, client in kernels:
+            client.stop_channels()
+            server.request("DELETE", f"api/kernels/{kernel_id}")

@@ -63,7 +63,27 @@ class Base(ExtensionHandlerMixin, APIHandler):
         """Run a blocking service call on the store's worker threads."""
         executor: Executor = self.settings["raytha_nb_executor"]
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        except RuntimeError:
+            if not self.service.closed:
+                raise
+        # The server is stopping: the store is closed (a kernel retries, a browser reloads).
+        raise web.HTTPError(
+            503,
+            "the raytha_nb task store is closed: the server is shutting down",
+            reason="Service Unavailable",
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: say which methods this URL supports
+            allowed = [
+                m
+                for m in ("GET", "POST", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())
+            ]
+            self.set_header("Allow", ", ".join(allowed))
+        super().write_error(status_code, **kwargs)
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -72,7 +92,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
 
     def int_arg(self, name: str, default: int, low: int, high: int | None = None) -> int:
         raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         try:
             value = int(raw)
@@ -101,7 +121,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
 
     async def record(self, job_id: str) -> TaskRecord:
         job_id = check_id(job_id)
-        record = await self.call(self.service.get, job_id)
+        record = self.service.live(job_id) or await self.call(self.service.get, job_id)
         if record is None:
             raise not_found(job_id)
         return record

@@ -155,6 +155,7 @@ class RaythaNbApp(ExtensionApp):
                 "was stopped with the Jupyter server while it ran",
             )
         finally:
+            self.service.closed = True  # requests arriving from now on get a 503
             self.executor.shutdown(wait=True)
             self.service.close()
             self._runtime_file.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import asyncio
 import mimetypes
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
@@ -98,19 +99,19 @@ class ResultHandler(UserAuth):
         if kind in (None, "json", "repr"):
             self.reply({"kind": kind or "json", "value": record.result})
             return
-        stored: dict[str, Any] = record.result
-        path = Path(stored["path"])
-        if not path.is_file():
+        stored: Any = record.result
+        path = Path(stored["path"]) if isinstance(stored, dict) and stored.get("path") else None
+        if path is None or not path.is_file():
             raise web.HTTPError(
                 404,
-                f"the result file of task {record.id} is gone: {path} "
+                f"the result file of task {record.id} is gone: {path or record.result} "
                 "(deleted by hand or by retention)",
                 reason="Not Found",
             )
         media = stored.get("media_type") or _MEDIA.get(kind) or mimetypes.guess_type(path.name)[0]
         filename = stored.get("filename") or path.name
         self.set_header("Content-Type", media or "application/octet-stream")
-        self.set_header("Content-Disposition", f'attachment; filename="{_quoted(filename)}"')
+        self.set_header("Content-Disposition", _attachment(filename))
         self.set_header("Content-Length", str(path.stat().st_size))
         with path.open("rb") as handle:
             while chunk := await self.call(handle.read, _CHUNK):
@@ -158,8 +159,14 @@ class EventsHandler(UserAuth):
             self.finish()
 
 
-def _quoted(name: str) -> str:
-    return name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+def _attachment(name: str) -> str:
+    """``Content-Disposition`` for a download: a plain ASCII name, plus the UTF-8 name
+    (RFC 6266 ``filename*``) when it has other characters."""
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    header = f'attachment; filename="{plain}"'
+    if plain != name and not name.isascii():
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
 
 
 _ID = r"(?P<job_id>[^/]+)"

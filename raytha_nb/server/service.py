@@ -57,8 +57,12 @@ class TaskService:
         self.hub = hub
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
+        #: Set when the server stops: requests get 503 from then on.
+        self.closed = False
         self._lock = threading.RLock()
         self.sessions: dict[str, KernelSession] = {}
+        # Active tasks as last stored: GET tasks/{id} reads these without a query.
+        self._live: dict[str, TaskRecord] = {}
         # Tasks someone asked to cancel: all of them get cancel_requested forced on in
         # stored rows until they finish; ``_undelivered`` are not yet sent to their kernel.
         self._cancelling: set[str] = set()
@@ -101,7 +105,8 @@ class TaskService:
                 finished & known.active
             )
             self._undelivered -= cancels
-        self._announce({row[0] for row in batch.tasks})
+            # Under the lock, so a concurrent reap cannot leave a stale live copy.
+            self._announce({row[0] for row in batch.tasks})
         return sorted(cancels)
 
     def _drop_finished(self, batch: Batch) -> set[str]:
@@ -133,8 +138,12 @@ class TaskService:
         return finished
 
     # -- users -------------------------------------------------------------------------
+    def live(self, job_id: str) -> TaskRecord | None:
+        """The latest state of an active task, from memory (no query, no thread hop)."""
+        return self._live.get(job_id)
+
     def get(self, job_id: str) -> TaskRecord | None:
-        return self.store.get(job_id)
+        return self._live.get(job_id) or self.store.get(job_id)
 
     def list_tasks(self, **filters: Any) -> tuple[list[TaskRecord], int]:
         """One page of tasks and the total matching the filters."""
@@ -157,10 +166,8 @@ class TaskService:
             self.store.request_cancel(job_id)
             self._cancelling.add(job_id)
             self._undelivered.add(job_id)
-            record = self.store.get(job_id)
-        if record is not None:
-            self.hub.task(record.to_json())
-        return True, record
+            self._announce({job_id})
+        return True, self.get(job_id)
 
     def delete(self, job_id: str) -> bool:
         """Forget a finished task; False if unknown, TaskStateConflict if still active."""
@@ -174,6 +181,7 @@ class TaskService:
                     "wait for it to finish before deleting it"
                 )
             self.store.delete(job_id)
+            self._live.pop(job_id, None)
         self.hub.deleted(job_id)
         return True
 
@@ -272,10 +280,19 @@ class TaskService:
             self._unclaimed.pop(job_id, None)
 
     def _announce(self, ids: set[str]) -> None:
-        if ids and self.hub.listening:
-            for record in self.store.get_many(sorted(ids)):
+        """Refresh the live copies of changed tasks and tell the event stream."""
+        if not ids:
+            return
+        for record in self.store.get_many(sorted(ids)):
+            if record.finished:
+                self._live.pop(record.id, None)
+            else:
+                self._live[record.id] = record
+            if self.hub.listening:
                 self.hub.task(record.to_json())
 
     def close(self) -> None:
+        self.closed = True
         self.hub.close()
-        self.store.close()
+        with self._lock:
+            self.store.close()
