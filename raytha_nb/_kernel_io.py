@@ -25,6 +25,8 @@ def install(shell: Any) -> None:
     events = shell.events
     if _before_cell not in events.callbacks["pre_run_cell"]:
         events.register("pre_run_cell", _before_cell)
+    if _after_cell not in events.callbacks["post_execute"]:
+        events.register("post_execute", _after_cell)
 
 
 def current_cell_id(shell: Any) -> str | None:
@@ -42,6 +44,12 @@ def _before_cell(info: Any) -> None:
     _cell["id"] = getattr(info, "cell_id", None)
     if not (isinstance(sys.stdout, TaskOutput) and isinstance(sys.stderr, TaskOutput)):
         install_output_capture()
+
+
+def _after_cell() -> None:
+    from ._refresher import refresher
+
+    refresher().flush()
 
 
 def _wrap_display_pub(shell: Any) -> None:

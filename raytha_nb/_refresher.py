@@ -36,6 +36,7 @@ class Refresher:
         self._widgets: dict[int, Refreshable] = {}
         self._failures: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._round = threading.Lock()  # one refresh round at a time (thread or flush())
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         #: Refresh rounds run so far (benchmarks read it).
@@ -61,14 +62,26 @@ class Refresher:
     def __len__(self) -> int:
         return len(self._widgets)
 
+    def flush(self) -> None:
+        """Refresh every widget now, on this thread.
+
+        Run at the end of each cell: updates sent while the cell is still busy belong to
+        it, so a front end that saves widget state per cell (nbclient) sees them.
+        """
+        if self._widgets:
+            self._run_round()
+
     def _loop(self) -> None:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
+            if self._widgets:
+                self._run_round()
+
+    def _run_round(self) -> None:
+        with self._round:
             with self._lock:
                 widgets = list(self._widgets.items())
-            if not widgets:
-                continue
             self.rounds += 1
             now = time.monotonic()
             for key, widget in widgets:

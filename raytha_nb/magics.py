@@ -12,6 +12,7 @@ import inspect
 import keyword
 import os
 import shlex
+import sys
 from types import CodeType
 from typing import Any
 
@@ -21,10 +22,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import _kernel_io, _text
-from .api import cancel, get_task, list_tasks, submit
+from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
 from .manager import manager
 from .model import ACTIVE, TaskNotFound, TaskRecord
+
+#: GIL switch interval in kernels (s): keeps cells responsive next to CPU-bound tasks.
+_SWITCH_INTERVAL = 0.001
 
 #: Task name users see for an unnamed cell: its first line, cut to this length.
 _NAME_CHARS = 48
@@ -106,14 +110,18 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
     @line_magic
     def jobs(self, line: str) -> None:
         """``%jobs [--all] [--limit N]`` lists tasks (this kernel's by default);
-        ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget."""
+        ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget;
+        ``%jobs wait ID|NAME`` blocks until it ends (the notebook's stop button stops
+        the waiting, not the task)."""
         words = shlex.split(line)
-        if words and words[0] in ("cancel", "show"):
+        if words and words[0] in ("cancel", "show", "wait"):
             if len(words) != 2:
                 raise UsageError(f"usage: %jobs {words[0]} ID|NAME (one task)")
             record = _find(words[1])
             if words[0] == "show":
                 self._show(record.id, no_widget=False)
+            elif words[0] == "wait":
+                print(_text.summary(wait(record.id)))
             elif cancel(record.id):
                 print(f"cancel requested for {record.name!r} (job {record.id})")
             else:
@@ -137,7 +145,7 @@ def _list_options(words: list[str]) -> tuple[bool, int]:
         else:
             raise UsageError(
                 f"%jobs does not understand {word!r}; use %jobs [--all] [--limit N], "
-                "%jobs cancel ID|NAME or %jobs show ID|NAME"
+                "%jobs cancel|show|wait ID|NAME"
             )
     return everything, limit
 
@@ -292,5 +300,9 @@ def _default_name(cell: str) -> str:
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext raytha_nb``: register the magics and keep task output out of cells."""
     _kernel_io.install(ipython)
+    # A cell waits for the GIL at each of several thread hand-offs in ipykernel; with a
+    # CPU-bound task running, each costs up to the switch interval (5 ms by default).
+    if sys.getswitchinterval() > _SWITCH_INTERVAL:
+        sys.setswitchinterval(_SWITCH_INTERVAL)
     if "background" not in ipython.magics_manager.magics["cell"]:
         ipython.register_magics(BackgroundMagics)

@@ -52,7 +52,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._outcome = w.HTML(layout=w.Layout(display="none"))
         self._log_view = w.HTML()
         self._log_box = w.Accordion(children=[self._log_view], selected_index=None)
-        self._log_box.set_title(0, "Log")
+        self._log_box.set_title(0, "Log (no lines yet)")
         super().__init__(
             children=[
                 self._title,
@@ -83,16 +83,14 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._next_remote_poll = now + 1.0
         self._was_live = live is not None
         record = get_task(self.job_id)
-        if live is not None:
-            if force_logs or live.log_seq != self._log_seq:
-                self._add_log(live.log_tail(self._log_seq) if not force_logs else None)
-        elif force_logs or not record.finished or not self.record.finished:
-            self._add_log(None)
+        if live is None or force_logs:
+            self._add_log(None)  # from the store (plus the live tail)
+        elif live.log_seq != self._log_seq:
+            self._add_log(live.log_tail(self._log_seq))  # in memory: no query
         self.record = record
         self._render(record)
         if record.finished and live is None:
-            self._add_log(None)  # the lines flushed with the final state
-            self._done = True
+            self._done = True  # stored final state and every log line are shown
 
     def _add_log(self, lines: list[LogLine] | None) -> None:
         if lines is None:
@@ -122,6 +120,9 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._bar.value = round(record.percent_complete, 1)
         if self._bar.style.bar_color != colour:
             self._bar.style.bar_color = colour
+        if record.finished and record.status is not TaskStatus.COMPLETE:
+            # Visible even when the task ended at 0%.
+            self._bar.layout.border = f"1px solid {colour}"
         timing = _text.timing(record)
         self._numbers.value = f"<b>{record.percent_complete:.0f}%</b>" + (
             f" &nbsp;{_text.esc(timing)}" if timing else ""

@@ -238,3 +238,41 @@ def test_load_ext_in_a_fresh_kernel_and_no_widget_mode(tmp_path: Path) -> None:
         k.execute("import raytha_nb as rnb")
         job = job_of(k, "quiet")
         assert k.value(f"rnb.result({job!r}, timeout=10)") == 42
+
+
+def test_widget_updates_are_throttled_however_often_the_task_reports(kernel: Kernel) -> None:
+    kernel.execute(
+        "%%background --name flood\n"
+        "t0 = time.perf_counter()\n"
+        "while time.perf_counter() - t0 < 1.5:\n"
+        "    for n in range(10_000):\n"
+        "        rnb.progress(n / 100)\n"
+        "time.perf_counter() - t0",
+        cell_id="c-flood",
+    )
+    job = job_of(kernel, "flood")
+    bar = model_id(kernel, job, "_bar")
+    assert wait_done(kernel, job) == "complete"
+    kernel.execute("time.sleep(0.3)")
+    seconds = kernel.value(f"rnb.result({job!r})")
+    updates = [u for u in kernel.comm_updates(bar) if "value" in u]
+    # One refresher pulls at 10 Hz (+ one flush at the end of each cell we ran meanwhile).
+    assert 5 <= len(updates) <= seconds * 10 + 8
+
+
+def test_output_routing_comes_back_when_a_cell_replaces_sys_stdout(kernel: Kernel) -> None:
+    # Something (a library, a user) puts ipykernel's own stream back in place...
+    kernel.execute("import sys\nsys.stdout = sys.stdout._stream\nsys.stderr = sys.stderr._stream")
+    # ...the next cell re-installs the routing before it runs.
+    kernel.execute(
+        "%%background --name reinstalled\nfor n in range(5):\n    print('routed-line', n)\n",
+        cell_id="c-reinstall",
+    )
+    job = job_of(kernel, "reinstalled")
+    others = [kernel.execute("time.sleep(0.05); print('fg')") for _ in range(3)]
+    assert wait_done(kernel, job) == "complete"
+    assert all(run.text == "fg\n" for run in others)
+    assert kernel.value(f"[l.text for l in rnb.logs({job!r})]") == [
+        f"routed-line {n}" for n in range(5)
+    ]
+    assert kernel.value("type(sys.stdout).__name__") == "TaskOutput"
