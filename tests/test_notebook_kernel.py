@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _kernel import OUTPUT_TYPES, Kernel, running_kernel
+
+from ._kernel import OUTPUT_TYPES, Kernel, running_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
