@@ -12,8 +12,10 @@ from playwright import sync_api as playwright_sync
 from ._lab import CHROMIUM, CHROMIUM_ARGS, OUTPUT, Lab, start_lab
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium for one test module. Not session-wide: Playwright's sync API keeps an
+    event loop running while open, which would break the asyncio tests of other modules."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run 'apt-get install -y chromium' (test.sh does)")
     with playwright_sync.sync_playwright() as pw:
