@@ -72,7 +72,7 @@ def test_running_task_shows_live_with_moving_bar_and_status_count(lab: Lab, page
         t.transition(TaskStatus.COMPLETE, percent_complete=100.0, result={"rows": 5000})
     feed.publish()
     wait_until(lambda: not status.is_visible(), 5, "status bar item hidden when idle")
-    assert r.get_attribute("data-status") == "complete"
+    wait_until(lambda: r.get_attribute("data-status") == "complete", 5, "row complete")
 
 
 def test_cancel_from_the_panel_reaches_the_kernel(lab: Lab, page: Any) -> None:
