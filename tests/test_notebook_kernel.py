@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ._kernel import OUTPUT_TYPES, Kernel, running_kernel
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,0 +1,199 @@
+/**
+ * The raytha_nb REST API (`<base_url>/raytha-nb/api/`) as typed calls.
+ *
+ * Every call goes through Jupyter's ServerConnection so it carries the same
+ * authentication (token header, XSRF cookie) as the rest of JupyterLab.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export type TaskStatus =
+  | 'enqueued'
+  | 'processing'
+  | 'complete'
+  | 'error'
+  | 'cancelled'
+  | 'interrupted';
+
+export const STATUSES: TaskStatus[] = [
+  'enqueued',
+  'processing',
+  'complete',
+  'error',
+  'cancelled',
+  'interrupted'
+];
+
+/** `TaskRecord.to_json()`: the shape of a task everywhere in the API. */
+export interface ITask {
+  id: string;
+  name: string;
+  task: string;
+  args: unknown;
+  status: TaskStatus;
+  task_step: number;
+  status_info: string | null;
+  percent_complete: number;
+  error_type: string | null;
+  error_message: string | null;
+  traceback: string | null;
+  result: unknown;
+  result_kind: string | null;
+  created_at: string | null;
+  started_at: string | null;
+  completed_at: string | null;
+  updated_at: string | null;
+  kernel_id: string | null;
+  notebook: string | null;
+  cancel_requested: boolean;
+}
+
+export interface ITaskPage {
+  tasks: ITask[];
+  total: number;
+  offset: number;
+  limit: number;
+  next_offset: number | null;
+}
+
+export interface ILogLine {
+  task_id: string;
+  seq: number;
+  ts: string;
+  stream: string;
+  text: string;
+}
+
+export interface IServerStatus {
+  version: string;
+  tasks: { processing: number; enqueued: number };
+  db: string;
+}
+
+/** Result kinds stored as a file on the server, downloadable as such. */
+export const FILE_RESULT_KINDS = new Set(['file', 'parquet', 'pickle']);
+
+export function isActive(task: ITask): boolean {
+  return task.status === 'enqueued' || task.status === 'processing';
+}
+
+export function isFinished(task: ITask): boolean {
+  return !isActive(task);
+}
+
+/** An error the API answered with, or a failure to reach it at all. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly reason: string = ''
+  ) {
+    super(message);
+  }
+
+  /** True when the server answered but has no raytha_nb routes. */
+  get notInstalled(): boolean {
+    return this.status === 404 && this.reason !== 'unknown task';
+  }
+
+  /** True when no HTTP answer came back at all. */
+  get unreachable(): boolean {
+    return this.status === 0;
+  }
+}
+
+export class TasksApi {
+  constructor(
+    readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {}
+
+  /** Absolute URL of an API path, with optional query parameters. */
+  url(path: string, query: Record<string, string | number | undefined> = {}): string {
+    const base = URLExt.join(this.settings.baseUrl, 'raytha-nb', 'api', path);
+    const params = Object.entries(query)
+      .filter(([, v]) => v !== undefined && v !== '')
+      .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+    return params.length ? `${base}?${params.join('&')}` : base;
+  }
+
+  /**
+   * The events stream URL. EventSource cannot send headers: it relies on
+   * Jupyter's login cookie, and on the token in the query when Lab has one.
+   */
+  eventsUrl(): string {
+    const token = this.settings.token;
+    return this.url('events', token ? { token } : {});
+  }
+
+  async fetch(path: string, init: RequestInit = {}, query = {}): Promise<Response> {
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(this.url(path, query), init, this.settings);
+    } catch (err) {
+      throw new ApiError(`The Jupyter server cannot be reached (${String(err)}).`, 0);
+    }
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      let reason = '';
+      try {
+        const body = (await response.json()) as { message?: string; reason?: string };
+        message = body.message || message;
+        reason = body.reason || '';
+      } catch {
+        // Not JSON (e.g. Tornado's 404 page when the extension is absent).
+      }
+      throw new ApiError(message, response.status, reason);
+    }
+    return response;
+  }
+
+  async json<T>(path: string, init: RequestInit = {}, query = {}): Promise<T> {
+    const response = await this.fetch(path, init, query);
+    return (await response.json()) as T;
+  }
+
+  status(): Promise<IServerStatus> {
+    return this.json<IServerStatus>('status');
+  }
+
+  listTasks(query: { offset?: number; limit?: number; status?: string; q?: string } = {}) {
+    return this.json<ITaskPage>('tasks', {}, query);
+  }
+
+  getTask(id: string): Promise<ITask> {
+    return this.json<ITask>(`tasks/${encodeURIComponent(id)}`);
+  }
+
+  cancel(id: string): Promise<{ cancel_requested: boolean; task: ITask }> {
+    return this.json(`tasks/${encodeURIComponent(id)}/cancel`, { method: 'POST' });
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.fetch(`tasks/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
+  clearFinished(): Promise<{ deleted: number }> {
+    return this.json('tasks', { method: 'DELETE' }, { finished: 'true' });
+  }
+
+  logs(id: string, since: number): Promise<{ lines: ILogLine[]; last_seq: number }> {
+    return this.json(`tasks/${encodeURIComponent(id)}/logs`, {}, { since });
+  }
+
+  /** Fetch a file result and hand it to the browser as a download. */
+  async download(task: ITask): Promise<void> {
+    const response = await this.fetch(`tasks/${encodeURIComponent(task.id)}/result`);
+    const disposition = response.headers.get('Content-Disposition') || '';
+    const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+    const filename = match ? decodeURIComponent(match[1]) : `${task.name}-${task.id}`;
+    const blob = await response.blob();
+    const href = URL.createObjectURL(blob);
+    const link = document.createElement('a');
+    link.href = href;
+    link.download = filename;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 60_000);
+  }
+}

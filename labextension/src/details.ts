@@ -1,0 +1,223 @@
+/**
+ * One task in full: state, args, result, error with traceback, and its log,
+ * tailing live (polling `logs?since=`) while the task runs.
+ */
+import { ITask, isActive } from './api';
+import { TaskActions, actionButtons } from './actions';
+import { STATUS_GLYPH, el, formatSeconds, durationOf, localTime, percentText } from './format';
+import { TaskModel } from './model';
+
+const LOG_POLL_MS = 1000;
+/** Most log lines kept in the view; older ones are dropped from the top. */
+const LOG_MAX_LINES = 5000;
+
+export class TaskDetails {
+  readonly node = el('div', 'jp-RaythaDetails');
+
+  constructor(
+    readonly model: TaskModel,
+    readonly actions: TaskActions,
+    onBack: () => void
+  ) {
+    const back = el('button', 'jp-RaythaDetails-back', '← All tasks');
+    back.addEventListener('click', onBack);
+    this._head = el('div', 'jp-RaythaDetails-head');
+    this._buttons = el('div', 'jp-RaythaDetails-actions');
+    this._fields = el('dl', 'jp-RaythaDetails-fields');
+    this._bar = el('div', 'jp-RaythaTask-bar');
+    this._fill = el('div', 'jp-RaythaTask-fill');
+    this._bar.append(this._fill);
+    this._args = el('pre', 'jp-RaythaDetails-args');
+    this._result = el('pre', 'jp-RaythaDetails-result');
+    this._error = el('pre', 'jp-RaythaDetails-traceback');
+    this._log = el('pre', 'jp-RaythaDetails-log');
+    this._sections = {
+      args: section('Arguments', this._args),
+      result: section('Result', this._result),
+      error: section('Error', this._error),
+      log: section('Log', this._log)
+    };
+    this.node.append(
+      back,
+      this._head,
+      this._bar,
+      this._buttons,
+      this._fields,
+      this._sections.error,
+      this._sections.args,
+      this._sections.result,
+      this._sections.log
+    );
+  }
+
+  get taskId(): string | null {
+    return this._id;
+  }
+
+  show(): void {
+    this.node.hidden = false;
+  }
+
+  hide(): void {
+    this.node.hidden = true;
+  }
+
+  /** Switch to another task (or none), restarting the log tail. */
+  setTask(id: string | null): void {
+    window.clearTimeout(this._pollTimer);
+    this._id = id;
+    this._key = '';
+    this._lastSeq = 0;
+    this._log.textContent = '';
+    this._logLines = 0;
+    this._tailAfterEnd = true;
+    this._generation++;
+    if (id) {
+      this.refresh();
+      void this._pollLogs(this._generation);
+    }
+  }
+
+  /** Redraw from the model's current state of the task. */
+  refresh(): void {
+    if (!this._id) {
+      return;
+    }
+    const task = this.model.get(this._id);
+    if (!task) {
+      this._head.textContent = `Task ${this._id} was deleted.`;
+      this._buttons.replaceChildren();
+      return;
+    }
+    const key = JSON.stringify([task.updated_at, task.status, task.percent_complete, task.cancel_requested]);
+    if (key === this._key) {
+      return;
+    }
+    this._key = key;
+    this.node.dataset.status = task.status;
+    this.node.dataset.taskId = task.id;
+    this._head.replaceChildren(
+      el('span', 'jp-RaythaTask-glyph', STATUS_GLYPH[task.status]),
+      el('span', 'jp-RaythaDetails-name', task.name),
+      el('span', 'jp-RaythaDetails-status', task.status)
+    );
+    this._head.dataset.status = task.status;
+    this._fill.style.width = `${Math.max(0, Math.min(100, task.percent_complete))}%`;
+    this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+    const duration = durationOf(task);
+    const rows: [string, string][] = [
+      ['Progress', `${percentText(task)}${task.task_step ? ` · step ${task.task_step}` : ''}`],
+      ['Info', task.status_info || '—'],
+      ['Task', task.task],
+      ['Id', task.id],
+      ['Notebook', task.notebook || '—'],
+      ['Kernel', task.kernel_id || '—'],
+      ['Created', localTime(task.created_at)],
+      ['Started', localTime(task.started_at)],
+      ['Finished', localTime(task.completed_at)],
+      ['Duration', duration === null ? '—' : formatSeconds(duration)]
+    ];
+    this._fields.replaceChildren(
+      ...rows.flatMap(([k, v]) => [el('dt', '', k), el('dd', '', v)])
+    );
+    this._args.textContent = JSON.stringify(task.args ?? null, null, 2);
+    this._sections.result.hidden = task.status !== 'complete';
+    this._result.textContent = describeResult(task);
+    const failed = Boolean(task.error_type || task.error_message || task.traceback);
+    this._sections.error.hidden = !failed;
+    this._error.textContent = failed
+      ? task.traceback || `${task.error_type ?? 'Error'}: ${task.error_message ?? ''}`
+      : '';
+    // The exception line (and the user's own frame) are at the end: show them.
+    this._error.scrollTop = this._error.scrollHeight;
+  }
+
+  /** Fetch new log lines; again in a second while the task runs. */
+  private async _pollLogs(generation: number): Promise<void> {
+    const id = this._id;
+    if (!id) {
+      return;
+    }
+    try {
+      const { lines, last_seq } = await this.model.api.logs(id, this._lastSeq);
+      if (generation !== this._generation) {
+        return;
+      }
+      if (lines.length) {
+        const stick = this._log.scrollTop + this._log.clientHeight >= this._log.scrollHeight - 4;
+        this._log.append(
+          document.createTextNode(lines.map(l => l.text.replace(/\n$/, '')).join('\n') + '\n')
+        );
+        this._logLines += lines.length;
+        if (this._logLines > LOG_MAX_LINES) {
+          this._trimLog();
+        }
+        if (stick) {
+          this._log.scrollTop = this._log.scrollHeight;
+        }
+      }
+      this._lastSeq = Math.max(this._lastSeq, last_seq);
+      this._log.dataset.empty = String(!this._log.textContent);
+    } catch {
+      // Shown by the panel's connection banner; keep trying while it runs.
+    }
+    if (generation !== this._generation) {
+      return;
+    }
+    const task = this.model.get(id);
+    const running = task ? isActive(task) : false;
+    // One more fetch after it finishes catches the last lines.
+    if (running || this._tailAfterEnd) {
+      this._tailAfterEnd = running;
+      this._pollTimer = window.setTimeout(() => void this._pollLogs(generation), LOG_POLL_MS);
+    } else {
+      this._tailAfterEnd = true;
+    }
+  }
+
+  private _trimLog(): void {
+    const text = this._log.textContent || '';
+    const lines = text.split('\n');
+    const kept = lines.slice(lines.length - LOG_MAX_LINES);
+    this._log.textContent = kept.join('\n');
+    this._logLines = kept.length;
+  }
+
+  private _id: string | null = null;
+  private _key = '';
+  private _lastSeq = 0;
+  private _logLines = 0;
+  private _generation = 0;
+  private _pollTimer = 0;
+  private _tailAfterEnd = true;
+  private _head: HTMLElement;
+  private _buttons: HTMLElement;
+  private _fields: HTMLElement;
+  private _bar: HTMLElement;
+  private _fill: HTMLElement;
+  private _args: HTMLElement;
+  private _result: HTMLElement;
+  private _error: HTMLElement;
+  private _log: HTMLElement;
+  private _sections: Record<'args' | 'result' | 'error' | 'log', HTMLElement>;
+}
+
+function section(title: string, body: HTMLElement): HTMLElement {
+  const node = el('section', 'jp-RaythaDetails-section');
+  node.append(el('h3', '', title), body);
+  return node;
+}
+
+function describeResult(task: ITask): string {
+  if (task.result_kind === null || task.result_kind === 'json') {
+    return JSON.stringify(task.result ?? null, null, 2);
+  }
+  const descriptor = (task.result ?? {}) as Record<string, unknown>;
+  const parts = [`${task.result_kind} result`];
+  for (const key of ['path', 'rows', 'bytes', 'media_type', 'type', 'repr']) {
+    if (descriptor[key] !== undefined) {
+      parts.push(`${key}: ${String(descriptor[key])}`);
+    }
+  }
+  return parts.join('\n');
+}

@@ -1,0 +1,333 @@
+/**
+ * The Background Tasks sidebar: a filterable, virtualised list of every task on
+ * the server (only the rows in view exist in the DOM), and a details view.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { ITask, STATUSES, isActive } from './api';
+import { TaskActions, actionButtons } from './actions';
+import { TaskDetails } from './details';
+import { STATUS_GLYPH, basename, el, percentText, timeLabel } from './format';
+import { tasksIcon } from './icons';
+import { TaskModel } from './model';
+
+/** Row height in pixels; fixed so the list can be virtualised by arithmetic. */
+export const ROW_HEIGHT = 66;
+/** Rows rendered above and below the visible ones. */
+const OVERSCAN = 6;
+
+const FILTERS: { value: string; label: string }[] = [
+  { value: '', label: 'All statuses' },
+  { value: 'active', label: 'Running or queued' },
+  { value: 'finished', label: 'Finished' },
+  ...STATUSES.map(s => ({ value: s, label: s[0].toUpperCase() + s.slice(1) }))
+];
+
+export class TasksPanel extends Widget {
+  constructor(
+    readonly model: TaskModel,
+    readonly actions: TaskActions
+  ) {
+    super();
+    this.id = 'raytha-nb-tasks';
+    this.addClass('jp-RaythaPanel');
+    this.title.icon = tasksIcon;
+    this.title.caption = 'Background Tasks';
+
+    const header = el('div', 'jp-RaythaPanel-header');
+    header.append(el('h2', 'jp-RaythaPanel-title', 'Background Tasks'));
+    this._summary = el('span', 'jp-RaythaPanel-summary');
+    header.append(this._summary);
+
+    const toolbar = el('div', 'jp-RaythaPanel-toolbar');
+    this._statusFilter = el('select', 'jp-RaythaPanel-statusFilter');
+    this._statusFilter.title = 'Show tasks with this status';
+    for (const f of FILTERS) {
+      const option = el('option', '', f.label);
+      option.value = f.value;
+      this._statusFilter.append(option);
+    }
+    this._textFilter = el('input', 'jp-RaythaPanel-textFilter');
+    this._textFilter.type = 'search';
+    this._textFilter.placeholder = 'Filter by name, notebook, info…';
+    this._clear = el('button', 'jp-RaythaPanel-clear', 'Clear finished');
+    this._clear.title = 'Delete every finished task (complete, error, cancelled, interrupted)';
+    toolbar.append(this._statusFilter, this._textFilter, this._clear);
+
+    this._banner = el('div', 'jp-RaythaPanel-banner');
+    this._retry = el('button', 'jp-RaythaPanel-retry', 'Retry now');
+    this._bannerText = el('span');
+    this._banner.append(this._bannerText, this._retry);
+
+    this._list = el('div', 'jp-RaythaPanel-list');
+    this._list.setAttribute('role', 'list');
+    this._spacer = el('div', 'jp-RaythaPanel-spacer');
+    this._empty = el('div', 'jp-RaythaPanel-empty');
+    this._list.append(this._spacer);
+
+    this._details = new TaskDetails(model, actions, () => this.showList());
+    this._details.hide();
+
+    this.node.append(header, toolbar, this._banner, this._empty, this._list);
+    this.node.append(this._details.node);
+
+    this._statusFilter.addEventListener('change', () => this._refilter());
+    this._textFilter.addEventListener('input', () => this._refilter());
+    this._clear.addEventListener('click', () => void this._clearFinished());
+    this._retry.addEventListener('click', () => void this.model.connect());
+    this._list.addEventListener('scroll', () => this._scheduleRender());
+    model.changed.connect(this._onModelChanged, this);
+  }
+
+  /** Open the details of one task (from a row, a notification or a command). */
+  showTask(id: string): void {
+    this._details.show();
+    this._details.setTask(id);
+    this.addClass('jp-mod-details');
+  }
+
+  showList(): void {
+    this._details.setTask(null);
+    this._details.hide();
+    this.removeClass('jp-mod-details');
+    this._scheduleRender();
+  }
+
+  /** The tasks the filters let through, newest first. */
+  visibleTasks(): ITask[] {
+    if (this._filtered === null) {
+      const status = this._statusFilter.value;
+      const text = this._textFilter.value.trim().toLowerCase();
+      this._filtered = this.model.sorted().filter(task => {
+        if (status === 'active' ? !isActive(task) : status === 'finished' ? isActive(task) : status && task.status !== status) {
+          return false;
+        }
+        if (!text) {
+          return true;
+        }
+        return [task.name, task.task, task.notebook, task.status_info, task.status, task.id].some(
+          v => v && v.toLowerCase().includes(text)
+        );
+      });
+    }
+    return this._filtered;
+  }
+
+  protected onAfterShow(): void {
+    this._scheduleRender();
+    this._startTicker();
+  }
+
+  protected onAfterAttach(): void {
+    this._scheduleRender();
+    this._startTicker();
+  }
+
+  protected onBeforeDetach(): void {
+    window.clearInterval(this._ticker);
+    this._ticker = 0;
+  }
+
+  protected onResize(): void {
+    this._scheduleRender();
+  }
+
+  dispose(): void {
+    window.clearInterval(this._ticker);
+    this.model.changed.disconnect(this._onModelChanged, this);
+    super.dispose();
+  }
+
+  private _onModelChanged(): void {
+    this._filtered = null;
+    this._scheduleRender();
+  }
+
+  private _refilter(): void {
+    this._filtered = null;
+    this._list.scrollTop = 0;
+    this._scheduleRender();
+  }
+
+  /** Elapsed times move every second while something runs. */
+  private _startTicker(): void {
+    if (!this._ticker) {
+      this._ticker = window.setInterval(() => {
+        if (this.isVisible && this.model.activeCount > 0) {
+          this._renderRows(true);
+        }
+      }, 1000);
+    }
+  }
+
+  private async _clearFinished(): Promise<void> {
+    this._clear.disabled = true;
+    try {
+      await this.model.clearFinished();
+    } catch (err) {
+      this._bannerText.textContent = `Could not clear finished tasks: ${
+        err instanceof Error ? err.message : err
+      }`;
+      this._banner.classList.add('jp-mod-visible');
+    } finally {
+      this._clear.disabled = false;
+    }
+  }
+
+  private _scheduleRender(): void {
+    if (this._frame) {
+      return;
+    }
+    this._frame = requestAnimationFrame(() => {
+      this._frame = 0;
+      this._render();
+    });
+  }
+
+  private _render(): void {
+    const { state, message } = this.model;
+    this.node.dataset.state = state;
+    const problem = state === 'unavailable';
+    this._banner.classList.toggle('jp-mod-visible', problem);
+    this._bannerText.textContent = message;
+    this._retry.hidden = !problem;
+
+    const tasks = this.visibleTasks();
+    const active = this.model.activeCount;
+    const shown = tasks.length === this.model.total ? `${tasks.length}` : `${tasks.length} of ${this.model.total}`;
+    this._summary.textContent =
+      state === 'connecting'
+        ? 'connecting…'
+        : problem && !this.model.total
+          ? 'unavailable'
+          : `${shown} tasks · ${active} running`;
+
+    let empty = '';
+    if (state === 'connecting') {
+      empty = 'Connecting to the task server…';
+    } else if (state === 'ready' && tasks.length === 0) {
+      empty = this.model.total
+        ? 'No task matches the filter.'
+        : 'No background tasks yet. Start one with %%background or raytha_nb.enqueue().';
+    }
+    this._empty.textContent = empty;
+    this._empty.hidden = !empty;
+    this._list.hidden = state === 'connecting' || (problem && tasks.length === 0);
+    this._renderRows(false);
+    this._details.refresh();
+  }
+
+  /** Make the DOM hold exactly the rows in view, each up to date. */
+  private _renderRows(tickOnly: boolean): void {
+    const tasks = this.visibleTasks();
+    this._spacer.style.height = `${tasks.length * ROW_HEIGHT}px`;
+    const top = this._list.scrollTop;
+    const height = this._list.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
+    const last = Math.min(tasks.length, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
+    const keep = new Set<string>();
+    const now = Date.now();
+    for (let i = first; i < last; i++) {
+      const task = tasks[i];
+      keep.add(task.id);
+      let row = this._rows.get(task.id);
+      if (!row) {
+        row = this._makeRow(task.id);
+        this._rows.set(task.id, row);
+        this._list.append(row.node);
+      }
+      row.node.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
+      if (!tickOnly || isActive(task)) {
+        this._fillRow(row, task, now);
+      }
+    }
+    for (const [id, row] of this._rows) {
+      if (!keep.has(id)) {
+        row.node.remove();
+        this._rows.delete(id);
+      }
+    }
+  }
+
+  private _makeRow(id: string): IRow {
+    const node = el('div', 'jp-RaythaTask');
+    node.setAttribute('role', 'listitem');
+    node.dataset.taskId = id;
+    node.style.height = `${ROW_HEIGHT}px`;
+    node.addEventListener('click', () => this.showTask(id));
+    const glyph = el('span', 'jp-RaythaTask-glyph');
+    const name = el('span', 'jp-RaythaTask-name');
+    const time = el('span', 'jp-RaythaTask-time');
+    const line1 = el('div', 'jp-RaythaTask-line');
+    line1.append(glyph, name, time);
+    const bar = el('div', 'jp-RaythaTask-bar');
+    const fill = el('div', 'jp-RaythaTask-fill');
+    bar.append(fill);
+    const percent = el('span', 'jp-RaythaTask-percent');
+    const line2 = el('div', 'jp-RaythaTask-line');
+    line2.append(bar, percent);
+    const info = el('span', 'jp-RaythaTask-info');
+    const buttons = el('span', 'jp-RaythaTask-actions');
+    const line3 = el('div', 'jp-RaythaTask-line');
+    line3.append(info, buttons);
+    node.append(line1, line2, line3);
+    return { node, glyph, name, time, fill, percent, info, buttons, key: '' };
+  }
+
+  private _fillRow(row: IRow, task: ITask, now: number): void {
+    row.time.textContent = timeLabel(task, now);
+    const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}`;
+    if (key === row.key) {
+      return;
+    }
+    row.key = key;
+    row.node.dataset.status = task.status;
+    row.glyph.textContent = STATUS_GLYPH[task.status] ?? '?';
+    row.glyph.title = task.status;
+    row.name.textContent = task.name;
+    row.name.title = `${task.name} (${task.task})`;
+    const pct = Math.max(0, Math.min(100, task.percent_complete));
+    row.fill.style.width = `${pct}%`;
+    row.percent.textContent = percentText(task);
+    const where = basename(task.notebook);
+    const error = [task.error_type, task.error_message].filter(Boolean).join(': ');
+    const detail = task.status === 'error' ? error : task.status_info;
+    const parts = [
+      task.cancel_requested && isActive(task) ? 'cancelling…' : task.status,
+      task.task_step ? `step ${task.task_step}` : '',
+      detail || '',
+      where ? `· ${where}` : ''
+    ].filter(Boolean);
+    row.info.textContent = parts.join(' · ').replace(' · ·', ' ·');
+    row.info.title = row.info.textContent;
+    row.buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+  }
+
+  private _summary: HTMLElement;
+  private _statusFilter: HTMLSelectElement;
+  private _textFilter: HTMLInputElement;
+  private _clear: HTMLButtonElement;
+  private _banner: HTMLElement;
+  private _bannerText: HTMLElement;
+  private _retry: HTMLButtonElement;
+  private _list: HTMLElement;
+  private _spacer: HTMLElement;
+  private _empty: HTMLElement;
+  private _details: TaskDetails;
+  private _rows = new Map<string, IRow>();
+  private _filtered: ITask[] | null = null;
+  private _frame = 0;
+  private _ticker = 0;
+}
+
+interface IRow {
+  node: HTMLElement;
+  glyph: HTMLElement;
+  name: HTMLElement;
+  time: HTMLElement;
+  fill: HTMLElement;
+  percent: HTMLElement;
+  info: HTMLElement;
+  buttons: HTMLElement;
+  key: string;
+}

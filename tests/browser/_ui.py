@@ -1,0 +1,92 @@
+"""Page helpers for JupyterLab: open the panel, run cells, read what the panel shows."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+PANEL = "#raytha-nb-tasks"
+TAB = ".jp-SideBar.jp-mod-left li[data-id='raytha-nb-tasks']"
+
+
+def wait_lab(page: Any) -> None:
+    page.wait_for_selector("#jp-main-dock-panel", state="attached", timeout=60_000)
+    page.wait_for_selector(TAB, timeout=60_000)
+
+
+def open_panel(page: Any) -> Any:
+    """Show the Background Tasks sidebar (clicking its tab unless it is already shown)."""
+    panel = page.locator(PANEL)
+    if not panel.is_visible():
+        page.locator(TAB).click()
+    panel.wait_for(state="visible")
+    return panel
+
+
+def row(page: Any, name: str) -> Any:
+    name_el = page.locator(".jp-RaythaTask-name", has_text=re.compile(f"^{re.escape(name)}$"))
+    return page.locator(f"{PANEL} .jp-RaythaTask", has=name_el)
+
+
+def percent(locator: Any) -> float:
+    text = locator.locator(".jp-RaythaTask-percent").inner_text()
+    return float(text.rstrip("%"))
+
+
+def wait_kernel_idle(page: Any) -> None:
+    """Wait for the notebook's kernel to be idle, accepting a "Select Kernel" dialog."""
+    idle = page.locator(
+        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']"
+    )
+    dialog = page.locator(".jp-Dialog .jp-mod-accept")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if dialog.count():
+            dialog.first.click()
+        elif idle.count():
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError("the notebook's kernel never became idle")
+
+
+def run_cell(page: Any, index: int, attempts: int = 4) -> None:
+    """Run the index-th code cell with Shift+Enter; retry while no [n]: prompt appears
+    (a fresh server sometimes drops the first run key right after the kernel is idle)."""
+    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(index)
+    prompt = cell.locator(".jp-InputArea-prompt")
+    for _ in range(attempts):
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if re.search(r"\[[0-9*]+\]", prompt.inner_text()):
+                return
+            page.wait_for_timeout(100)
+    raise AssertionError(f"cell {index} never started running (prompt {prompt.inner_text()!r})")
+
+
+def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def widen_sidebar(page: Any, width: int = 420) -> None:
+    """Drag the left sidebar's edge so rows show in full (for screenshots)."""
+    panel = page.locator(PANEL)
+    box = panel.bounding_box()
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    hb = handle.bounding_box()
+    if not box or not hb:
+        return
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + width, hb["y"] + hb["height"] / 2, steps=5)
+    page.mouse.up()
