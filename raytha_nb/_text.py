@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -108,18 +107,3 @@ def started(record: TaskRecord) -> str:
 
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def user_traceback(text: str) -> str:
-    """A task's traceback without raytha_nb's own frames (the worker that called it)."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    out: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        if line.startswith('  File "'):
-            skipping = line[len('  File "') :].startswith(package)
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "".join(out)

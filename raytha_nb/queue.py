@@ -147,7 +147,7 @@ class TaskQueue:
                     "builtins."
                 ),
                 error_message=str(exc),
-                traceback="".join(traceback.format_exception(exc)),
+                traceback=_user_traceback(exc),
             )
             return
         self._finish(live, value)
@@ -186,6 +186,18 @@ class TaskQueue:
             self._cond.notify_all()
         for worker in list(self._workers):
             worker.thread.join(wait)
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame outside raytha_nb: users see their own code,
+    not the worker that called it. A failure wholly inside raytha_nb keeps every frame."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def _cancel_info(live: LiveTask) -> str:

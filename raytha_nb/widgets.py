@@ -142,9 +142,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
 
     def _show_outcome(self, record: TaskRecord) -> None:
         if record.status is TaskStatus.ERROR:
-            text = _text.user_traceback(record.traceback or "") or (
-                f"{record.error_type}: {record.error_message}"
-            )
+            text = record.traceback or (f"{record.error_type}: {record.error_message}")
             value = (
                 '<pre style="color:#b71c1c;background:#fdecea;padding:4px;margin:0;'
                 f'white-space:pre-wrap">{_text.esc(text)}</pre>'

@@ -80,6 +80,9 @@ def test_error_keeps_type_message_traceback_and_progress(mgr: rnb.TaskManager) -
     assert task.status is TaskStatus.ERROR
     assert task.error_type == "ValueError" and task.error_message == "bad row 7"
     assert task.traceback and 'raise ValueError(f"bad row {n}")' in task.traceback
+    # It starts at the user's code, not at the worker that called it.
+    assert task.traceback.splitlines()[1].strip().startswith(f'File "{__file__}"')
+    assert "raytha_nb/queue.py" not in task.traceback
     assert (task.percent_complete, task.status_info, task.task_step) == (40, "half way", 2)
     with pytest.raises(rnb.TaskFailed, match="bad row 7"):
         rnb.result(job_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import raytha_nb as rnb
 from raytha_nb import _text
 from raytha_nb.magics import JobsTable
 from raytha_nb.model import TaskRecord, TaskStatus
@@ -67,25 +66,6 @@ def test_result_previews() -> None:
         "Model(k=3)"
     )
     assert _text.result_preview(record()) == ""
-
-
-def test_user_traceback_drops_raytha_frames() -> None:
-    package = rnb.__file__.rsplit("/", 1)[0]
-    text = (
-        "Traceback (most recent call last):\n"
-        f'  File "{package}/queue.py", line 136, in _run\n'
-        "    value = body(ctx)\n"
-        "            ^^^^^^^^^\n"
-        '  File "/tmp/ipykernel_1/123.py", line 2, in <module>\n'
-        "    1 / 0\n"
-        "ZeroDivisionError: division by zero\n"
-    )
-    assert _text.user_traceback(text) == (
-        "Traceback (most recent call last):\n"
-        '  File "/tmp/ipykernel_1/123.py", line 2, in <module>\n'
-        "    1 / 0\n"
-        "ZeroDivisionError: division by zero\n"
-    )
 
 
 def test_jobs_table_text_and_html() -> None:
