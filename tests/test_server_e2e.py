@@ -94,6 +94,18 @@ def test_cross_notebook_watch_cancel_and_result(
     listed = value(b, f"[t.id for t in rnb.list_tasks(kernel_id={kernel_a!r})]")
     assert {long_job, rest_job, frame_job} <= set(listed)
 
+    # B shows A's task in a live widget, and %jobs --all lists it.
+    run(b, f"rnb.show({long_job!r})")
+    assert value(b, f"rnb.widgets._open[{long_job!r}].record.status.value") == "processing"
+    jobs = run(
+        b,
+        "from IPython.utils.capture import capture_output\n"
+        "with capture_output() as cap:\n"
+        "    get_ipython().run_line_magic('jobs', '--all')\n"
+        "cap.outputs[0].data['text/plain']",
+    )
+    assert "long" in jobs and "processing" in jobs and long_job[:8] in jobs
+
     # B fetches A's DataFrame result.
     assert value(b, f"rnb.wait({frame_job!r}, 30).status.value") == "complete"
     assert value(b, f"rnb.result({frame_job!r}).shape") == (1000, 2)
@@ -111,6 +123,17 @@ def test_cross_notebook_watch_cancel_and_result(
     assert time.monotonic() - started < 5
     assert value(b, f"rnb.wait({long_job!r}, 10).status.value") == "cancelled"
     assert value(a, f"rnb.get_task({long_job!r}).status.value") == "cancelled"
+    # B's widget of A's task follows it (it polls tasks of other kernels once a second).
+    shown = run(
+        b,
+        "import time\n"
+        f"w = rnb.widgets._open[{long_job!r}]\n"
+        "deadline = time.monotonic() + 10\n"
+        "while w.record.status.value != 'cancelled' and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "w.record.status.value",
+    )
+    assert shown == "'cancelled'"
 
     # Cancel through REST.
     status, reply, _ = server.request("POST", f"raytha-nb/api/tasks/{rest_job}/cancel", {})
