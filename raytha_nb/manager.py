@@ -163,13 +163,18 @@ class TaskManager:
             if status is None
             else {TaskStatus(s) for s in ([status] if isinstance(status, str) else status)}
         )
+        # Live state first: a task missing from it was committed before it left, so the
+        # store query that follows sees it (the other order could miss a task entirely).
+        snapshots = [live.snapshot() for live in list(self._live.values())]
         stored = self.backend.list_tasks(
             status=None if statuses is None else [s.value for s in statuses],
             name=name, kernel_id=kernel_id, notebook=notebook, limit=limit, offset=offset,
         )  # fmt: skip
         merged = {r.id: r for r in stored}
-        for live in list(self._live.values()):
-            record = live.snapshot()
+        for record in snapshots:
+            known = merged.get(record.id)
+            if known is not None and known.finished and not record.finished:
+                continue  # it finished after the snapshot: the store is newer
             matches = (
                 (statuses is None or record.status in statuses)
                 and (name is None or record.name == name)

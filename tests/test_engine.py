@@ -402,3 +402,23 @@ def test_delete_only_finished(mgr: rnb.TaskManager) -> None:
     rnb.delete(job)
     with pytest.raises(rnb.TaskNotFound):
         rnb.get_task(job)
+
+
+def test_list_tasks_never_misses_a_task_that_finishes_meanwhile(
+    mgr: rnb.TaskManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task finishes, is committed and leaves memory while the store is queried."""
+    gate = threading.Event()
+    job = rnb.enqueue(gate.wait, [5])
+    query = mgr.backend.list_tasks
+
+    def racing_query(**filters: Any) -> list[rnb.TaskRecord]:
+        rows = query(**filters)  # the store does not have the task yet...
+        gate.set()
+        poll(lambda: rnb.get_task(job).finished)
+        mgr.flush()  # ...and now it is committed and gone from memory
+        assert mgr.live(job) is None
+        return rows
+
+    monkeypatch.setattr(mgr.backend, "list_tasks", racing_query)
+    assert job in {t.id for t in rnb.list_tasks(limit=None)}
