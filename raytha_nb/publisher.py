@@ -91,7 +91,10 @@ class Publisher:
         with self._flush_lock:
             now = time.time()
             batch, sent = self._collect(now)
-            due = now - self._last_publish >= self.heartbeat
+            # While tasks run, check in every flush: the reply carries cancel requests
+            # from other kernels and REST, so they land within ~interval, not ~heartbeat.
+            every = self.interval if self._running() else self.heartbeat
+            due = now - self._last_publish >= every
             if not batch and not due:
                 return True
             try:
