@@ -23,6 +23,7 @@ from .api import (
     logs,
     result,
     submit,
+    task_store,
     wait,
 )
 from .context import TaskContext, check_cancelled, current, log, progress, track
@@ -89,6 +90,7 @@ __all__ = [
     "result",
     "sql",
     "submit",
+    "task_store",
     "track",
     "wait",
     "show",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Sequence
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+import duckdb
+
 from .model import ACTIVE, LogLine, TaskRecord
-from .store import TASK_COLUMNS, Batch
+from .store import TASK_COLUMNS, Batch, Store
 
 _STATUS = TASK_COLUMNS.index("status")
 _ACTIVE = {s.value for s in ACTIVE}
@@ -225,6 +228,20 @@ class RemoteBackend:
     def delete(self, job_id: str) -> bool:
         status, _ = self._request("DELETE", self._task_path(job_id))
         return status != 404
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB holding a snapshot of the server store's tables (this
+        process cannot open the file the server holds)."""
+        _, reply = self._request("POST", "snapshot", body={})
+        folder = Path(reply["dir"])
+        con = duckdb.connect()
+        try:
+            for table in Store.TABLES:
+                path = str(folder / f"{table}.parquet").replace("'", "''")
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return con
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
+
 from .manager import manager
 from .model import LogLine, TaskRecord
 from .queue import Body
@@ -70,3 +72,10 @@ def history(job_id: str) -> list[dict[str, Any]]:
 def delete(job_id: str) -> None:
     """Forget a finished task, its logs and its result file."""
     manager().delete(job_id)
+
+
+def task_store() -> duckdb.DuckDBPyConnection:
+    """DuckDB over the task store's tables (``tasks``, ``task_events``, ``task_logs``) for
+    your own SQL: the store itself in a plain kernel, a fresh snapshot of the server's
+    store under Jupyter (call again for newer data). Read it; don't write to it."""
+    return manager().backend.connection()

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
+
 from .model import LogLine, TaskRecord
 from .store import Batch
 
@@ -49,6 +51,10 @@ class TaskBackend(Protocol):
         ...
 
     def delete(self, job_id: str) -> bool: ...
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """DuckDB over the store's tables ``tasks``, ``task_events``, ``task_logs``."""
+        ...
 
     def close(self) -> None: ...
 

@@ -404,9 +404,30 @@ class Store:
         keys = ("ts", "status", "task_step", "percent_complete", "status_info")
         return [dict(zip(keys, (_aware(r[0]), *r[1:]))) for r in rows]
 
+    #: The tables users query (``rnb.task_store()``) and a snapshot copies.
+    TABLES = ("tasks", "task_events", "task_logs")
+
     def sql(self, query: str, params: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
         """Run read-only SQL over the store (tasks, task_events, task_logs)."""
         return self._cursor().execute(query, list(params))
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the store itself, for reading its tables with any DuckDB API."""
+        return self._con.cursor()
+
+    def snapshot(self, target: Path) -> list[Path]:
+        """Copy the user-facing tables to Parquet files in ``target`` (one transaction,
+        so they agree with each other); for processes that cannot open the file."""
+        target.mkdir(parents=True, exist_ok=True)
+        files = [target / f"{table}.parquet" for table in self.TABLES]
+        cur = self._con.cursor()
+        cur.execute("BEGIN")
+        try:
+            for table, path in zip(self.TABLES, files):
+                cur.execute(f"COPY {table} TO '{_quote(path)}' (FORMAT parquet)")
+        finally:
+            cur.execute("COMMIT")
+        return files
 
 
 def _filters(
@@ -433,6 +454,10 @@ def _filters(
         )
         params.append(q)
     return " AND ".join(where), params
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def _aware(value: datetime | None) -> datetime | None:

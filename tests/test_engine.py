@@ -422,3 +422,17 @@ def test_list_tasks_never_misses_a_task_that_finishes_meanwhile(
 
     monkeypatch.setattr(mgr.backend, "list_tasks", racing_query)
     assert job in {t.id for t in rnb.list_tasks(limit=None)}
+
+
+def test_task_store_connection_reads_the_tables(mgr: rnb.TaskManager) -> None:
+    job = rnb.enqueue(lambda: print("hi"), name="sql-me")
+    rnb.wait(job, timeout=10)
+    con = rnb.task_store()
+    assert con.execute("SELECT name, status FROM tasks WHERE id = ?", [job]).fetchall() == [
+        ("sql-me", "complete")
+    ]
+    assert con.execute("SELECT text FROM task_logs WHERE task_id = ?", [job]).fetchall() == [
+        ("hi",)
+    ]
+    statuses = con.execute("SELECT status FROM task_events WHERE task_id = ?", [job]).fetchall()
+    assert [s for (s,) in statuses] == ["enqueued", "processing", "complete"]

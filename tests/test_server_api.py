@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
@@ -403,6 +404,7 @@ async def test_kernel_api_needs_the_kernel_secret(jp_fetch: Any, jp_serverapp: A
         reply = await kernel(jp_fetch, token, "tasks", expect=403)
         assert "kernel secret" in reply["message"]
         await kernel(jp_fetch, token, "publish", method="POST", body=publish_body([]), expect=403)
+        await kernel(jp_fetch, token, "snapshot", method="POST", body="{}", expect=403)
     try:  # Jupyter's own header (added by jp_fetch) is not enough either
         await jp_fetch("raytha-nb", "kernel-api", "info")
     except HTTPClientError as exc:
@@ -420,6 +422,12 @@ async def test_kernel_api_reads(jp_fetch: Any, secret: str, service: TaskService
     assert (await kernel(jp_fetch, secret, "tasks"))["total"] == 1
     assert (await kernel(jp_fetch, secret, "tasks", task.id, "logs"))["last_seq"] == 1
     assert len((await kernel(jp_fetch, secret, "tasks", task.id, "history"))["events"]) == 3
+    snapshot = Path((await kernel(jp_fetch, secret, "snapshot", method="POST", body="{}"))["dir"])
+    assert snapshot.parent == service.store.results_dir / "snapshots"
+    rows = duckdb.sql(f"SELECT id, status FROM '{snapshot}/tasks.parquet'").fetchall()
+    assert rows == [(task.id, "complete")]
+    logged = duckdb.sql(f"SELECT text FROM '{snapshot}/task_logs.parquet'").fetchall()
+    assert logged == [("line 1",)]
     await kernel(jp_fetch, secret, "tasks", task.id, method="DELETE", expect=204)
     await kernel(jp_fetch, secret, "tasks", task.id, expect=404)
 

@@ -269,3 +269,32 @@ def test_monitor_notebook_runs_across_two_kernels(server: JupyterServer) -> None
         for kernel_id, client in kernels:
             client.stop_channels()
             server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+def test_task_history_notebook_runs_under_the_server(server: JupyterServer) -> None:
+    """notebooks/task-history.ipynb in a server kernel: ``rnb.task_store()`` is a snapshot
+    of the server's store (the kernel cannot open the file), and the snapshot is removed."""
+    import nbformat
+
+    from ._server_helpers import ROOT
+
+    notebook = nbformat.read(ROOT / "notebooks" / "task-history.ipynb", 4)
+    kernel_id, client = server.start_kernel()
+    try:
+        run(client, "import matplotlib; matplotlib.use('Agg')")
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                run(client, cell.source, timeout=180)
+        counts = run(
+            client,
+            "rnb.task_store().execute(\"SELECT count(*) FILTER (status = 'error'), "
+            f"count(*) FILTER (status = 'cancelled') FROM tasks WHERE kernel_id = '{kernel_id}'\""
+            ").fetchone()",
+        )
+        assert counts == "(2, 1)"
+        assert run(client, "type(rnb.manager().backend).__name__") == "'RemoteBackend'"
+        snapshots = server.db.parent / f"{server.db.stem}-results" / "snapshots"
+        assert not snapshots.exists() or not any(snapshots.iterdir())
+    finally:
+        client.stop_channels()
+        server.request("DELETE", f"api/kernels/{kernel_id}")

@@ -135,6 +135,16 @@ class InfoHandler(KernelAuth):
         self.reply({**status, "results_dir": str(self.service.results_dir)})
 
 
+class SnapshotHandler(KernelAuth):
+    """Parquet copies of the store's tables, for ``rnb.task_store()`` in a kernel (which
+    cannot open the DuckDB file the server holds)."""
+
+    @allow_unauthenticated
+    async def post(self) -> None:
+        target = await self.call(self.service.snapshot)
+        self.reply({"dir": str(target)})
+
+
 class KernelTasksHandler(KernelAuth, TasksEndpoint):
     @allow_unauthenticated
     async def get(self) -> None:
@@ -175,6 +185,7 @@ KERNEL_API = "/raytha-nb/kernel-api"
 handlers: list[tuple[str, type[Base]]] = [
     (f"{KERNEL_API}/publish", PublishHandler),
     (f"{KERNEL_API}/info", InfoHandler),
+    (f"{KERNEL_API}/snapshot", SnapshotHandler),
     (f"{KERNEL_API}/tasks", KernelTasksHandler),
     (f"{KERNEL_API}/tasks/{_ID}", KernelTaskHandler),
     (f"{KERNEL_API}/tasks/{_ID}/cancel", KernelCancelHandler),

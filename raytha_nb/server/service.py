@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,14 @@ class TaskService:
     @property
     def results_dir(self) -> Path:
         return self.store.results_dir
+
+    def snapshot(self) -> Path:
+        """Copy the store's tables to Parquet in a fresh folder of the results dir; the
+        kernel that asked loads them and removes the folder."""
+        target = self.store.results_dir / "snapshots" / uuid.uuid4().hex
+        with self._lock:
+            self.store.snapshot(target)
+        return target
 
     # -- orphans -----------------------------------------------------------------------
     def reap(self) -> list[str]:
