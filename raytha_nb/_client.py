@@ -82,6 +82,7 @@ class RemoteBackend:
         self._host = parts.hostname
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/") + "/raytha-nb/kernel-api/"
+        self._user_api = parts.path.rstrip("/") + "/raytha-nb/api/"
         self._timeout = timeout
         self._headers = {"Authorization": f"token {address.token}"}
         self._local = threading.local()
@@ -228,6 +229,11 @@ class RemoteBackend:
     def delete(self, job_id: str) -> bool:
         status, _ = self._request("DELETE", self._task_path(job_id))
         return status != 404
+
+    def result_url(self, job_id: str) -> str:
+        """Where a browser on this server downloads the task's result file (a path on the
+        page's own host, so it works behind proxies; Jupyter's login cookie opens it)."""
+        return self._user_api + self._task_path(job_id, "result")
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB holding a snapshot of the server store's tables (this

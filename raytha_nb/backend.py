@@ -52,6 +52,10 @@ class TaskBackend(Protocol):
 
     def delete(self, job_id: str) -> bool: ...
 
+    def result_url(self, job_id: str) -> str | None:
+        """The URL path of the task's result download, when a server offers one."""
+        ...
+
     def connection(self) -> duckdb.DuckDBPyConnection:
         """DuckDB over the store's tables ``tasks``, ``task_events``, ``task_logs``."""
         ...

@@ -411,6 +411,10 @@ class Store:
         """Run read-only SQL over the store (tasks, task_events, task_logs)."""
         return self._cursor().execute(query, list(params))
 
+    def result_url(self, job_id: str) -> str | None:
+        """No server, no download URL: the result file's path is all there is."""
+        return None
+
     def connection(self) -> duckdb.DuckDBPyConnection:
         """A cursor on the store itself, for reading its tables with any DuckDB API."""
         return self._con.cursor()

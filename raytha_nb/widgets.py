@@ -150,6 +150,14 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         elif record.status is TaskStatus.COMPLETE:
             preview = _text.result_preview(record)
             value = f"<b>result</b>: <code>{_text.esc(preview)}</code>" if preview else ""
+            stored = record.result
+            url = manager().backend.result_url(record.id)
+            if url and isinstance(stored, dict) and stored.get("path"):
+                name = stored.get("filename") or f"{record.id}.{record.result_kind}"
+                value += (
+                    f' <a href="{_text.esc(url)}" download="{_text.esc(name)}" '
+                    f'target="_blank">⬇ Download {_text.esc(name)}</a>'
+                )
         else:
             value = ""
         self._outcome.value = value

@@ -115,6 +115,10 @@ def test_cross_notebook_watch_cancel_and_result(
     status, body, headers = server.request("GET", f"raytha-nb/api/tasks/{frame_job}/result")
     assert status == 200 and headers["Content-Type"] == "application/vnd.apache.parquet"
     assert pq.read_table(io.BytesIO(body)).num_rows == 1000
+    # B's widget of that task links to the same download, on the page's own host.
+    run(b, f"rnb.show({frame_job!r})")
+    outcome = value(b, f"rnb.widgets._open[{frame_job!r}]._outcome.value")
+    assert f'href="/raytha-nb/api/tasks/{frame_job}/result"' in outcome
 
     # B cancels A's task; A's next heartbeat carries the request.
     started = time.monotonic()
