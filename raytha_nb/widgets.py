@@ -8,6 +8,7 @@ Front ends without widgets get a one-line text form, like tqdm's.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any
 
@@ -153,10 +154,12 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             stored = record.result
             url = manager().backend.result_url(record.id)
             if url and isinstance(stored, dict) and stored.get("path"):
-                name = stored.get("filename") or f"{record.id}.{record.result_kind}"
+                stem = re.sub(r"[^\w.-]+", "-", record.name).strip("-") or "result"
+                name = stored.get("filename") or f"{stem}.{record.result_kind}"
                 value += (
-                    f' <a href="{_text.esc(url)}" download="{_text.esc(name)}" '
-                    f'target="_blank">⬇ Download {_text.esc(name)}</a>'
+                    f' <a href="{_text.esc(url)}" download="{_text.esc(name)}" target="_blank"'
+                    ' style="color:var(--jp-content-link-color,#1976d2);'
+                    f'text-decoration:underline">⬇ Download {_text.esc(name)}</a>'
                 )
         else:
             value = ""

@@ -148,3 +148,29 @@ def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> N
     wait_until(lambda: current.count() == 1 and "from-first" in current.inner_text(), 15, "open")
     for r in (first, second):
         r.locator("[data-action='cancel']").click()
+
+
+def test_widget_downloads_a_file_result(lab: Lab, page: Any) -> None:
+    """A %%background cell returning a DataFrame: its widget links the stored Parquet file,
+    and the browser downloads it with Jupyter's login cookie."""
+    import pyarrow.parquet as pq
+
+    frame_cell = (
+        "%%background --name make-frame\n"
+        "import pandas as pd\n"
+        "pd.DataFrame({'n': range(500), 'sq': [i * i for i in range(500)]})"
+    )
+    notebook(lab.root / "download.ipynb", SETUP, frame_cell)
+    open_notebook(lab, page, "download.ipynb")
+    run_cell(page, 0)
+    run_cell(page, 1)
+    widget = page.locator(WIDGET, has_text="make-frame")
+    link = widget.locator("a", has_text="Download")
+    link.wait_for(timeout=30_000)
+    shot(page, "widget-download.png")
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    assert download.suggested_filename.endswith(".parquet")
+    table = pq.read_table(download.path())
+    assert table.num_rows == 500 and table.column_names == ["n", "sq"]
