@@ -238,7 +238,13 @@ class RemoteBackend:
     def connection(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB holding a snapshot of the server store's tables (this
         process cannot open the file the server holds)."""
-        _, reply = self._request("POST", "snapshot", body={})
+        status, reply = self._request("POST", "snapshot", body={})
+        if status != 200 or not isinstance(reply, dict):
+            raise ServerError(
+                f"{self.address.url} cannot snapshot its task store (HTTP {status}): "
+                "upgrade raytha_nb on the server to the kernel's version",
+                status,
+            )
         folder = Path(reply["dir"])
         con = duckdb.connect()
         try:
