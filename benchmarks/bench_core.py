@@ -117,7 +117,7 @@ def throughput(n: int, workers: int, db: Path) -> None:
         t_enqueue = time.perf_counter() - t0
         assert isinstance(manager.backend, Store)
         manager.wait(ids[-1])  # returns once its 'complete' is committed to DuckDB
-        while (stored := manager.backend.count(status="complete")) < n:
+        while (stored := manager.backend.count_tasks(status="complete")) < n:
             time.sleep(0.001)
         t_ours = time.perf_counter() - t0
     finally:
@@ -186,7 +186,7 @@ def store_size(n: int, db: Path) -> None:
     t0 = time.perf_counter()
     ids = [manager.enqueue(lambda: None, name=f"job-{i % 10}") for i in range(n)]
     assert isinstance(manager.backend, Store)
-    while manager.backend.count(status="complete") < n:
+    while manager.backend.count_tasks(status="complete") < n:
         time.sleep(0.01)
     t_fill = time.perf_counter() - t0
     manager.shutdown()

@@ -387,14 +387,6 @@ class Store:
         )
         return [_record(row) for row in rows]
 
-    def count(self, *, status: str | None = None) -> int:
-        sql, params = "SELECT count(*) FROM tasks", []
-        if status is not None:
-            sql += " WHERE status = ?"
-            params.append(TaskStatus(status).value)
-        row = self._cursor().execute(sql, params).fetchone()
-        return int(row[0]) if row else 0
-
     def logs(self, job_id: str, since: int = 0, limit: int = 10_000) -> list[LogLine]:
         rows = self._cursor().execute(self.SELECT_LOGS, [job_id, since, limit]).fetchall()
         return [LogLine(r[0], r[1], _aware(r[2]), r[3], r[4]) for r in rows]  # type: ignore[arg-type]

@@ -188,7 +188,7 @@ def test_concurrent_enqueue_and_progress(db_path: Path) -> None:
             manager.wait(job, timeout=120)
         store = manager.backend
         assert isinstance(store, Store)
-        assert store.count(status="complete") == 5_000
+        assert store.count_tasks(status="complete") == 5_000
         rows = store.sql(
             "SELECT count(DISTINCT task_id), count(*) FILTER (status = 'complete') FROM task_events"
         ).fetchone()

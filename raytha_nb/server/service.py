@@ -211,7 +211,7 @@ class TaskService:
 
         return {
             "version": __version__,
-            "tasks": {s: self.store.count(status=s) for s in ("processing", "enqueued")},
+            "tasks": {s: self.store.count_tasks(status=s) for s in ("processing", "enqueued")},
             "db": str(self.store.path),
         }
 
