@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import duckdb
 
+from ._sql import literal
 from .model import ACTIVE, LogLine, TaskRecord
 from .store import TASK_COLUMNS, Batch, Store
 
@@ -249,8 +250,8 @@ class RemoteBackend:
         con = duckdb.connect()
         try:
             for table in Store.TABLES:
-                path = str(folder / f"{table}.parquet").replace("'", "''")
-                con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+                path = literal(folder / f"{table}.parquet")
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet({path})")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return con

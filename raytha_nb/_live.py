@@ -195,7 +195,7 @@ class LiveTask:
 
     def row(self, now: float) -> tuple[Any, ...]:
         """The task as a row in ``store.TASK_COLUMNS`` order."""
-        pct = float(min(max(self.percent_complete, 0.0), 100.0))
+        pct = self.percent
         return (
             self.id, self.name, self.task, self.args_json, self.status.value, self.task_step,
             self.status_info, pct, self.error_type, self.error_message, self.traceback,
@@ -205,13 +205,17 @@ class LiveTask:
             self.kernel_id, self.notebook, self.pid, self.cancel_requested,
         )  # fmt: skip
 
+    @property
+    def percent(self) -> float:
+        """``percent_complete`` as readers see it: a float in 0-100 whatever was reported
+        (clamped here, not in report(), which must stay cheap)."""
+        return float(min(max(self.percent_complete, 0.0), 100.0))
+
     def progress_row(self, now: float) -> tuple[Any, ...]:
         """Just the progress, in ``store.PROGRESS_COLUMNS`` order."""
-        pct = float(min(max(self.percent_complete, 0.0), 100.0))
-        return (self.id, self.task_step, self.status_info, pct, now)
+        return (self.id, self.task_step, self.status_info, self.percent, now)
 
     def snapshot(self) -> TaskRecord:
-        pct = self.percent_complete
         return TaskRecord(
             id=self.id,
             name=self.name,
@@ -220,7 +224,7 @@ class LiveTask:
             status=self.status,
             task_step=self.task_step,
             status_info=self.status_info,
-            percent_complete=float(min(max(pct, 0.0), 100.0)),
+            percent_complete=self.percent,
             error_type=self.error_type,
             error_message=self.error_message,
             traceback=self.traceback,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._jsonable import NotJsonable, to_jsonable
+from ._sql import literal
 
 
 class ResultUnavailable(LookupError):
@@ -98,10 +99,10 @@ def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:
         con.register("result_frame", value)
 
         def write(tmp: Path) -> None:
-            con.execute(f"COPY result_frame TO '{_quote(tmp)}' (FORMAT parquet)")
+            con.execute(f"COPY result_frame TO {literal(tmp)} (FORMAT parquet)")
 
         _write_atomic(path, write)
-        row = con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()
+        row = con.execute(f"SELECT count(*) FROM read_parquet({literal(path)})").fetchone()
     finally:
         con.close()
     return {
@@ -159,7 +160,7 @@ def decode(job_id: str, stored: Any, kind: str | None) -> Any:
 
         con = duckdb.connect()
         try:
-            rel = con.sql(f"SELECT * FROM read_parquet('{_quote(path)}')")
+            rel = con.sql(f"SELECT * FROM read_parquet({literal(path)})")
             library = stored.get("library")
             if library == "polars":
                 return rel.pl()
@@ -203,10 +204,6 @@ def _short_repr(value: Any, limit: int = 500) -> str:
     except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the task
         text = f"<{type(value).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 __all__ = ["ResultFile", "ResultUnavailable", "decode", "encode", "frame_library"]

@@ -67,7 +67,7 @@ class TaskManager:
         self._values: OrderedDict[str, Any] = OrderedDict()
         self._recent: OrderedDict[str, LiveTask] = OrderedDict()
         self._kernel_id, self._notebook = _kernel_identity()
-        size = workers or int(os.environ.get("RAYTHA_NB_WORKERS", "4"))
+        size = workers or _env_workers()
         self.queue = TaskQueue(
             size, lambda: self.backend.results_dir, self._finished, grace=cancel_grace
         )
@@ -299,6 +299,17 @@ class TaskManager:
         self.queue.shutdown()
         self.publisher.stop(flush=True)
         self.backend.close()
+
+
+def _env_workers() -> int:
+    text = os.environ.get("RAYTHA_NB_WORKERS", "4")
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"RAYTHA_NB_WORKERS={text!r} is not a whole number: set it to the number of "
+            "worker threads (default 4), or unset it"
+        ) from None
 
 
 def _check_id(job_id: Any) -> str:

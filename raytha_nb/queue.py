@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import traceback
 from collections import deque
@@ -195,7 +196,7 @@ def _user_traceback(exc: BaseException) -> str:
     """The traceback from the first frame outside raytha_nb: users see their own code,
     not the worker that called it. A failure wholly inside raytha_nb keeps every frame."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE + os.sep):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 

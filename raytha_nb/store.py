@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ._sql import literal
 from .model import LogLine, StoreLockedError, TaskRecord, TaskStatus
 
 #: Column order of task rows in a Batch (times are epoch seconds).
@@ -420,7 +421,7 @@ class Store:
         cur.execute("BEGIN")
         try:
             for table, path in zip(self.TABLES, files):
-                cur.execute(f"COPY {table} TO '{_quote(path)}' (FORMAT parquet)")
+                cur.execute(f"COPY {table} TO {literal(path)} (FORMAT parquet)")
         finally:
             cur.execute("COMMIT")
         return files
@@ -450,10 +451,6 @@ def _filters(
         )
         params.append(q)
     return " AND ".join(where), params
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _aware(value: datetime | None) -> datetime | None:

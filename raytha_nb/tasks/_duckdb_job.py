@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from .._sql import literal
 from ..api import submit
 from ..context import TaskContext
 from ..model import TaskCancelled
@@ -88,24 +89,6 @@ def first_value(result: duckdb.DuckDBPyConnection) -> int:
     """The count a COPY / INSERT / CREATE TABLE AS statement returns."""
     row = result.fetchone()
     return int(row[0]) if row else 0
-
-
-def literal(value: Any) -> str:
-    """``value`` as a DuckDB SQL literal (strings quoted, lists, dicts as structs)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (str, os.PathLike)):
-        return "'" + os.fspath(value).replace("'", "''") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{literal(str(k))}: {literal(v)}" for k, v in value.items()) + "}"
-    raise TypeError(
-        f"cannot pass a {type(value).__name__} ({value!r}) to DuckDB as an option; "
-        "use a string, number, bool, list or dict"
-    )
 
 
 def option_name(key: str, what: str) -> str:
