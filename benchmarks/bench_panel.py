@@ -30,10 +30,10 @@ from tests.browser import _lab  # noqa: E402
 from tests.browser._ui import (  # noqa: E402
     PANEL,
     TAB,
+    open_notebook,
     open_panel,
     row,
     run_cell,
-    wait_kernel_idle,
     wait_lab,
     wait_until,
 )
@@ -63,9 +63,8 @@ def reporter(n, gap):
         stamps.append(time.time())
         rnb.progress(100 * i / n, info=f"update {i}", step=i)
         time.sleep(gap)
-    return stamps
-job = rnb.enqueue(reporter, {"n": %d, "gap": %f}, name="latency-probe")
-job"""
+    return stamps"""
+PROBE = 'rnb.enqueue(reporter, {"n": %d, "gap": %f}, name="latency-probe")'
 
 # Runs in the page: timestamps (ms, wall clock) when the row's percent text changes, and
 # when the server's REST answer first shows each percent.
@@ -215,13 +214,11 @@ def latency(browser: Any, updates: int, gap: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     lab = _lab.start_lab(tmp)
     try:
-        _lab.notebook(lab.root / "probe.ipynb", REPORTER % (updates, gap))
+        _lab.notebook(lab.root / "probe.ipynb", REPORTER, PROBE % (updates, gap))
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(lab.page("lab/tree/probe.ipynb"))
-        wait_lab(page)
-        wait_kernel_idle(page)
+        open_notebook(page, lab.page("lab/tree/probe.ipynb"))
         open_panel(page)
-        run_cell(page, 0)
+        run_cell(page, 1)
         probe = row(page, "latency-probe")
         probe.wait_for(timeout=30_000)
         task_id = probe.get_attribute("data-task-id")

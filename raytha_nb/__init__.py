@@ -30,6 +30,7 @@ from .context import TaskContext, check_cancelled, current, log, progress, track
 from .manager import TaskFailed, TaskManager, TaskStateError, configure, manager
 from .model import (
     LogLine,
+    StoreClosed,
     StoreLockedError,
     TaskCancelled,
     TaskNotFound,
@@ -58,6 +59,7 @@ __all__ = [
     "ResultFile",
     "ResultUnavailable",
     "Store",
+    "StoreClosed",
     "StoreLockedError",
     "TaskCancelled",
     "TaskContext",

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import duckdb
 
 from ._sql import literal
-from .model import ACTIVE, LogLine, TaskRecord
+from .model import ACTIVE, LogLine, StoreClosed, TaskRecord
 from .store import TASK_COLUMNS, Batch, Store
 
 _STATUS = TASK_COLUMNS.index("status")
@@ -139,6 +139,8 @@ class RemoteBackend:
                 if isinstance(parsed, dict)
                 else data[:200].decode(errors="replace")
             )
+            if status == 503:
+                raise StoreClosed(f"the raytha_nb server is not serving its store: {message}")
             raise ServerError(f"the raytha_nb server answered {status}: {message}", status)
         return status, parsed
 

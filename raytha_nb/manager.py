@@ -191,8 +191,11 @@ class TaskManager:
     def logs(self, job_id: str, since: int = 0) -> list[LogLine]:
         """Log lines with ``seq > since``, oldest first."""
         self.get_task(job_id)
-        lines = self.backend.logs(job_id, since)
         live = self._live.get(job_id)
+        # A task not yet published has nothing in the store: asking would cost a query
+        # (a 404 round trip through the server) for every widget of a fresh task.
+        unpublished = live is not None and live.flushed_version == 0
+        lines = [] if unpublished else self.backend.logs(job_id, since)
         if live is not None:
             after = lines[-1].seq if lines else since
             lines.extend(live.log_tail(after))

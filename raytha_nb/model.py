@@ -53,6 +53,11 @@ class UnknownTask(LookupError):
     """A task was enqueued by a name that nobody registered."""
 
 
+class StoreClosed(RuntimeError):
+    """The task store was closed (its process, e.g. the Jupyter server, is stopping):
+    state sent now cannot be kept, so retrying is pointless."""
+
+
 class StoreLockedError(RuntimeError):
     """The DuckDB file is held by another process."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ._live import LiveTask
 from .backend import TaskBackend
-from .model import TERMINAL, TaskStatus
+from .model import TERMINAL, StoreClosed, TaskStatus
 from .store import Batch
 
 log = logging.getLogger("raytha_nb")
@@ -198,5 +198,9 @@ class Publisher:
                     self.flush()
                     if not any(v.version != v.flushed_version for v in list(self._live.values())):
                         return
+                except StoreClosed:
+                    # The server is stopping too: it marks this kernel's unfinished tasks
+                    # interrupted itself, and no retry within the timeout can succeed.
+                    return
                 except Exception:  # noqa: BLE001
                     time.sleep(0.1)

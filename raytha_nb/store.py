@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from ._sql import literal
-from .model import LogLine, StoreLockedError, TaskRecord, TaskStatus
+from .model import LogLine, StoreClosed, StoreLockedError, TaskRecord, TaskStatus
 
 #: Column order of task rows in a Batch (times are epoch seconds).
 TASK_COLUMNS = (
@@ -206,7 +206,7 @@ class Store:
     # -- plumbing ----------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         if self._closed:
-            raise RuntimeError(f"the task store {self.path} is closed")
+            raise StoreClosed(f"the task store {self.path} is closed")
         cur = getattr(self._local, "cur", None)
         if cur is None:
             cur = self._con.cursor()

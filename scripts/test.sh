@@ -12,7 +12,7 @@ if [ ! -x /usr/bin/chromium ]; then
         exit 1
     fi
 fi
-echo "== ruff"; ruff check raytha_nb tests benchmarks; ruff format --check raytha_nb tests benchmarks
+echo "== ruff"; ruff check raytha_nb tests benchmarks notebooks; ruff format --check raytha_nb tests benchmarks
 echo "== mypy"; mypy
 echo "== tsc (strict)"; (cd labextension && jlpm run lint)
 echo "== pytest"; pytest "$@"

@@ -436,3 +436,64 @@ def test_task_store_connection_reads_the_tables(mgr: rnb.TaskManager) -> None:
     ]
     statuses = con.execute("SELECT status FROM task_events WHERE task_id = ?", [job]).fetchall()
     assert [s for (s,) in statuses] == ["enqueued", "processing", "complete"]
+
+
+def test_logs_of_an_unpublished_task_come_from_memory_only(db_path: Path) -> None:
+    """Until its first publish a task has nothing in the store, so logs() must not ask
+    it (through a server that is a 404 round trip per widget of every fresh task)."""
+    from raytha_nb.store import Store
+
+    class HeldStore(Store):
+        """The real store, with publishing held until released and logs() counted."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.release = threading.Event()
+            self.log_queries = 0
+
+        def publish(self, batch: Any) -> set[str]:
+            self.release.wait(10)
+            return super().publish(batch)
+
+        def logs(self, job_id: str, since: int = 0, limit: int = 10_000) -> list[Any]:
+            self.log_queries += 1
+            return super().logs(job_id, since, limit)
+
+    store = HeldStore(db_path)
+    manager = rnb.TaskManager(backend=store, workers=1, flush_interval=0.05)
+    try:
+        printed = threading.Event()
+
+        def chatty() -> None:
+            print("hello")
+            printed.set()
+
+        job = manager.enqueue(chatty)
+        assert printed.wait(10)
+        assert [line.text for line in manager.logs(job)] == ["hello"]
+        assert store.log_queries == 0
+        store.release.set()
+        manager.wait(job, timeout=10)
+        assert [line.text for line in manager.logs(job)] == ["hello"]  # now from the store
+        assert store.log_queries >= 1
+    finally:
+        store.release.set()
+        manager.shutdown()
+
+
+def test_shutdown_gives_up_at_once_when_the_store_is_closed(db_path: Path) -> None:
+    """A kernel stopping with its server finds the store closed: no retrying for the
+    whole flush timeout (the server marks its unfinished tasks interrupted itself)."""
+    from raytha_nb.store import Store
+
+    store = Store(db_path)
+    manager = rnb.TaskManager(backend=store, workers=1, flush_interval=0.05)
+    gate = threading.Event()
+    job = manager.enqueue(lambda: gate.wait(10))
+    poll(lambda: manager.get_task(job).status == "processing")
+    store.close()
+    gate.set()
+    started = time.monotonic()
+    manager.shutdown()
+    # Retrying would take publisher.stop's full 5 s; giving up takes milliseconds.
+    assert time.monotonic() - started < 2.5

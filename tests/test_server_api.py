@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -485,3 +486,34 @@ async def test_retention_deletes_only_old_finished_tasks(
     assert service.delete_finished(older_than=3600) == 1
     left = {t["name"] for t in body(await api(jp_fetch, "tasks"))["tasks"]}
     assert left == {"fresh", "running"}
+
+
+async def test_a_stopping_server_answers_503_and_kernels_stop_retrying(
+    jp_fetch: Any, secret: str, service: TaskService, jp_http_port: int, jp_base_url: str
+) -> None:
+    """Once the store is closed the kernel API says so (503 with a message, not a 500),
+    and a kernel's RemoteBackend turns that into StoreClosed, which ends its retries."""
+    from raytha_nb import _client
+    from raytha_nb.model import StoreClosed
+    from raytha_nb.store import Batch
+
+    task = live_task("job", status=TaskStatus.PROCESSING)
+    await publish(jp_fetch, secret, [task])
+    service.close()
+    try:
+        reply = await jp_fetch(
+            "raytha-nb", "kernel-api", "publish", method="POST",
+            headers={"Authorization": f"token {secret}"}, body=publish_body([task]),
+            raise_error=False,
+        )  # fmt: skip
+        assert reply.code == 503
+        assert "shutting down" in json.loads(reply.body)["message"]
+
+        url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+        backend = _client.RemoteBackend(_client.ServerAddress(url, secret, "/unused"))
+        loop = asyncio.get_running_loop()
+        with pytest.raises(StoreClosed, match="shutting down"):
+            batch = Batch(tasks=[task.row(time.time())])
+            await loop.run_in_executor(None, backend.publish, batch)
+    finally:
+        service.closed = False  # let the fixture's teardown stop the server normally

@@ -163,8 +163,8 @@ def test_killed_kernel_task_becomes_interrupted(
         pid = value(client, "os.getpid()")
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        record = server.wait_for(job, {"interrupted"}, HEARTBEAT_TIMEOUT + 5)
-        assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT + 2
+        record = server.wait_for(job, {"interrupted"}, HEARTBEAT_TIMEOUT + 8)
+        assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT + 4  # slack: a busy 2-core CI
         # Either signal may come first: the missing heartbeat or the server's auto-restart.
         assert "sent no heartbeat" in record["status_info"] or "restarted" in record["status_info"]
         assert f"PID {pid}" in record["status_info"]
@@ -186,9 +186,9 @@ def test_silent_kernel_is_reaped_after_the_heartbeat_timeout(server: JupyterServ
         pid = value(kernel.client, "os.getpid()")
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        record = server.wait_for(job, {"interrupted"}, HEARTBEAT_TIMEOUT + 5)
+        record = server.wait_for(job, {"interrupted"}, HEARTBEAT_TIMEOUT + 8)
         elapsed = time.monotonic() - killed
-        assert HEARTBEAT_TIMEOUT - 1.5 <= elapsed <= HEARTBEAT_TIMEOUT + 2, elapsed
+        assert HEARTBEAT_TIMEOUT - 1.5 <= elapsed <= HEARTBEAT_TIMEOUT + 4, elapsed
         assert record["status_info"].endswith(
             f"(PID {pid}) sent no heartbeat for over {HEARTBEAT_TIMEOUT:g} s: "
             "it died or lost contact with the server"

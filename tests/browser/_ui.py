@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 PANEL = "#raytha-nb-tasks"
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 TAB = ".jp-SideBar.jp-mod-left li[data-id='raytha-nb-tasks']"
 
 
@@ -36,9 +37,7 @@ def percent(locator: Any) -> float:
 
 def wait_kernel_idle(page: Any) -> None:
     """Wait for the notebook's kernel to be idle, accepting a "Select Kernel" dialog."""
-    idle = page.locator(
-        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']"
-    )
+    idle = page.locator(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']")
     dialog = page.locator(".jp-Dialog .jp-mod-accept")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -50,20 +49,45 @@ def wait_kernel_idle(page: Any) -> None:
     raise AssertionError("the notebook's kernel never became idle")
 
 
+def open_notebook(page: Any, url: str, attempts: int = 3) -> None:
+    """Open a notebook and run its first cell (its setup) to completion.
+
+    Running the cell is how we know the kernel's websocket really connected: a browser
+    can close it mid-handshake and the server then fails the upgrade
+    (jupyter_server#1265), leaving a notebook whose cells queue forever. A reload
+    reconnects; anything else failing here fails the test."""
+    for attempt in range(attempts):
+        page.goto(url) if attempt == 0 else page.reload()
+        wait_lab(page)
+        wait_kernel_idle(page)
+        run_cell(page, 0)
+        if _prompt_shows(page, 0, r"\[[0-9]+\]", 30):
+            return
+    raise AssertionError(f"the setup cell of {url} never ran in {attempts} page loads")
+
+
 def run_cell(page: Any, index: int, attempts: int = 4) -> None:
     """Run the index-th code cell with Shift+Enter; retry while no [n]: prompt appears
     (a fresh server sometimes drops the first run key right after the kernel is idle)."""
-    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(index)
-    prompt = cell.locator(".jp-InputArea-prompt")
+    cell = page.locator(f"{NOTEBOOK} .jp-CodeCell").nth(index)
     for _ in range(attempts):
         cell.locator(".jp-InputArea-editor").click()
         page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            if re.search(r"\[[0-9*]+\]", prompt.inner_text()):
-                return
-            page.wait_for_timeout(100)
+        if _prompt_shows(page, index, r"\[[0-9*]+\]", 8):
+            return
+    prompt = cell.locator(".jp-InputArea-prompt")
     raise AssertionError(f"cell {index} never started running (prompt {prompt.inner_text()!r})")
+
+
+def _prompt_shows(page: Any, index: int, pattern: str, seconds: float) -> bool:
+    """Whether the index-th code cell's prompt matches ``pattern`` within ``seconds``."""
+    prompt = page.locator(f"{NOTEBOOK} .jp-CodeCell").nth(index).locator(".jp-InputArea-prompt")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if re.search(pattern, prompt.inner_text()):
+            return True
+        page.wait_for_timeout(100)
+    return False
 
 
 def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:

@@ -37,6 +37,9 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     pg = context.new_page()
     pg.set_default_timeout(30_000)
+    # Leave the page when JupyterLab asks about unsaved changes (a reload mid-test):
+    # Playwright's default, dismissing, would cancel the navigation.
+    pg.on("dialog", lambda dialog: dialog.accept())
     yield pg
     OUTPUT.mkdir(exist_ok=True)
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:

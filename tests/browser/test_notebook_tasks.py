@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import _ui
 from ._lab import Lab, notebook
 from ._ui import (
     PANEL,
@@ -13,7 +14,6 @@ from ._ui import (
     percent,
     row,
     run_cell,
-    wait_kernel_idle,
     wait_lab,
     wait_until,
     widen_sidebar,
@@ -46,16 +46,14 @@ def widget_percent(page: Any, name: str) -> float:
 
 
 def open_notebook(lab: Lab, page: Any, path: str) -> None:
-    # ?reset: only this notebook, not the ones an earlier test left in the workspace.
-    page.goto(lab.page(f"lab/tree/{path}?reset"))
-    wait_lab(page)
-    wait_kernel_idle(page)
+    """Open ``path`` and run its setup cell; ?reset: only this notebook, not the ones an
+    earlier test left in the workspace."""
+    _ui.open_notebook(page, lab.page(f"lab/tree/{path}?reset"))
 
 
 def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any) -> None:
     notebook(lab.root / "live.ipynb", SETUP, slow_cell("crunch-numbers"), FAILING)
     open_notebook(lab, page, "live.ipynb")
-    run_cell(page, 0)
     run_cell(page, 1)
     widget = page.locator(WIDGET, has_text="crunch-numbers")
     widget.wait_for(timeout=30_000)
@@ -102,7 +100,6 @@ def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any
 def test_reload_mid_task_restores_panel_row_and_live_widget(lab: Lab, page: Any) -> None:
     notebook(lab.root / "reload.ipynb", SETUP, slow_cell("survive-reload", steps=250))
     open_notebook(lab, page, "reload.ipynb")
-    run_cell(page, 0)
     run_cell(page, 1)
     page.locator(WIDGET, has_text="survive-reload").wait_for(timeout=30_000)
     wait_until(lambda: widget_percent(page, "survive-reload") > 0, 20, "started")
@@ -128,10 +125,9 @@ def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> N
     notebook(lab.root / "first.ipynb", SETUP, slow_cell("from-first", steps=300))
     notebook(lab.root / "second.ipynb", SETUP, slow_cell("from-second", steps=300))
     open_notebook(lab, page, "first.ipynb")
-    run_cell(page, 0)
     run_cell(page, 1)
+    page.locator(WIDGET, has_text="from-first").wait_for(timeout=30_000)  # it started
     open_notebook(lab, page, "second.ipynb")
-    run_cell(page, 0)
     run_cell(page, 1)
     open_panel(page)
     first, second = row(page, "from-first"), row(page, "from-second")
@@ -162,7 +158,6 @@ def test_widget_downloads_a_file_result(lab: Lab, page: Any) -> None:
     )
     notebook(lab.root / "download.ipynb", SETUP, frame_cell)
     open_notebook(lab, page, "download.ipynb")
-    run_cell(page, 0)
     run_cell(page, 1)
     widget = page.locator(WIDGET, has_text="make-frame")
     link = widget.locator("a", has_text="Download")
