@@ -301,6 +301,8 @@ async def test_resent_batch_adds_no_duplicate_logs_and_finished_is_final(
     await publish(jp_fetch, secret, [task])  # the reply was lost: the kernel sends it again
     lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
     assert [line["seq"] for line in lines] == [1, 2, 3]
+    events = body(await api(jp_fetch, "tasks", task.id, "history"))["events"]
+    assert [e["status"] for e in events] == ["enqueued", "processing"], events
 
     await asyncio.sleep(1.0)  # no heartbeat for longer than the 0.6 s timeout
     deadline = asyncio.get_running_loop().time() + 5

@@ -38,6 +38,9 @@ class KernelSession:
     pid: int | None
     last_seen: float
     active: set[str] = field(default_factory=set)
+    #: (task id, ts, status) of every history row in its last batch. A batch carries all
+    #: of the kernel's unacknowledged rows, so after a lost reply these come again.
+    last_events: set[tuple[Any, ...]] = field(default_factory=set)
 
 
 class TaskService:
@@ -94,11 +97,14 @@ class TaskService:
             for job_id in known.active:
                 self._unclaimed.pop(job_id, None)
             finished = self._drop_finished(batch)
+            received = {tuple(row[:3]) for row in batch.events}
+            batch.events = [row for row in batch.events if tuple(row[:3]) not in known.last_events]
             batch.tasks = [
                 (*row[:_CANCEL], True, *row[_CANCEL + 1 :]) if row[0] in self._cancelling else row
                 for row in batch.tasks
             ]
             self.store.apply(batch)
+            known.last_events = received
             done = {row[0] for row in batch.tasks if row[_STATUS] in _FINISHED}
             self._forget(done)
             # A task finished here (e.g. interrupted) but still alive in the kernel: stop it.
