@@ -26,7 +26,7 @@ from .api import (
     task_store,
     wait,
 )
-from .context import TaskContext, check_cancelled, current, log, progress, track
+from .context import TaskContext, bind, check_cancelled, current, log, progress, track
 from .manager import TaskFailed, TaskManager, TaskStateError, configure, manager
 from .model import (
     LogLine,
@@ -71,6 +71,7 @@ __all__ = [
     "TaskStatus",
     "UnknownTask",
     "__version__",
+    "bind",
     "cancel",
     "check_cancelled",
     "configure",

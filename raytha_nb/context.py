@@ -6,10 +6,11 @@ calling thread and do nothing outside a task, so the same code runs in the foreg
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, TextIO, TypeVar
 
@@ -17,6 +18,7 @@ from ._live import LiveTask
 from .model import TaskCancelled
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _local = threading.local()
 _END = object()
@@ -65,6 +67,23 @@ class TaskContext:
     ) -> Iterator[T]:
         return _tracked(self._live, iterable, _total(iterable, total), info)
 
+    def bind(self, fn: Callable[..., R]) -> Callable[..., R]:
+        """``fn`` made part of this task on whatever thread calls it (a pool the task
+        starts): its prints go to this task's log and ``progress``/``track``/
+        ``check_cancelled`` act on this task."""
+
+        @functools.wraps(fn)
+        def bound(*args: Any, **kwargs: Any) -> R:
+            outer = getattr(_local, "ctx", None)
+            _local.ctx = self
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                flush_task_output()
+                _local.ctx = outer
+
+        return bound
+
     def __repr__(self) -> str:
         return f"<TaskContext {self._live.name} {self._live.id}>"
 
@@ -76,6 +95,17 @@ def current() -> TaskContext | None:
 
 def _enter(ctx: TaskContext | None) -> None:
     _local.ctx = ctx
+
+
+def bind(fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn`` bound to the task running on this thread (unchanged outside a task), so
+    threads the task starts report and print as part of it::
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(rnb.bind(fetch), urls))
+    """
+    ctx = getattr(_local, "ctx", None)
+    return fn if ctx is None else ctx.bind(fn)
 
 
 def progress(
@@ -189,19 +219,22 @@ class TaskOutput:
     def __init__(self, stream: TextIO, name: str) -> None:
         self._stream = stream
         self._name = name
-        self._partial: dict[str, str] = {}
+        self._partial: dict[int, str] = {}
 
     def write(self, text: str) -> int:
         ctx = getattr(_local, "ctx", None)
         if ctx is None:
             return self._stream.write(text)
         live = ctx._live
-        buffered = self._partial.pop(live.id, "") + text
+        # Per thread: print() writes the text and the newline separately, and threads
+        # bound to one task must not splice their lines together.
+        key = threading.get_ident()
+        buffered = self._partial.pop(key, "") + text
         *lines, rest = buffered.split("\n")
         for line in lines:
             live.add_log(self._name, line)
         if rest:
-            self._partial[live.id] = rest
+            self._partial[key] = rest
         return len(text)
 
     def flush(self) -> None:
@@ -209,7 +242,7 @@ class TaskOutput:
         if ctx is None:
             self._stream.flush()
             return
-        rest = self._partial.pop(ctx._live.id, "")
+        rest = self._partial.pop(threading.get_ident(), "")
         if rest:
             ctx._live.add_log(self._name, rest)
 

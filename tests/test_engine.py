@@ -497,3 +497,58 @@ def test_shutdown_gives_up_at_once_when_the_store_is_closed(db_path: Path) -> No
     manager.shutdown()
     # Retrying would take publisher.stop's full 5 s; giving up takes milliseconds.
     assert time.monotonic() - started < 2.5
+
+
+def test_threads_a_task_starts_join_it_through_bind(
+    mgr: rnb.TaskManager, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A pool inside a task: bound workers print whole lines into the task's log (none
+    spliced with another thread's) and report progress; nothing reaches the terminal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def part(i: int) -> int:
+        for j in range(200):
+            print(f"part {i}", "line", j)  # six writes: room for other threads in between
+        rnb.progress(25 * (i + 1), info=f"part {i}")
+        return i
+
+    def fan_out() -> list[int]:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(rnb.bind(part), range(4)))
+
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a loaded machine would
+    try:
+        job = rnb.enqueue(fan_out)
+        assert rnb.wait(job, timeout=30).status == "complete"
+    finally:
+        sys.setswitchinterval(interval)
+    assert rnb.result(job) == [0, 1, 2, 3]
+    texts = [line.text for line in rnb.logs(job)]
+    assert sorted(texts) == sorted(f"part {i} line {j}" for i in range(4) for j in range(200))
+    assert rnb.get_task(job).status_info.startswith("part ")
+    assert "part 0 line" not in capfd.readouterr().out
+    assert rnb.bind(part) is part  # outside a task: unchanged
+
+
+def test_a_bound_worker_sees_the_cancel(mgr: rnb.TaskManager) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while True:
+            rnb.check_cancelled()
+            time.sleep(0.01)
+
+    def fan_out() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            pool.submit(rnb.bind(spin)).result()
+
+    job = rnb.enqueue(fan_out)
+    assert started.wait(10)
+    rnb.cancel(job)
+    assert rnb.wait(job, timeout=10).status == "cancelled"
