@@ -303,6 +303,10 @@ async def test_resent_batch_adds_no_duplicate_logs_and_finished_is_final(
     assert [line["seq"] for line in lines] == [1, 2, 3]
     events = body(await api(jp_fetch, "tasks", task.id, "history"))["events"]
     assert [e["status"] for e in events] == ["enqueued", "processing"], events
+    task.add_log("stdout", "line 4")  # a new line (checked against the server's memory)
+    await publish(jp_fetch, secret, [task])
+    lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4]
 
     await asyncio.sleep(1.0)  # no heartbeat for longer than the 0.6 s timeout
     deadline = asyncio.get_running_loop().time() + 5
@@ -314,12 +318,12 @@ async def test_resent_batch_adds_no_duplicate_logs_and_finished_is_final(
 
     # The kernel comes back and still thinks the task runs: it stays interrupted, its new
     # log lines are kept, and the kernel is told to cancel it.
-    task.add_log("stdout", "line 4")
+    task.add_log("stdout", "line 5")
     cancels = await publish(jp_fetch, secret, [task])
     assert cancels == [task.id]
     assert body(await api(jp_fetch, "tasks", task.id))["status"] == "interrupted"
     lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
-    assert [line["seq"] for line in lines] == [1, 2, 3, 4]
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
 
 
 async def test_kernel_shutdown_interrupts_its_tasks(
@@ -519,3 +523,52 @@ async def test_a_stopping_server_answers_503_and_kernels_stop_retrying(
             await loop.run_in_executor(None, backend.publish, batch)
     finally:
         service.closed = False  # let the fixture's teardown stop the server normally
+
+
+async def test_progress_publish_updates_reads_and_stream_like_the_store(
+    jp_fetch: Any,
+    secret: str,
+    service: TaskService,
+    jp_serverapp: Any,
+    jp_http_port: int,
+    jp_base_url: str,
+) -> None:
+    """A progress-only publish (most of them) is merged into the server's live copy, not
+    read back: what REST and the event stream show must equal the stored row."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    task = live_task("merging", status=TaskStatus.PROCESSING)
+    await publish(jp_fetch, secret, [task])
+
+    chunks: list[bytes] = []
+    token = jp_serverapp.identity_provider.token
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}raytha-nb/api/events?token={token}"
+    request = HTTPRequest(url, streaming_callback=chunks.append, request_timeout=30)
+    stream = asyncio.ensure_future(AsyncHTTPClient().fetch(request, raise_error=False))
+    while not chunks:  # the stream says hello first
+        await asyncio.sleep(0.02)
+
+    progress = {
+        "session": "s-a", "kernel_id": "kernel-a", "pid": 4242, "active": [task.id],
+        "batch": {"progress": [[task.id, 3, "row 9 of 10", 90.0, time.time()]]},
+    }  # fmt: skip
+    await kernel(jp_fetch, secret, "publish", method="POST", body=json.dumps(progress))
+    shown = body(await api(jp_fetch, "tasks", task.id))
+    stored = service.store.get(task.id)
+    assert stored is not None
+
+    def same(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if k != "updated_at"}  # stamped at commit
+
+    assert (shown["task_step"], shown["status_info"], shown["percent_complete"]) == (
+        3, "row 9 of 10", 90.0,
+    )  # fmt: skip
+    assert same(shown) == same(stored.to_json())
+    deadline = asyncio.get_running_loop().time() + 5
+    while b"row 9 of 10" not in b"".join(chunks):
+        assert asyncio.get_running_loop().time() < deadline, "no event for the progress"
+        await asyncio.sleep(0.02)
+    stream.cancel()
+    text = b"".join(chunks).decode()
+    data = next(m for m in text.split("\n\n") if "row 9 of 10" in m).split("data: ", 1)[1]
+    assert same(json.loads(data)) == same(stored.to_json())

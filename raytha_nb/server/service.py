@@ -12,11 +12,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..model import TERMINAL, LogLine, TaskRecord
+from ..model import TERMINAL, LogLine, TaskRecord, utc
 from ..store import TASK_COLUMNS, Batch, Store
 from .events import EventHub
 
@@ -67,6 +67,9 @@ class TaskService:
         self.sessions: dict[str, KernelSession] = {}
         # Active tasks as last stored: GET tasks/{id} reads these without a query.
         self._live: dict[str, TaskRecord] = {}
+        # The highest stored log seq of those active tasks that have logged: a kernel's
+        # next lines are checked against it without a query.
+        self._log_seq: dict[str, int] = {}
         # Tasks someone asked to cancel: all of them get cancel_requested forced on in
         # stored rows until they finish; ``_undelivered`` are not yet sent to their kernel.
         self._cancelling: set[str] = set()
@@ -113,7 +116,10 @@ class TaskService:
             )
             self._undelivered -= cancels
             # Under the lock, so a concurrent reap cannot leave a stale live copy.
-            self._announce({row[0] for rows in (batch.tasks, batch.progress) for row in rows})
+            self._announce(self._merge_progress(batch))
+            for job_id, seq, *_ in batch.logs:  # only lines above the stored max are left
+                if job_id in self._live:
+                    self._log_seq[job_id] = max(seq, self._log_seq.get(job_id, 0))
         return sorted(cancels)
 
     def _drop_finished(self, batch: Batch) -> set[str]:
@@ -142,13 +148,17 @@ class TaskService:
             batch.progress = [row for row in batch.progress if row[0] not in finished]
             batch.events = [row for row in batch.events if row[0] not in finished]
         if batch.logs:
-            last = dict(
-                self.store.sql(
-                    "SELECT task_id, max(seq) FROM task_logs WHERE task_id IN (SELECT unnest(?)) "
-                    "GROUP BY task_id",
-                    [sorted({row[0] for row in batch.logs})],
-                ).fetchall()
-            )
+            logged = {row[0] for row in batch.logs}
+            unknown = sorted(logged - self._log_seq.keys())
+            last = {job_id: self._log_seq[job_id] for job_id in logged - set(unknown)}
+            if unknown:
+                last.update(
+                    self.store.sql(
+                        "SELECT task_id, max(seq) FROM task_logs "
+                        "WHERE task_id IN (SELECT unnest(?)) GROUP BY task_id",
+                        [unknown],
+                    ).fetchall()
+                )
             batch.logs = [row for row in batch.logs if row[1] > last.get(row[0], 0)]
         return finished
 
@@ -302,6 +312,32 @@ class TaskService:
         for job_id in ids:
             self._unclaimed.pop(job_id, None)
 
+    def _merge_progress(self, batch: Batch) -> set[str]:
+        """Apply the batch's progress-only rows to the live copies they update, and tell
+        the event stream; return the ids whose stored row must be read back.
+
+        Progress rows are most publishes (every 0.2 s per kernel while tasks run), and
+        reading them back cost ~30% of such a publish; a live copy plus these four
+        columns is exactly the stored row."""
+        stale = {row[0] for row in batch.tasks}
+        now = utc(time.time())
+        for job_id, step, info, percent, heartbeat in batch.progress:
+            record = self._live.get(job_id)
+            if record is None or job_id in stale:
+                stale.add(job_id)
+                continue
+            record = self._live[job_id] = replace(
+                record,
+                task_step=step,
+                status_info=info,
+                percent_complete=percent,
+                heartbeat_at=utc(heartbeat),
+                updated_at=now,
+            )
+            if self.hub.listening:
+                self.hub.task(record.to_json())
+        return stale
+
     def _announce(self, ids: set[str]) -> None:
         """Refresh the live copies of changed tasks and tell the event stream."""
         if not ids:
@@ -309,6 +345,7 @@ class TaskService:
         for record in self.store.get_many(sorted(ids)):
             if record.finished:
                 self._live.pop(record.id, None)
+                self._log_seq.pop(record.id, None)
             else:
                 self._live[record.id] = record
             if self.hub.listening:
