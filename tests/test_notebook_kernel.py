@@ -122,6 +122,34 @@ for n in range(40):
     assert "task-line 39" in log_html and "task-err 30" in log_html
 
 
+def test_a_pool_bound_to_the_task_logs_into_it_not_into_cells(kernel: Kernel) -> None:
+    kernel.execute(
+        """%%background --name pooled
+from concurrent.futures import ThreadPoolExecutor
+def fetch(n):
+    time.sleep(0.05)
+    print(f"pool-line {n}")
+    rnb.progress(50, info=f"fetched {n}")
+    return n
+with ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(rnb.bind(fetch), range(12)))
+sum(got)
+""",
+        cell_id="c-pool",
+    )
+    job = job_of(kernel, "pooled")
+    others = [kernel.execute(f"time.sleep(0.05); print('fg {k}')") for k in range(5)]
+    assert wait_done(kernel, job) == "complete"
+    assert [run.text for run in others] == [f"fg {k}\n" for k in range(5)]
+    leaked = [
+        m for m in kernel.messages if m["msg_type"] in OUTPUT_TYPES and "pool-" in str(m["content"])
+    ]
+    assert leaked == []
+    lines = kernel.value(f"sorted(l.text for l in rnb.logs({job!r}))")
+    assert lines == sorted(f"pool-line {n}" for n in range(12))
+    assert kernel.value(f"rnb.result({job!r})") == sum(range(12))
+
+
 def test_cancel_button_click_cancels_the_task(kernel: Kernel) -> None:
     kernel.execute(LOOP.format(opts="--name to-cancel", n=400), cell_id="c-cancel")
     job = job_of(kernel, "to-cancel")
