@@ -75,6 +75,8 @@ class TaskContext:
         @functools.wraps(fn)
         def bound(*args: Any, **kwargs: Any) -> R:
             outer = getattr(_local, "ctx", None)
+            if outer is self:  # called on the task's own thread: nothing to set or flush
+                return fn(*args, **kwargs)
             _local.ctx = self
             try:
                 return fn(*args, **kwargs)

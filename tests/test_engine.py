@@ -552,3 +552,16 @@ def test_a_bound_worker_sees_the_cancel(mgr: rnb.TaskManager) -> None:
     assert started.wait(10)
     rnb.cancel(job)
     assert rnb.wait(job, timeout=10).status == "cancelled"
+
+
+def test_bind_on_the_tasks_own_thread_leaves_a_half_printed_line_alone(
+    mgr: rnb.TaskManager,
+) -> None:
+    def work() -> None:
+        print("start ", end="")
+        rnb.bind(lambda: None)()  # e.g. a pool that happens to run it inline
+        print("end")
+
+    job = rnb.enqueue(work)
+    rnb.wait(job, timeout=10)
+    assert [line.text for line in rnb.logs(job)] == ["start end"]

@@ -317,8 +317,9 @@ class TaskService:
         the event stream; return the ids whose stored row must be read back.
 
         Progress rows are most publishes (every 0.2 s per kernel while tasks run), and
-        reading them back cost ~30% of such a publish; a live copy plus these four
-        columns is exactly the stored row."""
+        reading them back cost a third or more of such a publish (bench_publish.py); a
+        live copy plus these columns is the stored row (``updated_at`` aside: stamped
+        here, not at the commit)."""
         stale = {row[0] for row in batch.tasks}
         now = utc(time.time())
         for job_id, step, info, percent, heartbeat in batch.progress:
