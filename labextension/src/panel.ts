@@ -200,7 +200,7 @@ export class TasksPanel extends Widget {
         ? 'connecting…'
         : problem && !this.model.total
           ? 'unavailable'
-          : `${shown} tasks · ${active} running`;
+          : `${shown} ${this.model.total === 1 ? 'task' : 'tasks'} · ${active} running`;
 
     let empty = '';
     if (state === 'connecting') {

@@ -69,6 +69,8 @@ def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any
     p2 = wait_until(lambda: percent(r) > p1 and percent(r), 10, "row bar moves")
     assert p2 > p1
     assert "live.ipynb" in r.locator(".jp-RaythaTask-info").inner_text()
+    summary = panel.locator(".jp-RaythaPanel-summary").inner_text()
+    assert re.fullmatch(r"(1 task|([02-9]|\d\d+) tasks) · [1-9]\d* running", summary), summary
     status = page.locator(".jp-RaythaStatus")
     wait_until(lambda: re.fullmatch(r"⟳ [1-9]\d* tasks?", status.inner_text()), 10, "count")
     assert panel.is_visible()
