@@ -10,6 +10,8 @@ from __future__ import annotations
 import mimetypes
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +53,18 @@ def frame_library(value: Any) -> str | None:
     return None
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextmanager
+def staged(target: Path, tag: str) -> Iterator[Path]:
+    """Yield a temporary name beside ``target``, renamed to it only if the block succeeds.
+
+    A cancelled or failed write thus never leaves a partial file, and readers of
+    ``target`` never see a half-written one. The name keeps ``target``'s suffixes so
+    that DuckDB infers the same compression from it.
+    """
+    tmp = target.with_name(f".rnb-{tag[:8]}.{target.name}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -81,7 +90,8 @@ def encode(value: Any, job_id: str, results_dir: Path) -> tuple[Any, str | None]
     except Exception as exc:  # noqa: BLE001 - any pickling failure means "repr only"
         return {"type": kind, "repr": text, "why": f"{type(exc).__name__}: {exc}"}, "repr"
     results_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+    with staged(path, job_id) as tmp:
+        tmp.write_bytes(payload)
     return {"type": kind, "repr": text, "path": str(path), "bytes": len(payload)}, "pickle"
 
 
@@ -89,20 +99,20 @@ def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:
     import duckdb
 
     index: list[str] = []
+    names: list[Any] = []
     if library == "pandas" and not _default_index(value):
-        # DuckDB drops a pandas index; keep a meaningful one as columns and restore it.
-        index = [n if n is not None else f"level_{i}" for i, n in enumerate(value.index.names)]
+        # DuckDB drops a pandas index; keep a meaningful one as columns and restore it,
+        # names included (None where it had none).
+        names = [n if n is None or isinstance(n, str | int | float) else str(n)
+                 for n in value.index.names]  # fmt: skip
+        index = [f"level_{i}" if n is None else str(n) for i, n in enumerate(names)]
         value = value.reset_index(names=index)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
         con.register("result_frame", value)
-
-        def write(tmp: Path) -> None:
-            con.execute(f"COPY result_frame TO {literal(tmp)} (FORMAT parquet)")
-
-        _write_atomic(path, write)
-        row = con.execute(f"SELECT count(*) FROM read_parquet({literal(path)})").fetchone()
+        with staged(path, path.stem) as tmp:
+            row = con.execute(f"COPY result_frame TO {literal(tmp)} (FORMAT parquet)").fetchone()
     finally:
         con.close()
     return {
@@ -112,6 +122,7 @@ def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         "columns": [str(c) for c in value.columns] if library != "pyarrow" else value.column_names,
         "index": index,
+        "index_names": names,
     }
 
 
@@ -149,6 +160,21 @@ def _default_index(frame: Any) -> bool:
     )
 
 
+#: The frame libraries ``load`` returns, by name.
+LIBRARIES = ("pandas", "polars", "pyarrow")
+
+
+def load(rows: Any, library: str) -> Any:
+    """DuckDB rows (a relation or an executed connection) as a ``library`` frame."""
+    if library == "polars":
+        return rows.pl()
+    if library == "pyarrow":
+        # duckdb 1.4 renamed fetch_arrow_table (deprecated) to to_arrow_table.
+        to_arrow = getattr(rows, "to_arrow_table", None) or rows.fetch_arrow_table
+        return to_arrow()
+    return rows.df()
+
+
 def decode(job_id: str, stored: Any, kind: str | None) -> Any:
     """Load a stored result back (the inverse of :func:`encode`)."""
     if kind in (None, "json"):
@@ -161,18 +187,13 @@ def decode(job_id: str, stored: Any, kind: str | None) -> Any:
         con = duckdb.connect()
         try:
             rel = con.sql(f"SELECT * FROM read_parquet({literal(path)})")
-            library = stored.get("library")
-            if library == "polars":
-                return rel.pl()
-            if library == "pyarrow":
-                # duckdb 1.4 renamed fetch_arrow_table (deprecated) to to_arrow_table.
-                to_arrow = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
-                return to_arrow()
-            frame = rel.df()
-            if stored.get("index"):
+            library = stored.get("library") or "pandas"
+            frame = load(rel, library)
+            if library == "pandas" and stored.get("index"):
                 frame = frame.set_index(stored["index"])
-                if all(n.startswith("level_") for n in stored["index"]):
-                    frame.index.names = [None] * len(stored["index"])
+                frame.index.names = stored.get("index_names") or [
+                    None if n.startswith("level_") else n for n in stored["index"]
+                ]  # results stored before index_names: the old guess
             return frame
         finally:
             con.close()

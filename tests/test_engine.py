@@ -268,9 +268,14 @@ def test_results_round_trip(mgr: rnb.TaskManager) -> None:
 
     frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
     indexed = frame.set_index("b")
+    # Index names survive as they were: one named, one not, one that looks generated.
+    multi = pd.DataFrame({"k": [1, 2], "j": ["p", "q"], "level_0": [5, 6], "v": [0.5, 1.5]})
+    multi = multi.set_index(["k", "j", "level_0"])
+    multi.index.names = ["k", None, "level_0"]
     cases = {
         "pandas": frame,
         "indexed": indexed,
+        "multi": multi,
         "polars": pl.DataFrame({"a": [1, 2]}),
         "arrow": pa.table({"a": [1.5]}),
     }
@@ -281,6 +286,7 @@ def test_results_round_trip(mgr: rnb.TaskManager) -> None:
     mgr._values.clear()
     pd.testing.assert_frame_equal(rnb.result(ids["pandas"]), frame)
     pd.testing.assert_frame_equal(rnb.result(ids["indexed"]), indexed)
+    pd.testing.assert_frame_equal(rnb.result(ids["multi"]), multi)
     assert rnb.result(ids["polars"]).equals(cases["polars"])
     assert rnb.result(ids["arrow"]).equals(cases["arrow"])
     record = rnb.get_task(ids["pandas"])

@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
+#: The ``{id}`` part of a task URL, in both route tables.
+JOB_ID = r"(?P<job_id>[^/]+)"
 
 
 def bad_request(message: str) -> web.HTTPError:

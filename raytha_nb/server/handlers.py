@@ -17,6 +17,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
 
 from ._endpoints import (
+    JOB_ID,
     Base,
     CancelEndpoint,
     HistoryEndpoint,
@@ -169,16 +170,15 @@ def _attachment(name: str) -> str:
     return header
 
 
-_ID = r"(?P<job_id>[^/]+)"
 API = "/raytha-nb/api"
 
 handlers: list[tuple[str, type[Base]]] = [
     (f"{API}/tasks", TasksHandler),
-    (f"{API}/tasks/{_ID}", TaskHandler),
-    (f"{API}/tasks/{_ID}/cancel", CancelHandler),
-    (f"{API}/tasks/{_ID}/logs", LogsHandler),
-    (f"{API}/tasks/{_ID}/history", HistoryHandler),
-    (f"{API}/tasks/{_ID}/result", ResultHandler),
+    (f"{API}/tasks/{JOB_ID}", TaskHandler),
+    (f"{API}/tasks/{JOB_ID}/cancel", CancelHandler),
+    (f"{API}/tasks/{JOB_ID}/logs", LogsHandler),
+    (f"{API}/tasks/{JOB_ID}/history", HistoryHandler),
+    (f"{API}/tasks/{JOB_ID}/result", ResultHandler),
     (f"{API}/events", EventsHandler),
     (f"{API}/status", StatusHandler),
 ]

@@ -19,6 +19,7 @@ from tornado import web
 from ..model import TaskStatus
 from ..store import EVENT_COLUMNS, LOG_COLUMNS, PROGRESS_COLUMNS, TASK_COLUMNS, Batch
 from ._endpoints import (
+    JOB_ID,
     Base,
     CancelEndpoint,
     HistoryEndpoint,
@@ -179,7 +180,6 @@ class KernelHistoryHandler(KernelAuth, HistoryEndpoint):
         await self.get_history(job_id)
 
 
-_ID = r"(?P<job_id>[^/]+)"
 KERNEL_API = "/raytha-nb/kernel-api"
 
 handlers: list[tuple[str, type[Base]]] = [
@@ -187,8 +187,8 @@ handlers: list[tuple[str, type[Base]]] = [
     (f"{KERNEL_API}/info", InfoHandler),
     (f"{KERNEL_API}/snapshot", SnapshotHandler),
     (f"{KERNEL_API}/tasks", KernelTasksHandler),
-    (f"{KERNEL_API}/tasks/{_ID}", KernelTaskHandler),
-    (f"{KERNEL_API}/tasks/{_ID}/cancel", KernelCancelHandler),
-    (f"{KERNEL_API}/tasks/{_ID}/logs", KernelLogsHandler),
-    (f"{KERNEL_API}/tasks/{_ID}/history", KernelHistoryHandler),
+    (f"{KERNEL_API}/tasks/{JOB_ID}", KernelTaskHandler),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/cancel", KernelCancelHandler),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/logs", KernelLogsHandler),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/history", KernelHistoryHandler),
 ]

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 
+from .._results import staged
 from .._sql import literal
 from ..api import submit
 from ..context import TaskContext
@@ -165,30 +164,6 @@ def writable_target(path: str | os.PathLike[str], what: str) -> Path:
     return target
 
 
-@contextmanager
-def staged(target: Path, job_id: str) -> Iterator[Path]:
-    """Yield a temporary name beside ``target``, renamed to it only if the block succeeds.
-
-    A cancelled or failed job thus never leaves a partial file, and readers of
-    ``target`` never see a half-written one. The name keeps ``target``'s suffixes so
-    that DuckDB infers the same compression from it.
-    """
-    tmp = target.with_name(f".rnb-{job_id[:8]}.{target.name}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        remove(tmp)
-
-
-def remove(path: Path) -> None:
-    """Delete a file or folder if present."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def start(
     con: duckdb.DuckDBPyConnection,
     body: Callable[[TaskContext], Any],
@@ -281,7 +256,6 @@ __all__ = [
     "is_table_name",
     "literal",
     "option_name",
-    "remove",
     "run",
     "single_statement",
     "staged",

@@ -11,17 +11,10 @@ from typing import Any
 
 import duckdb
 
-from .._results import ResultFile
+from .._results import LIBRARIES, ResultFile, load
 from ..context import TaskContext
 from ..manager import manager
 from . import _duckdb_job as job
-
-#: How ``result()`` loads a query's rows, and how other statements' rows are fetched.
-LOADERS: dict[str, Any] = {
-    "pandas": lambda r: r.df(),
-    "polars": lambda r: r.pl(),
-    "pyarrow": lambda r: r.to_arrow_table(),
-}
 
 
 def sql(
@@ -38,8 +31,8 @@ def sql(
     and loaded by ``rnb.result(job_id)`` as a ``load_as`` frame ("pandas", "polars",
     "pyarrow"); other statements (CREATE TABLE AS, INSERT ...) return what DuckDB returns.
     """
-    if load_as not in LOADERS:
-        raise ValueError(f"sql: load_as must be one of {', '.join(LOADERS)}, not {load_as!r}")
+    if load_as not in LIBRARIES:
+        raise ValueError(f"sql: load_as must be one of {', '.join(LIBRARIES)}, not {load_as!r}")
     statement = job.single_statement(query, "sql")
     text = statement.query.strip().rstrip(";")
     returns_rows = statement.type is duckdb.StatementType.SELECT
@@ -79,7 +72,7 @@ def _describe(kind: str) -> Any:
 
 def _fetch(load_as: str) -> Any:
     def fetch(result: duckdb.DuckDBPyConnection) -> Any:
-        return LOADERS[load_as](result) if result.description else None
+        return load(result, load_as) if result.description else None
 
     return fetch
 
@@ -89,4 +82,4 @@ def _name(text: str, limit: int = 60) -> str:
     return "sql " + (flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
-__all__ = ["LOADERS", "sql"]
+__all__ = ["sql"]
