@@ -139,10 +139,13 @@ class LiveTask:
         self.dirty.add(self.id)
 
     # -- status changes ----------------------------------------------------------
-    def transition(self, status: TaskStatus, **fields: Any) -> bool:
-        """Move to ``status`` unless already finished; False if the change was refused."""
+    def transition(
+        self, status: TaskStatus, *, only_from: TaskStatus | None = None, **fields: Any
+    ) -> bool:
+        """Move to ``status`` unless already finished (or, with ``only_from``, unless in
+        another state: checked under the lock); False if the change was refused."""
         with self.lock:
-            if self.status in TERMINAL:
+            if self.status in TERMINAL or (only_from is not None and self.status is not only_from):
                 return False
             now = time.time()
             if status is TaskStatus.PROCESSING:

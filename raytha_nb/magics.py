@@ -113,7 +113,10 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
         ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget;
         ``%jobs wait ID|NAME`` blocks until it ends (the notebook's stop button stops
         the waiting, not the task)."""
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:  # e.g. an unbalanced quote
+            raise UsageError(f"%jobs could not read {line!r}: {exc}") from None
         if words and words[0] in ("cancel", "show", "wait"):
             if len(words) != 2:
                 raise UsageError(f"usage: %jobs {words[0]} ID|NAME (one task)")
@@ -161,19 +164,21 @@ def _listed(everything: bool, limit: int | None) -> list[TaskRecord]:
 
 
 def _find(key: str) -> TaskRecord:
-    """A task by id, id prefix (as ``%jobs`` shows it) or name (the newest, live first)."""
+    """A task by name (the newest, live first), id, or id prefix (as ``%jobs`` shows it).
+
+    Names first: a name that happens to look like the start of an id still means the
+    task the user named."""
+    by_name = list_tasks(name=key, limit=None)
+    if by_name:
+        live = [r for r in by_name if r.status in ACTIVE]
+        return (live or by_name)[0]
     try:
         return get_task(key)
     except TaskNotFound:
         pass
-    records = list_tasks(limit=None)
-    by_prefix = [r for r in records if r.id.startswith(key)]
+    by_prefix = [r for r in list_tasks(limit=None) if r.id.startswith(key)]
     if len(by_prefix) == 1:
         return by_prefix[0]
-    by_name = [r for r in records if r.name == key]
-    if by_name:
-        live = [r for r in by_name if r.status in ACTIVE]
-        return (live or by_name)[0]
     if len(by_prefix) > 1:
         raise UsageError(f"{key!r} starts {len(by_prefix)} task ids; give more of the id")
     raise UsageError(f"no task has the id or name {key!r}; %jobs --all lists every task")

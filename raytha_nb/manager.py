@@ -258,11 +258,15 @@ class TaskManager:
                 return False
             self.backend.request_cancel(job_id)
             return True
-        if live.status is TaskStatus.ENQUEUED:
-            # Still queued: the worker skips it, so this removes it from the queue.
-            if live.transition(TaskStatus.CANCELLED, status_info="cancelled before it started"):
-                self.publisher.wake()
-                return True
+        # Still queued: the worker skips it, so this removes it from the queue. Checked
+        # under the task's lock: a worker may be starting it right now.
+        if live.transition(
+            TaskStatus.CANCELLED,
+            only_from=TaskStatus.ENQUEUED,
+            status_info="cancelled before it started",
+        ):
+            self.publisher.wake()
+            return True
         if live.status is TaskStatus.PROCESSING:
             self.queue.cancel(live)
             return True
@@ -318,6 +322,15 @@ def _env_workers() -> int:
 def _check_id(job_id: Any) -> str:
     if not isinstance(job_id, str):
         raise TypeError(f"a job id is a string (a UUID), not {type(job_id).__name__}: {job_id!r}")
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        # The same answer embedded and under the server (which would refuse it as a 400).
+        raise TaskNotFound(
+            job_id,
+            "task ids are UUIDs, as enqueue() returns them; to find a task by name use "
+            "rnb.list_tasks(name=...)",
+        ) from None
     return job_id
 
 

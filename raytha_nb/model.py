@@ -37,12 +37,14 @@ ACTIVE = frozenset({TaskStatus.ENQUEUED, TaskStatus.PROCESSING})
 class TaskNotFound(KeyError):
     """No task with this id exists in the store."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, hint: str | None = None) -> None:
         super().__init__(job_id)
         self.job_id = job_id
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"no task with id {self.job_id!r} in the task store"
+        text = f"no task with id {self.job_id!r} in the task store"
+        return text if self.hint is None else f"{text}: {self.hint}"
 
 
 class TaskCancelled(Exception):

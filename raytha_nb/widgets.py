@@ -169,7 +169,14 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
     def _on_cancel(self, _button: Any) -> None:
         self._cancel.description = "Cancelling…"
         self._cancel.disabled = True
-        cancel(self.job_id)
+        try:
+            cancel(self.job_id)
+        except Exception as exc:  # noqa: BLE001 - a click has nowhere else to report to
+            # Say so on the button the user clicked (a comm handler's traceback is never
+            # seen, and the info line is redrawn from the task's state), and re-arm it.
+            self._cancel.description = "Cancel failed: retry"
+            self._cancel.tooltip = f"could not cancel: {exc}"
+            self._cancel.disabled = False
 
     # -- text forms ----------------------------------------------------------------------
     def __repr__(self) -> str:

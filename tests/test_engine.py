@@ -571,3 +571,14 @@ def test_bind_on_the_tasks_own_thread_leaves_a_half_printed_line_alone(
     job = rnb.enqueue(work)
     rnb.wait(job, timeout=10)
     assert [line.text for line in rnb.logs(job)] == ["start end"]
+
+
+def test_cancelling_a_task_a_worker_just_started_requests_a_real_cancel() -> None:
+    """cancel() saw it queued, a worker started it meanwhile: marking it cancelled now
+    would leave it running unasked. The check happens under the task's lock."""
+    from raytha_nb._live import LiveTask
+
+    live = LiveTask("0" * 32, "job", "t", None, kernel_id=None, notebook=None, pid=1)
+    live.transition(TaskStatus.PROCESSING)  # the worker won the race
+    assert not live.transition(TaskStatus.CANCELLED, only_from=TaskStatus.ENQUEUED)
+    assert live.status is TaskStatus.PROCESSING

@@ -161,6 +161,29 @@ def test_cancel_button_click_cancels_the_task(kernel: Kernel) -> None:
     assert kernel.value(f"{widget}._cancel.layout.display") == "none"
 
 
+def test_a_failed_cancel_click_says_so_on_the_button_and_re_arms_it(kernel: Kernel) -> None:
+    kernel.execute(LOOP.format(opts="--name cancel-fails", n=400), cell_id="c-cancel-fails")
+    job = job_of(kernel, "cancel-fails")
+    widget = f"rnb.widgets._open[{job!r}]"
+    # Stands in for a server that stopped answering (the click's only way to fail).
+    kernel.execute(
+        "def _unreachable(job_id):\n"
+        "    raise rnb.StoreClosed('the raytha_nb server is not serving its store')\n"
+        "_real_cancel, rnb.widgets.cancel = rnb.widgets.cancel, _unreachable"
+    )
+    try:
+        kernel.click(model_id(kernel, job, "_cancel"))
+        kernel.wait_for(
+            lambda: kernel.value(f"{widget}._cancel.description") == "Cancel failed: retry", 10
+        )
+        assert kernel.value(f"{widget}._cancel.disabled") is False
+        assert "not serving its store" in kernel.value(f"{widget}._cancel.tooltip")
+    finally:
+        kernel.execute("rnb.widgets.cancel = _real_cancel")
+    kernel.click(model_id(kernel, job, "_cancel"))
+    assert wait_done(kernel, job) == "cancelled"
+
+
 def test_error_shows_traceback_and_status(kernel: Kernel) -> None:
     kernel.execute(
         "%%background --name failing\nx = 1\nraise ValueError('bad input: row 7')\n",
@@ -239,6 +262,12 @@ def test_jobs_lists_shows_and_cancels(kernel: Kernel) -> None:
     assert wait_done(kernel, job) == "cancelled"
     everything = kernel.execute("%jobs --all --limit 500").text
     assert "cancelled" in everything
+    # A name wins over an id prefix that happens to match it.
+    namesake = kernel.value(f"rnb.wait(rnb.enqueue(lambda: 1, name={job[:4]!r}), 10).id")
+    shown = kernel.execute(f"%jobs show {job[:4]}")
+    assert shown.widget_ids() == [kernel.value(f"rnb.widgets._open[{namesake!r}].model_id")]
+    bad = kernel.execute("%jobs cancel 'unbalanced", check=False)
+    assert "%jobs could not read" in bad.text
     bad = kernel.execute("%jobs show no-such-task", check=False)
     assert "no task has the id or name 'no-such-task'" in bad.text
     bad = kernel.execute("%jobs --everything", check=False)

@@ -105,6 +105,14 @@ def test_cross_notebook_watch_cancel_and_result(
         "cap.outputs[0].data['text/plain']",
     )
     assert "long" in jobs and "processing" in jobs and long_job[:8] in jobs
+    # ...and finds it by name and by id prefix (no id check failing through the server).
+    for key in ("long", long_job[:8]):
+        found = run(b, f"get_ipython().run_line_magic('jobs', 'show {key}')")
+        assert "Traceback" not in found
+        assert value(b, f"{long_job!r} in rnb.widgets._open") is True
+    # A name where an id belongs: TaskNotFound with a hint, as in embedded mode.
+    missed = run(b, "try:\n    rnb.get_task('long')\nexcept rnb.TaskNotFound as e:\n    print(e)")
+    assert "no task with id 'long'" in missed and "rnb.list_tasks(name=...)" in missed
 
     # B fetches A's DataFrame result.
     assert value(b, f"rnb.wait({frame_job!r}, 30).status.value") == "complete"
