@@ -155,9 +155,7 @@ class LiveTask:
             for key, value in fields.items():
                 setattr(self, key, value)
             self.status = status
-            self.events.append(
-                (now, status.value, self.task_step, self.percent_complete, self.status_info)
-            )
+            self.events.append((now, status.value, *self.reported()))
             self.mark()
             return True
 
@@ -198,36 +196,39 @@ class LiveTask:
 
     def row(self, now: float) -> tuple[Any, ...]:
         """The task as a row in ``store.TASK_COLUMNS`` order."""
-        pct = self.percent
+        step, pct, info = self.reported()
         return (
-            self.id, self.name, self.task, self.args_json, self.status.value, self.task_step,
-            self.status_info, pct, self.error_type, self.error_message, self.traceback,
+            self.id, self.name, self.task, self.args_json, self.status.value, step,
+            info, pct, self.error_type, self.error_message, self.traceback,
             None if self.result_kind is None else dumps(self.result), self.result_kind,
             self.created_at, self.started_at, self.completed_at,
             now if self.status is TaskStatus.PROCESSING else None,
             self.kernel_id, self.notebook, self.pid, self.cancel_requested,
         )  # fmt: skip
 
-    @property
-    def percent(self) -> float:
-        """``percent_complete`` as readers see it: a float in 0-100 whatever was reported
-        (clamped here, not in report(), which must stay cheap)."""
-        return float(min(max(self.percent_complete, 0.0), 100.0))
+    def reported(self) -> tuple[int, float, str | None]:
+        """(task_step, percent_complete, status_info) as stored and shown, whatever
+        report() was handed: report() stays a few attribute stores, so a bad value (a
+        str or NaN percent, a number as info) is made sane here, where a flush reads
+        it, instead of failing every flush of this kernel."""
+        return _step(self.task_step), _percent(self.percent_complete), _info(self.status_info)
 
     def progress_row(self, now: float) -> tuple[Any, ...]:
         """Just the progress, in ``store.PROGRESS_COLUMNS`` order."""
-        return (self.id, self.task_step, self.status_info, self.percent, now)
+        step, pct, info = self.reported()
+        return (self.id, step, info, pct, now)
 
     def snapshot(self) -> TaskRecord:
+        step, pct, info = self.reported()
         return TaskRecord(
             id=self.id,
             name=self.name,
             task=self.task,
             args=self.args,
             status=self.status,
-            task_step=self.task_step,
-            status_info=self.status_info,
-            percent_complete=self.percent,
+            task_step=step,
+            status_info=info,
+            percent_complete=pct,
             error_type=self.error_type,
             error_message=self.error_message,
             traceback=self.traceback,
@@ -243,3 +244,22 @@ class LiveTask:
             pid=self.pid,
             cancel_requested=self.cancel_requested,
         )
+
+
+def _percent(value: Any) -> float:
+    try:
+        pct = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(pct, 0.0), 100.0) if pct == pct else 0.0  # NaN != NaN
+
+
+def _step(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _info(value: Any) -> str | None:
+    return None if value is None else str(value)

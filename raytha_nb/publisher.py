@@ -146,7 +146,7 @@ class Publisher:
                 batch.progress.append(live.progress_row(now))
             events = list(live.events)
             batch.events.extend((live.id, *event) for event in events)
-            sample = (live.task_step, live.percent, live.status_info)
+            sample = live.reported()
             sampled_at = live.sampled_at
             # History: a progress sample when the step changes, else at most once a second.
             if (

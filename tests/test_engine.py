@@ -582,3 +582,35 @@ def test_cancelling_a_task_a_worker_just_started_requests_a_real_cancel() -> Non
     live.transition(TaskStatus.PROCESSING)  # the worker won the race
     assert not live.transition(TaskStatus.CANCELLED, only_from=TaskStatus.ENQUEUED)
     assert live.status is TaskStatus.PROCESSING
+
+
+def test_odd_progress_values_are_stored_sanely_and_never_stall_the_store(
+    mgr: rnb.TaskManager,
+) -> None:
+    """report() takes what it is given (it must stay cheap); what is stored and shown is
+    made sane, so one odd value cannot make every flush of the kernel fail."""
+    gate = threading.Event()
+
+    def odd(value: Any, info: Any, step: Any) -> None:
+        rnb.progress(value, info=info, step=step)
+        gate.wait(10)
+
+    jobs = [
+        rnb.enqueue(odd, {"value": "40", "info": 7, "step": "2"}),
+        rnb.enqueue(odd, {"value": "lots", "info": None, "step": None}),
+    ]
+    nan = rnb.enqueue(lambda: (rnb.progress(float("nan"), info=["a"]), gate.wait(10)))
+    poll(lambda: all(rnb.get_task(j).status == "processing" for j in [*jobs, nan]))
+    seen = [rnb.get_task(j) for j in [*jobs, nan]]
+    assert [(r.percent_complete, r.status_info, r.task_step) for r in seen] == [
+        (40.0, "7", 2),
+        (0.0, None, 0),
+        (0.0, "['a']", 0),
+    ]
+    gate.set()
+    for job in [*jobs, nan]:
+        assert rnb.wait(job, timeout=10).status == "complete"
+    stored = mgr.backend.sql(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM tasks WHERE status = 'complete' AND isfinite(percent_complete)"
+    ).fetchone()
+    assert stored == (3,)
