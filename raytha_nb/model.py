@@ -63,17 +63,22 @@ class StoreClosed(RuntimeError):
 class StoreLockedError(RuntimeError):
     """The DuckDB file is held by another process."""
 
-    def __init__(self, path: str, pid: int | None, detail: str) -> None:
+    #: What a notebook or script should do about it (the server says its own).
+    ADVICE = (
+        "Run your notebooks under the Jupyter server with the raytha_nb extension enabled "
+        "(its kernels share the server's store), or give this process its own store: set "
+        "RAYTHA_NB_DB=/path/to/other.duckdb or call raytha_nb.configure(db=...)."
+    )
+
+    def __init__(self, path: str, pid: int | None, detail: str, advice: str = ADVICE) -> None:
         holder = f" (PID {pid})" if pid is not None else ""
         super().__init__(
             f"The task store {path} is in use by another process{holder}. DuckDB lets only "
-            "one process open a database file. Run your notebooks under the Jupyter server "
-            "with the raytha_nb extension enabled (its kernels share the server's store), "
-            "or give this process its own store: set RAYTHA_NB_DB=/path/to/other.duckdb "
-            f"or call raytha_nb.configure(db=...). DuckDB said: {detail}"
+            f"one process open a database file. {advice} DuckDB said: {detail}"
         )
         self.path = path
         self.pid = pid
+        self.detail = detail
 
 
 def utc(ts: float | None) -> datetime | None:

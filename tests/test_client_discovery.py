@@ -74,3 +74,20 @@ def test_unreachable_server_is_a_clear_error(no_server_env: Path) -> None:
         backend.get("00000000-0000-0000-0000-000000000000")
     with pytest.raises(ValueError, match="must be an http:// URL"):
         _client.RemoteBackend(_client.ServerAddress("ftp://x/", "t"))
+
+
+@pytest.mark.parametrize(
+    ("ip", "url"),
+    [
+        ("", "http://127.0.0.1:8888/"),
+        ("0.0.0.0", "http://127.0.0.1:8888/"),
+        ("::", "http://[::1]:8888/"),
+        ("fe80::1", "http://[fe80::1]:8888/"),
+        ("10.1.2.3", "http://10.1.2.3:8888/"),
+    ],
+)
+def test_kernels_get_a_url_their_client_can_parse(ip: str, url: str) -> None:
+    from raytha_nb.server.app import kernel_url
+
+    assert kernel_url(ip, 8888, "/") == url
+    _client.RemoteBackend(_client.ServerAddress(url, "t", "/r"))  # parses host and port

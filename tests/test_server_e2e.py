@@ -310,3 +310,21 @@ def test_task_history_notebook_runs_under_the_server(server: JupyterServer) -> N
     finally:
         client.stop_channels()
         server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+def test_server_on_a_store_held_elsewhere_says_what_to_do(tmp_path: Path) -> None:
+    """The file is held by another process: the server's log names it and the server's
+    own fixes (not the advice for notebooks, which is to use this very server)."""
+    db = tmp_path / "db" / "tasks.duckdb"
+    db.parent.mkdir()
+    holder = Store(db)  # this test process holds the file
+    server = JupyterServer(tmp_path, db, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+    try:
+        with pytest.raises(AssertionError):  # its API never comes up
+            server.start(timeout=10)
+        log = server.log_text()
+        assert f"in use by another process (PID {os.getpid()})" in log, log
+        assert "c.RaythaNbApp.db_path" in log and "Run your notebooks under" not in log, log
+    finally:
+        server.stop()
+        holder.close()

@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
+#: DuckDB's BIGINT: a larger offset is no page at all, and DuckDB would refuse it.
+_BIGINT = 2**63 - 1
 #: The ``{id}`` part of a task URL, in both route tables.
 JOB_ID = r"(?P<job_id>[^/]+)"
 
@@ -140,7 +142,7 @@ class TasksEndpoint(Base):
 
     async def list_tasks(self) -> None:
         limit = self.int_arg("limit", 100, 1, MAX_LIMIT)
-        offset = self.int_arg("offset", 0, 0)
+        offset = self.int_arg("offset", 0, 0, _BIGINT)
         filters = {
             "status": self.statuses(),
             "name": self.text_arg("name"),

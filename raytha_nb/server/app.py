@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Int, Unicode
 
 from ..backend import default_db_path
+from ..model import StoreLockedError
 from ..store import Store
 from . import handlers, kernel_api
 from .events import EventHub
@@ -64,7 +65,19 @@ class RaythaNbApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         path = Path(self.db_path).expanduser() if self.db_path else default_db_path()
-        self.store = Store(path, recover=False)
+        try:
+            self.store = Store(path, recover=False)
+        except StoreLockedError as exc:
+            holder = f"process {exc.pid}" if exc.pid is not None else "the process holding it"
+            raise StoreLockedError(
+                exc.path,
+                exc.pid,
+                exc.detail,
+                f"Stop {holder} (another Jupyter server, or a notebook or script using "
+                "raytha_nb without a server), or give this server its own store: "
+                "c.RaythaNbApp.db_path = '/path/to/other.duckdb' in jupyter_server_config.py, "
+                "or RAYTHA_NB_DB.",
+            ) from None
         loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
         self.service = TaskService(self.store, EventHub(loop), self.heartbeat_timeout)
         self.executor = ThreadPoolExecutor(self.store_threads, thread_name_prefix="raytha-nb")
@@ -112,11 +125,7 @@ class RaythaNbApp(ExtensionApp):
         server starts) and a runtime file named after this process (the fallback)."""
         server = self.serverapp
         assert server is not None
-        # Kernels run on this machine: reach a wildcard or localhost server by loopback.
-        local = ("", "0.0.0.0", "localhost", "127.0.0.1")  # noqa: S104 - not a bind
-        host = "127.0.0.1" if server.ip in local else server.ip
-        host = "[::1]" if host in ("::", "::1") else host
-        url = f"http://{host}:{server.port}{server.base_url}"
+        url = kernel_url(server.ip, server.port, server.base_url)
         values = {ENV_URL: url, ENV_TOKEN: secret, ENV_RESULTS: str(self.store.results_dir)}
         os.environ.update(values)
         self._advertised = values
@@ -162,3 +171,12 @@ class RaythaNbApp(ExtensionApp):
             for key, value in self._advertised.items():
                 if os.environ.get(key) == value:
                     del os.environ[key]
+
+
+def kernel_url(ip: str, port: int, base_url: str) -> str:
+    """The URL kernels on this machine reach the server at: a wildcard or localhost
+    server by loopback, an IPv6 address in brackets."""
+    local = ("", "0.0.0.0", "localhost", "127.0.0.1")  # noqa: S104 - not a bind
+    host = "127.0.0.1" if ip in local else "::1" if ip == "::" else ip
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}{base_url}"

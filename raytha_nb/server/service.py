@@ -246,8 +246,9 @@ class TaskService:
         """Copy the store's tables to Parquet in a fresh folder of the results dir; the
         kernel that asked loads them and removes the folder."""
         target = self.store.results_dir / "snapshots" / uuid.uuid4().hex
-        with self._lock:
-            self.store.snapshot(target)
+        # Not under the service lock: one read transaction is consistent on its own, and
+        # copying every log line must not hold up the kernels' publishes.
+        self.store.snapshot(target)
         return target
 
     # -- orphans -----------------------------------------------------------------------
