@@ -10,7 +10,11 @@ def literal(value: Any) -> str:
     """``value`` as a DuckDB SQL literal (strings quoted, lists, dicts as structs)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"cannot pass {value!r} to DuckDB as an option; give a finite number")
         return repr(value)
     if isinstance(value, (str, os.PathLike)):
         return "'" + os.fspath(value).replace("'", "''") + "'"

@@ -192,12 +192,24 @@ def test_a_job_failing_at_run_time_leaves_no_file(mgr: rnb.TaskManager, tmp_path
     assert list(folder.iterdir()) == []
 
 
+def _small_csv(tmp: Path) -> Path:
+    path = tmp.parent / "small.csv"  # beside the folder that must stay empty
+    path.write_text("a,b\n1,x\n")
+    return path
+
+
 def _bad_inputs(tmp: Path, db: Path) -> list[tuple[Callable[[], str], type[Exception], str]]:
     good = QUERY.format(n=10)
     return [
         (lambda: rnb.export("SELEC 1", tmp / "x.csv"), ValueError, "does not parse"),
         (lambda: rnb.export("SELECT * FROM nosuch", tmp / "x.csv", database=db), ValueError,
-         "Tables in this database: items"),
+         "Tables and views here: items"),
+        # Not a table: no list of tables as if it were.
+        (lambda: rnb.sql("SELECT sume(1)", database=db), ValueError, "sume does not exist"),
+        (lambda: rnb.export(good, tmp / "x.csv", use_tmp_file=True), ValueError,
+         "already writes to a temporary file"),
+        (lambda: rnb.export(good, tmp / "x.csv", compression_level=float("nan")), ValueError,
+         "give a finite number"),
         (lambda: rnb.export("orders", tmp / "x.csv", database=db), ValueError,
          "orders does not exist"),
         (lambda: rnb.export("items", tmp / "x.csv"), ValueError, "no database= was given"),
@@ -220,6 +232,8 @@ def _bad_inputs(tmp: Path, db: Path) -> list[tuple[Callable[[], str], type[Excep
         (lambda: rnb.sql("SELECT * FROM nosuch", database=db), ValueError, "nosuch does not exist"),
         (lambda: rnb.import_csv(tmp / "none.csv", "t", database=db), FileNotFoundError,
          "no such file"),
+        (lambda: rnb.import_csv(_small_csv(tmp), "t", database=tmp / "no" / "t.duckdb"),
+         FileNotFoundError, "create the folder"),
     ]  # fmt: skip
 
 

@@ -11,6 +11,15 @@ export interface IAction {
   run: () => Promise<void>;
 }
 
+/**
+ * What the actions of a task depend on. Views rebuild their buttons only when it
+ * changes: a button replaced mid-click (progress changes many times a second) would
+ * swallow the click.
+ */
+export function actionsKey(task: ITask): string {
+  return `${task.id}|${task.status}|${task.cancel_requested}|${task.result_kind}|${task.notebook}`;
+}
+
 export class TaskActions {
   constructor(
     readonly model: TaskModel,

@@ -184,8 +184,17 @@ export class TasksApi {
   async download(task: ITask): Promise<void> {
     const response = await this.fetch(`tasks/${encodeURIComponent(task.id)}/result`);
     const disposition = response.headers.get('Content-Disposition') || '';
-    const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
-    const filename = match ? decodeURIComponent(match[1]) : `${task.name}-${task.id}`;
+    // RFC 6266: the UTF-8 name (filename*, percent-encoded) when given, else the plain one.
+    const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+    const plain = /filename="([^"]*)"/i.exec(disposition);
+    let filename = plain ? plain[1] : `${task.name}-${task.id}`;
+    if (utf8) {
+      try {
+        filename = decodeURIComponent(utf8[1]);
+      } catch {
+        // a malformed encoding: keep the plain name
+      }
+    }
     const blob = await response.blob();
     const href = URL.createObjectURL(blob);
     const link = document.createElement('a');

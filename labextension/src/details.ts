@@ -3,7 +3,7 @@
  * tailing live (polling `logs?since=`) while the task runs.
  */
 import { ITask, isActive } from './api';
-import { TaskActions, actionButtons } from './actions';
+import { TaskActions, actionButtons, actionsKey } from './actions';
 import { STATUS_GLYPH, el, formatSeconds, durationOf, localTime, percentText } from './format';
 import { TaskModel } from './model';
 
@@ -103,7 +103,11 @@ export class TaskDetails {
     );
     this._head.dataset.status = task.status;
     this._fill.style.width = `${Math.max(0, Math.min(100, task.percent_complete))}%`;
-    this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+    const actions = actionsKey(task);
+    if (actions !== this._actionsKey) {
+      this._actionsKey = actions;
+      this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+    }
     const duration = durationOf(task);
     const rows: [string, string][] = [
       ['Progress', `${percentText(task)}${task.task_step ? ` · step ${task.task_step}` : ''}`],
@@ -185,6 +189,7 @@ export class TaskDetails {
 
   private _id: string | null = null;
   private _key = '';
+  private _actionsKey = '';
   private _lastSeq = 0;
   private _logLines = 0;
   private _generation = 0;

@@ -91,6 +91,8 @@ export class TaskModel {
   async reload(): Promise<void> {
     // Marks let benchmarks (and the browser's profiler) see how long a load takes.
     performance.mark('raytha-nb:load-start');
+    const streamed = new Set<string>();
+    this._streamed = streamed;
     const fresh = new Map<string, ITask>();
     let offset: number | null = 0;
     let total = 0;
@@ -106,13 +108,25 @@ export class TaskModel {
     } catch (err) {
       this._unavailable(err);
       return;
+    } finally {
+      if (this._streamed === streamed) {
+        this._streamed = null;
+      }
     }
-    // Events that arrived while loading may be newer than the page: keep those.
+    // Events that arrived while loading may be newer than the page: keep those, and
+    // tasks they created that the pages (read earlier) do not have yet.
     // (A task deleted meanwhile may come back until the next reload: harmless.)
     for (const [id, task] of fresh) {
       const held = this._tasks.get(id);
       if (held && time(held.updated_at) > time(task.updated_at)) {
         fresh.set(id, held);
+      }
+    }
+    for (const id of streamed) {
+      const held = this._tasks.get(id);
+      if (held && !fresh.has(id)) {
+        fresh.set(id, held);
+        total++;
       }
     }
     this._tasks = fresh;
@@ -129,6 +143,7 @@ export class TaskModel {
       return;
     }
     this._tasks.set(task.id, task);
+    this._streamed?.add(task.id);
     if (!previous) {
       this._sorted = null;
       this._total++;
@@ -255,6 +270,8 @@ export class TaskModel {
   }
 
   private _tasks = new Map<string, ITask>();
+  /** Ids upserted while a reload runs (its pages may predate them). */
+  private _streamed: Set<string> | null = null;
   private _sorted: ITask[] | null = null;
   private _total = 0;
   private _state: ConnectionState = 'connecting';

@@ -5,7 +5,7 @@
 import { Notification } from '@jupyterlab/apputils';
 
 import { ITask, isActive } from './api';
-import { durationOf } from './format';
+import { durationOf, formatSeconds } from './format';
 import { ITaskChange, TaskModel } from './model';
 
 export interface INotifySettings {
@@ -62,7 +62,7 @@ export class TaskNotifier {
       { label: 'Show task', caption: 'Open it in the Background Tasks panel', callback: () => this._open(task.id) }
     ];
     const took = durationOf(task);
-    const after = took === null ? '' : ` after ${took.toFixed(1)}s`;
+    const after = took === null ? '' : ` after ${formatSeconds(took)}`;
     if (task.status === 'complete') {
       Notification.success(`Task "${task.name}" completed${after}.`, { autoClose: 6000, actions });
     } else if (task.status === 'error') {

@@ -2,10 +2,11 @@
  * The Background Tasks sidebar: a filterable, virtualised list of every task on
  * the server (only the rows in view exist in the DOM), and a details view.
  */
+import { Notification } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { ITask, STATUSES, isActive } from './api';
-import { TaskActions, actionButtons } from './actions';
+import { TaskActions, actionButtons, actionsKey } from './actions';
 import { TaskDetails } from './details';
 import { STATUS_GLYPH, basename, el, percentText, timeLabel } from './format';
 import { tasksIcon } from './icons';
@@ -134,6 +135,7 @@ export class TasksPanel extends Widget {
 
   dispose(): void {
     window.clearInterval(this._ticker);
+    this._details.setTask(null); // stops its log polling
     this.model.changed.disconnect(this._onModelChanged, this);
     super.dispose();
   }
@@ -165,10 +167,11 @@ export class TasksPanel extends Widget {
     try {
       await this.model.clearFinished();
     } catch (err) {
-      this._bannerText.textContent = `Could not clear finished tasks: ${
-        err instanceof Error ? err.message : err
-      }`;
-      this._banner.classList.add('jp-mod-visible');
+      // A notification, not the connection banner: the next render hides that.
+      Notification.error(
+        `Could not clear finished tasks: ${err instanceof Error ? err.message : err}`,
+        { autoClose: false }
+      );
     } finally {
       this._clear.disabled = false;
     }
@@ -271,7 +274,7 @@ export class TasksPanel extends Widget {
     const line3 = el('div', 'jp-RaythaTask-line');
     line3.append(info, buttons);
     node.append(line1, line2, line3);
-    return { node, glyph, name, time, fill, percent, info, buttons, key: '' };
+    return { node, glyph, name, time, fill, percent, info, buttons, key: '', actionsKey: '' };
   }
 
   private _fillRow(row: IRow, task: ITask, now: number): void {
@@ -300,7 +303,11 @@ export class TasksPanel extends Widget {
     ].filter(Boolean);
     row.info.textContent = parts.join(' · ').replace(' · ·', ' ·');
     row.info.title = row.info.textContent;
-    row.buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+    const actions = actionsKey(task);
+    if (actions !== row.actionsKey) {
+      row.actionsKey = actions;
+      row.buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+    }
   }
 
   private _summary: HTMLElement;
@@ -330,4 +337,5 @@ interface IRow {
   info: HTMLElement;
   buttons: HTMLElement;
   key: string;
+  actionsKey: string;
 }

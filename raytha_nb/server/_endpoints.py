@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
-#: DuckDB's BIGINT: a larger offset is no page at all, and DuckDB would refuse it.
+#: DuckDB's BIGINT, the default bound of integer query parameters: DuckDB refuses more.
 _BIGINT = 2**63 - 1
 #: The ``{id}`` part of a task URL, in both route tables.
 JOB_ID = r"(?P<job_id>[^/]+)"
@@ -94,7 +94,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data, separators=(",", ":")))
 
-    def int_arg(self, name: str, default: int, low: int, high: int | None = None) -> int:
+    def int_arg(self, name: str, default: int, low: int, high: int = _BIGINT) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
@@ -102,9 +102,8 @@ class Base(ExtensionHandlerMixin, APIHandler):
             value = int(raw)
         except ValueError:
             raise bad_request(f"query parameter {name}={raw!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            upper = f" and {high}" if high is not None else ""
-            raise bad_request(f"query parameter {name}={value} must be between {low}{upper}")
+        if not low <= value <= high:
+            raise bad_request(f"query parameter {name}={value} must be between {low} and {high}")
         return value
 
     def text_arg(self, name: str) -> str | None:
@@ -142,7 +141,7 @@ class TasksEndpoint(Base):
 
     async def list_tasks(self) -> None:
         limit = self.int_arg("limit", 100, 1, MAX_LIMIT)
-        offset = self.int_arg("offset", 0, 0, _BIGINT)
+        offset = self.int_arg("offset", 0, 0)
         filters = {
             "status": self.statuses(),
             "name": self.text_arg("name"),

@@ -57,9 +57,13 @@ def connect(database: Database, what: str, *, create: bool = False) -> duckdb.Du
     path = Path(database).expanduser().resolve()
     if not path.is_file() and not (create and path.parent.is_dir()):
         where = path if path.parent.is_dir() else path.parent
+        fix = (
+            f"create the folder {path.parent} first, or choose another path"
+            if create
+            else "check the path, or pass database=None to query files and frames only"
+        )
         raise FileNotFoundError(
-            f"{what}: no DuckDB database at {path} ({where} does not exist); "
-            "check the path, or pass database=None to query files and frames only"
+            f"{what}: no DuckDB database at {path} ({where} does not exist); {fix}"
         )
     try:
         return duckdb.connect(str(path))
@@ -123,14 +127,18 @@ def check(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> None:
         # EXPLAIN cannot wrap every statement (the statement itself parsed): check at run time.
         return
     except duckdb.CatalogException as exc:
+        if not re.search(r"\b(Table|View)\b", str(exc)):  # e.g. an unknown function
+            raise ValueError(f"{what}: {_first_line(exc)}") from None
         tables = ", ".join(
             row[0]
             for row in con.execute(
-                "SELECT DISTINCT table_name FROM duckdb_tables() ORDER BY 1 LIMIT 20"
+                "SELECT DISTINCT table_name FROM duckdb_tables() UNION "
+                "SELECT DISTINCT view_name FROM duckdb_views() WHERE NOT internal "
+                "ORDER BY 1 LIMIT 20"
             ).fetchall()
         )
         raise ValueError(
-            f"{what}: {_first_line(exc)}\nTables in this database: {tables or '(none)'}. "
+            f"{what}: {_first_line(exc)}\nTables and views here: {tables or '(none)'}. "
             "Check the name, or pass database= the DuckDB file that holds it."
         ) from None
     except duckdb.IOException as exc:
@@ -235,7 +243,8 @@ class _Poller(threading.Thread):
                 percent = self._con.query_progress()
             except duckdb.Error:
                 continue
-            if percent >= 0 and percent > best:
+            # 100% is reported when the statement has really ended (finalising may follow).
+            if percent >= 0 and min(percent, 99.0) > best:
                 best = min(percent, 99.0)
                 self._ctx.report(best, self._describe(best))
 

@@ -37,7 +37,7 @@ _MEDIA_TYPES = {
     "json": "application/x-ndjson",
 }
 #: COPY options that write a folder of files rather than one file.
-_FOLDER_OPTIONS = {"partition_by", "per_thread_output", "file_size_bytes", "use_tmp_file"}
+_FOLDER_OPTIONS = {"partition_by", "per_thread_output", "file_size_bytes"}
 #: File suffixes that make a string source a file to read rather than a table name.
 _READABLE = (*SUFFIXES, ".gz", ".zst")
 
@@ -71,6 +71,7 @@ def export(
     """
     target = job.writable_target(path, "export")
     fmt = _format(target, format)
+    options = {job.option_name(k, "export").lower(): v for k, v in options.items()}
     copy_options = _copy_options(fmt, target, options)
     con = job.connect(database, "export")
     try:
@@ -123,10 +124,7 @@ def _format(target: Path, format: str | None) -> str:
         if fmt not in FORMATS:
             raise ValueError(f"export: unknown format {format!r}; use one of {', '.join(FORMATS)}")
         return fmt
-    suffixes = [s.lower() for s in target.suffixes]
-    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
-        suffixes.pop()
-    fmt_name = SUFFIXES.get(suffixes[-1]) if suffixes else None
+    fmt_name = SUFFIXES.get(_data_suffix(target))
     if fmt_name is None:
         raise ValueError(
             f"export: cannot tell the format from the name {target.name!r}; end it in "
@@ -135,18 +133,26 @@ def _format(target: Path, format: str | None) -> str:
     return fmt_name
 
 
+def _data_suffix(target: Path) -> str:
+    """The suffix that names the format: ``.tsv`` for ``out.tsv.gz``."""
+    suffixes = [s.lower() for s in target.suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
 def _copy_options(fmt: str, target: Path, options: dict[str, Any]) -> str:
-    """``FORMAT csv, HEADER true, ...`` for COPY, from Python keyword options."""
-    opts = {job.option_name(k, "export").lower(): v for k, v in options.items()}
-    for key in ("format", *sorted(_FOLDER_OPTIONS)):
+    """``FORMAT csv, HEADER true, ...`` for COPY, from the (lower-cased) keyword options."""
+    opts = dict(options)
+    for key in ("format", "use_tmp_file", *sorted(_FOLDER_OPTIONS)):
         if key in opts:
-            hint = (
-                "pass format= to export()"
-                if key == "format"
-                else "export() writes one file; use duckdb's COPY directly for a folder of files"
-            )
+            hint = {
+                "format": "pass format= to export()",
+                "use_tmp_file": "export() already writes to a temporary file and renames it; "
+                "drop this option",
+            }.get(key, "export() writes one file; use duckdb's COPY directly for a folder of files")
             raise ValueError(f"export: the option {key!r} is not supported here; {hint}")
-    if target.suffix.lower() == ".tsv" and fmt == "csv":
+    if _data_suffix(target) == ".tsv" and fmt == "csv":
         opts.setdefault("delimiter", "\t")
     parts = [f"FORMAT {fmt}"]
     for key, value in opts.items():
