@@ -81,6 +81,12 @@ def test_cancel_from_the_panel_reaches_the_kernel(lab: Lab, page: Any) -> None:
     live = feed.start("cancel-me", percent=30)
     r = row(page, "cancel-me")
     r.wait_for(timeout=10_000)
+    # Progress redraws the row, not its buttons: a button replaced mid-click loses it.
+    button = r.locator("[data-action='cancel']").element_handle()
+    live.report(31, "moving")
+    feed.publish()
+    wait_until(lambda: percent(r) == 31, 5, "31%")
+    assert button.evaluate("b => b.isConnected")
     r.locator("[data-action='cancel']").click()
     # The kernel learns it from the reply to its next publish, and stops.
     asked = wait_until(lambda: feed.publish(), 10, "the cancel request in the publish reply")
