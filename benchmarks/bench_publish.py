@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raytha_nb.model import TaskStatus  # noqa: E402
+from raytha_nb.protocol import Batch, LogRow, ProgressRow, Publish  # noqa: E402
 from raytha_nb.server.events import EventHub  # noqa: E402
 from raytha_nb.server.service import TaskService  # noqa: E402
-from raytha_nb.store import Batch, Store  # noqa: E402
+from raytha_nb.store import Store  # noqa: E402
 from tests._server_helpers import live_task, publish_body  # noqa: E402
 
 ROUNDS = 400
@@ -51,23 +52,28 @@ def main() -> None:
     service = TaskService(store, EventHub(asyncio.new_event_loop()), heartbeat_timeout=30)
     tasks = [live_task(f"job {i}", status=TaskStatus.PROCESSING) for i in range(4)]
     ids = [t.id for t in tasks]
-    first = Batch.from_json(json.loads(publish_body(tasks))["batch"])
-    service.publish(first, session="s", kernel_id="k", pid=1, active=ids)
+    service.publish(Publish.from_json(json.loads(publish_body(tasks))))
 
     def progress(n: int) -> Batch:
         now = time.time()
-        return Batch(progress=[(i, 2, f"row {n}", float(n % 100), now) for i in ids])
+        return Batch(progress=[ProgressRow(i, 2, f"row {n}", float(n % 100), now) for i in ids])
 
     seq = itertools.count(1)
 
     def with_logs(n: int) -> Batch:
         # Each call logs new lines (as a kernel does): seqs only ever grow.
         batch = progress(n)
-        batch.logs = [(i, next(seq), time.time(), "stdout", f"line {n}") for i in ids]
+        batch.logs = [LogRow(i, next(seq), time.time(), "stdout", f"line {n}") for i in ids]
         return batch
 
     def publish(make: Callable[[int], Batch]) -> Callable[[int], object]:
-        return lambda n: service.publish(make(n), session="s", kernel_id="k", pid=1, active=ids)
+        return lambda n: service.publish(Publish("s", make(n), "k", 1, tuple(ids)))
+
+    def decode(make: Callable[[int], Batch]) -> Callable[[int], object]:
+        # What the kernel API adds before publish: parse and check the message.
+        return lambda n: Publish.from_json(
+            json.loads(json.dumps(Publish("s", make(n), "k", 1, tuple(ids)).to_json()))
+        )
 
     rows = [
         (
@@ -84,6 +90,9 @@ def main() -> None:
     print(f"server publish vs bare Store.apply of the same batch ({len(ids)} running tasks)")
     for name, ours, peer in rows:
         print(f"  {name:28s} publish {ours:6.2f} ms   apply {peer:6.2f} ms   -> {ours / peer:.2f}x")
+    for name, make in (("progress only", progress), ("progress + 1 log line/task", with_logs)):
+        cost = per_call_ms(decode(make))
+        print(f"  {name:28s} + JSON decode and validation {cost:6.3f} ms per message")
     store.close()
 
 

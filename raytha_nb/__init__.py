@@ -2,6 +2,10 @@
 
 job_id = raytha_nb.enqueue(MyTask, {"rows": 10})
 raytha_nb.get_task(job_id).percent_complete
+
+Importing patches nothing; inside IPython it adds the ``%%background`` and ``%jobs``
+magics (and the tqdm bridge with them). A process's first task thread routes task
+threads' output to their logs.
 """
 
 from __future__ import annotations
@@ -9,9 +13,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _tqdm
-from ._jsonable import NotJsonable
-from ._results import ResultFile, ResultUnavailable
+from ._manager import TaskManager, configure, manager
+from ._results import ResultFile
+from ._version import __version__
 from .api import (
     cancel,
     delete,
@@ -27,26 +31,29 @@ from .api import (
     wait,
 )
 from .context import TaskContext, bind, check_cancelled, current, log, progress, track
-from .manager import TaskFailed, TaskManager, TaskStateError, configure, manager
-from .model import (
-    LogLine,
+from .errors import (
+    NotJsonable,
+    ResultUnavailable,
+    ServerError,
     StoreClosed,
     StoreLockedError,
     TaskCancelled,
+    TaskFailed,
     TaskNotFound,
-    TaskRecord,
-    TaskStatus,
+    TaskStateError,
     UnknownTask,
 )
+from .magics import load_ipython_extension
+from .model import LogLine, TaskQuery, TaskRecord, TaskStatus
+from .registry import BackgroundTask, register, registered
 from .store import Store
-from .task import BackgroundTask, register, registered
 from .tasks import export, import_csv, sql
-
-__version__ = "0.1.0"
+from .widgets import TaskProgress, show
 
 
 def _jupyter_server_extension_points() -> list[dict[str, object]]:
-    """The jupyter-server extension (imported only by a server, never by a kernel)."""
+    """The jupyter-server extension. Imported only when a server asks for it, so that
+    kernels never import jupyter_server's application machinery."""
     from .server import _jupyter_server_extension_points as points
 
     return points()
@@ -58,6 +65,7 @@ __all__ = [
     "NotJsonable",
     "ResultFile",
     "ResultUnavailable",
+    "ServerError",
     "Store",
     "StoreClosed",
     "StoreLockedError",
@@ -66,6 +74,8 @@ __all__ = [
     "TaskFailed",
     "TaskManager",
     "TaskNotFound",
+    "TaskProgress",
+    "TaskQuery",
     "TaskRecord",
     "TaskStateError",
     "TaskStatus",
@@ -84,6 +94,7 @@ __all__ = [
     "history",
     "import_csv",
     "list_tasks",
+    "load_ipython_extension",
     "log",
     "logs",
     "manager",
@@ -91,37 +102,19 @@ __all__ = [
     "register",
     "registered",
     "result",
+    "show",
     "sql",
     "submit",
     "task_store",
     "track",
     "wait",
-    "show",
-    "TaskProgress",
-    "load_ipython_extension",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The widget imports ipywidgets: load it only when asked for.
-    if name in ("show", "TaskProgress"):
-        from . import widgets
-
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'raytha_nb' has no attribute {name!r}")
+def _in_ipython() -> Any:
+    shell = sys.modules.get("IPython")
+    return None if shell is None else shell.get_ipython()
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext raytha_nb``: the ``%%background`` and ``%jobs`` magics."""
-    from .magics import load_ipython_extension as load
-
-    load(ipython)
-
-
-# tqdm bars inside tasks report to their task; in IPython the magics come with the import.
-_tqdm.install()
-if "IPython" in sys.modules:
-    from IPython import get_ipython as _get_ipython
-
-    if _get_ipython() is not None:
-        load_ipython_extension(_get_ipython())
+if _in_ipython() is not None:
+    load_ipython_extension(_in_ipython())

@@ -1,9 +1,7 @@
 """The kernel's side of server mode: a :class:`~raytha_nb.backend.TaskBackend` over HTTP.
 
 A kernel started by a jupyter server with the raytha_nb extension finds the server's
-kernel API in its environment (``RAYTHA_NB_URL``, ``RAYTHA_NB_TOKEN``,
-``RAYTHA_NB_RESULTS``) or, failing that, in the runtime file
-``raytha_nb-<server pid>.json`` its parent server wrote. Plain ``http.client`` with
+kernel API through :func:`raytha_nb._identity.discover`. Plain ``http.client`` with
 one keep-alive connection per thread; no extra dependencies.
 """
 
@@ -15,64 +13,25 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import duckdb
 
+from ._identity import ServerAddress, kernel_identity
 from ._sql import literal
-from .model import ACTIVE, LogLine, StoreClosed, TaskRecord
-from .store import TASK_COLUMNS, Batch, Store
+from .backend import TaskBackend
+from .errors import ServerError, StoreClosed
+from .model import LogLine, TaskQuery, TaskRecord, parse_iso
+from .protocol import Batch, Publish
+from .store import Store
 
-_STATUS = TASK_COLUMNS.index("status")
-_ACTIVE = {s.value for s in ACTIVE}
 #: Page size used when a caller asks for every task (``limit=None``).
 _PAGE = 1000
 
 
-class ServerError(RuntimeError):
-    """The raytha_nb server refused a request or could not be reached."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class ServerAddress:
-    """Where a kernel finds its server's kernel API."""
-
-    url: str
-    token: str
-    results_dir: str | None = None
-
-
-def discover() -> ServerAddress | None:
-    """The server that started this kernel, from the environment or its runtime file."""
-    url, token = os.environ.get("RAYTHA_NB_URL"), os.environ.get("RAYTHA_NB_TOKEN")
-    if url and token:
-        return ServerAddress(url, token, os.environ.get("RAYTHA_NB_RESULTS") or None)
-    try:
-        from jupyter_core.paths import jupyter_runtime_dir
-
-        file = Path(jupyter_runtime_dir()) / f"raytha_nb-{os.getppid()}.json"
-        data = json.loads(file.read_text())
-        return ServerAddress(
-            data["RAYTHA_NB_URL"], data["RAYTHA_NB_TOKEN"], data["RAYTHA_NB_RESULTS"]
-        )
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-class RemoteBackend:
+class RemoteBackend(TaskBackend):
     """Publishes this kernel's batches to the server and reads every kernel's tasks."""
 
     def __init__(self, address: ServerAddress, timeout: float = 10.0) -> None:
@@ -89,10 +48,7 @@ class RemoteBackend:
         self._local = threading.local()
         self._results_dir = Path(address.results_dir) if address.results_dir else None
         self._session = uuid.uuid4().hex
-        self._active: set[str] = set()
-        from .manager import _kernel_identity
-
-        self._kernel_id = _kernel_identity()[0]
+        self._kernel_id = kernel_identity()[0]
 
     # -- plumbing ------------------------------------------------------------------
     def _request(
@@ -155,20 +111,9 @@ class RemoteBackend:
             self._results_dir = Path(info["results_dir"])
         return self._results_dir
 
-    def publish(self, batch: Batch) -> set[str]:
-        for row in batch.tasks:
-            if row[_STATUS] in _ACTIVE:
-                self._active.add(row[0])
-            else:
-                self._active.discard(row[0])
-        body = {
-            "session": self._session,
-            "kernel_id": self._kernel_id,
-            "pid": os.getpid(),
-            "active": sorted(self._active),
-            "batch": batch.to_json(),
-        }
-        status, reply = self._request("POST", "publish", body=body)
+    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+        message = Publish(self._session, batch, self._kernel_id, os.getpid(), tuple(active))
+        status, reply = self._request("POST", "publish", body=message.to_json())
         if status != 200 or not isinstance(reply, dict):
             raise ServerError(
                 f"{self.address.url} has no raytha_nb kernel API (HTTP {status}): is the "
@@ -181,30 +126,15 @@ class RemoteBackend:
         status, data = self._request("GET", self._task_path(job_id))
         return None if status == 404 else TaskRecord.from_json(data)
 
-    def list_tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        name: str | None = None,
-        kernel_id: str | None = None,
-        notebook: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[TaskRecord]:
-        statuses = [status] if isinstance(status, str) else status
-        query: dict[str, Any] = {
-            "status": ",".join(statuses) if statuses else None,
-            "name": name,
-            "kernel_id": kernel_id,
-            "notebook": notebook,
-        }
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]:
         records: list[TaskRecord] = []
-        next_offset: int | None = offset
+        next_offset: int | None = query.offset
         while next_offset is not None:
-            want = _PAGE if limit is None else min(_PAGE, limit - len(records))
+            want = _PAGE if query.limit is None else min(_PAGE, query.limit - len(records))
             if want <= 0:
                 break
-            _, page = self._request("GET", "tasks", {**query, "limit": want, "offset": next_offset})
+            params = query.page(want, next_offset).params()
+            _, page = self._request("GET", "tasks", params)
             records.extend(TaskRecord.from_json(t) for t in page["tasks"])
             next_offset = page["next_offset"]
         return records
@@ -216,7 +146,9 @@ class RemoteBackend:
         if status == 404:
             return []
         return [
-            LogLine(line["task_id"], line["seq"], _time(line["ts"]), line["stream"], line["text"])
+            LogLine(
+                line["task_id"], line["seq"], parse_iso(line["ts"]), line["stream"], line["text"]
+            )
             for line in data["lines"]
         ]
 
@@ -224,7 +156,7 @@ class RemoteBackend:
         status, data = self._request("GET", self._task_path(job_id, "history"))
         if status == 404:
             return []
-        return [{**event, "ts": _time(event["ts"])} for event in data["events"]]
+        return [{**event, "ts": parse_iso(event["ts"])} for event in data["events"]]
 
     def request_cancel(self, job_id: str) -> None:
         self._request("POST", self._task_path(job_id, "cancel"), body={})

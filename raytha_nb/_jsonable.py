@@ -12,22 +12,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import NotJsonable
+
 _SCALARS = (str, int, bool, type(None))
-
-
-class NotJsonable(TypeError):
-    """A value has no JSON form; ``path`` says where it sits (``args['rows'][3]``)."""
-
-    def __init__(self, path: str, value: Any, why: str = "") -> None:
-        kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
-        reason = why or "which has no JSON form"
-        super().__init__(
-            f"{path} is a {kind}, {reason}. Task arguments are stored as JSON so that the "
-            "task can be listed, retried and started from elsewhere: pass plain values "
-            "(str, int, float, bool, None, lists, dicts, dates, UUIDs, dataclasses or "
-            "pydantic models), and keep big objects such as DataFrames in a closure or a file."
-        )
-        self.path = path
 
 
 def to_jsonable(value: Any, path: str = "args") -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._refresher import refresher
 from .context import TaskOutput, current, install_output_capture
 
 #: The id of the notebook cell being executed (IPython passes it to ``run_cell``).
@@ -47,8 +48,6 @@ def _before_cell(info: Any) -> None:
 
 
 def _after_cell() -> None:
-    from ._refresher import refresher
-
     refresher().flush()
 
 

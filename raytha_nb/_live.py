@@ -1,8 +1,13 @@
-"""In-memory live state of the tasks this process runs; the publisher flushes it in bulk.
+"""In-memory live state of one task this process runs; the publisher flushes it in bulk.
 
 Progress calls only assign attributes and bump ``version`` (no lock: the GIL makes
 each assignment atomic), so ``report()`` never waits for the store. Status changes
 are rare and take the task's lock so that a terminal state is never overwritten.
+
+A ``LiveTask`` holds the task's state and nothing about where it is sent: the
+publisher keeps its own flush cursors. Two hooks let the others hear of changes
+without the task knowing them: ``on_change`` (the publisher: something to flush) and
+``on_cancel`` (the executor running it: a cancel to enforce).
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from .model import TERMINAL, LogLine, TaskRecord, TaskStatus, dumps, utc
+from .model import TERMINAL, LogLine, TaskRecord, TaskStatus, clean_text, dumps, utc
+from .protocol import HistoryRow, ProgressRow, TaskRow
 
 #: Log lines kept in memory per task for live readers; older ones are in the store.
 LOG_TAIL = 2_000
@@ -22,43 +29,11 @@ class LiveTask:
     """The mutable state of one task owned by this process."""
 
     __slots__ = (
-        "args",
-        "args_json",
-        "cancel_event",
-        "cancel_requested",
-        "committed",
-        "completed_at",
-        "created_at",
-        "dirty",
-        "error_message",
-        "error_type",
-        "events",
-        "flushed_version",
-        "row_version",
-        "flushed_row_version",
-        "sampled_at",
-        "id",
-        "kernel_id",
-        "lock",
-        "log_flushed",
-        "log_seq",
-        "logs",
-        "name",
-        "notebook",
-        "percent_complete",
-        "pid",
-        "result",
-        "result_kind",
-        "sampled",
-        "started_at",
-        "status",
-        "status_info",
-        "task",
-        "task_step",
-        "traceback",
-        "value",
-        "version",
-        "waiter",
+        "args", "args_json", "cancel_requested", "committed", "completed_at", "created_at",
+        "error_message", "error_type", "history", "id", "kernel_id", "lock", "log_seq",
+        "logs", "name", "notebook", "on_cancel", "on_change", "percent_complete", "pid",
+        "result", "result_kind", "row_version", "started_at", "status", "status_info",
+        "task", "task_step", "traceback", "version", "waiter",
     )  # fmt: skip
 
     def __init__(
@@ -71,7 +46,6 @@ class LiveTask:
         kernel_id: str | None,
         notebook: str | None,
         pid: int,
-        dirty: set[str] | None = None,
     ) -> None:
         self.id = job_id
         self.name = name
@@ -87,7 +61,6 @@ class LiveTask:
         self.traceback: str | None = None
         self.result: Any = None  # the stored form: a JSON value or a file descriptor
         self.result_kind: str | None = None
-        self.value: Any = None  # the returned object itself, for result() in this process
         self.created_at = time.time()
         self.started_at: float | None = None
         self.completed_at: float | None = None
@@ -95,28 +68,26 @@ class LiveTask:
         self.notebook = notebook
         self.pid = pid
         self.cancel_requested = False
+        # Bumped by every change; progress reports bump only this (the publisher scans
+        # running tasks), to keep report() to attribute assignments.
         self.version = 1
-        # Ids of tasks with unpublished status changes or logs. Progress reports skip it
-        # (the publisher scans running tasks) to keep report() to attribute assignments.
-        self.dirty = dirty if dirty is not None else set()
-        self.flushed_version = 0
         # Bumped by changes that need the whole row written (new task, status, cancel);
         # otherwise a flush sends only the narrow progress columns.
         self.row_version = 1
-        self.flushed_row_version = 0
-        self.sampled_at = 0.0
+        #: Called (outside the lock) after a change that is more than progress.
+        self.on_change: Callable[[LiveTask], None] | None = None
+        #: Called once when a running task is asked to cancel: its executor enforces it.
+        self.on_cancel: Callable[[LiveTask], None] | None = None
         self.lock = threading.Lock()
         # True once the terminal state is committed: wait() returns only then. The
         # Event is made only when someone waits (most tasks are never waited on).
         self.committed = False
         self.waiter: threading.Event | None = None
-        # History rows not yet flushed: (ts, status, step, percent, info).
-        self.events: deque[tuple[float, str, int, float, str | None]] = deque()
-        self.events.append((self.created_at, "enqueued", 0, 0.0, None))
-        self.sampled: tuple[int, float, str | None] = (0, 0.0, None)
+        # Status changes, in order (a handful per task; progress samples are the
+        # publisher's): history rows it has not yet sent are those past its cursor.
+        self.history: list[HistoryRow] = [HistoryRow(job_id, self.created_at, "enqueued", 0, 0.0)]
         self.logs: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_TAIL)
         self.log_seq = 0
-        self.log_flushed = 0
 
     # -- progress: the hot path ------------------------------------------------
     def report(
@@ -136,7 +107,9 @@ class LiveTask:
         if row:
             self.row_version += 1
         self.version += 1
-        self.dirty.add(self.id)
+        hook = self.on_change
+        if hook is not None:
+            hook(self)
 
     # -- status changes ----------------------------------------------------------
     def transition(
@@ -155,9 +128,33 @@ class LiveTask:
             for key, value in fields.items():
                 setattr(self, key, value)
             self.status = status
-            self.events.append((now, status.value, *self.reported()))
-            self.mark()
+            self.history.append(HistoryRow(self.id, now, status.value, *self.reported()))
+            self.row_version += 1
+            self.version += 1
+        hook = self.on_change
+        if hook is not None:
+            hook(self)
+        return True
+
+    def request_cancel(self) -> bool:
+        """Cancel this task: a queued one ends at once, a running one is asked to stop
+        (``on_cancel`` lets its executor force it later); False if it already finished."""
+        if self.transition(
+            TaskStatus.CANCELLED,
+            only_from=TaskStatus.ENQUEUED,
+            status_info="cancelled before it started",
+        ):
             return True
+        with self.lock:
+            if self.status is not TaskStatus.PROCESSING:
+                return False
+            first = not self.cancel_requested
+            self.cancel_requested = True
+        self.mark()
+        hook = self.on_cancel
+        if first and hook is not None:
+            hook(self)
+        return True
 
     def set_committed(self) -> None:
         with self.lock:
@@ -175,35 +172,37 @@ class LiveTask:
         return waiter.wait(timeout)
 
     def add_log(self, stream: str, text: str) -> int:
+        text = clean_text(text)
         with self.lock:
             self.log_seq += 1
             self.logs.append((self.log_seq, time.time(), stream, text))
-            self.mark(row=False)
-            return self.log_seq
+            seq = self.log_seq
+        self.mark(row=False)
+        return seq
 
-    def unflushed_logs(self) -> list[tuple[int, float, str, str]]:
-        """Lines added since the last flush (lines that fell off the tail are lost only if
-        more than LOG_TAIL lines arrive between two flushes)."""
-        if self.log_seq == self.log_flushed:
+    def logs_after(self, seq: int) -> list[tuple[int, float, str, str]]:
+        """Lines with a higher ``seq`` still in memory (lines that fell off the tail are
+        lost only if more than LOG_TAIL lines arrive between two flushes)."""
+        if self.log_seq == seq:
             return []
         with self.lock:
-            return [line for line in self.logs if line[0] > self.log_flushed]
+            return [line for line in self.logs if line[0] > seq]
 
     def log_tail(self, since: int = 0) -> list[LogLine]:
         with self.lock:
             lines = [line for line in self.logs if line[0] > since]
         return [LogLine(self.id, seq, utc(ts), stream, text) for seq, ts, stream, text in lines]  # type: ignore[arg-type]
 
-    def row(self, now: float) -> tuple[Any, ...]:
-        """The task as a row in ``store.TASK_COLUMNS`` order."""
+    def row(self, now: float) -> TaskRow:
+        """The whole task as the wire protocol carries it."""
         step, pct, info = self.reported()
-        return (
-            self.id, self.name, self.task, self.args_json, self.status.value, step,
-            info, pct, self.error_type, self.error_message, self.traceback,
-            None if self.result_kind is None else dumps(self.result), self.result_kind,
-            self.created_at, self.started_at, self.completed_at,
+        return TaskRow(
+            self.id, clean_text(self.name), clean_text(self.task), self.args_json,
+            self.status.value, step, info, pct, _text(self.error_type), _text(self.error_message),
+            _text(self.traceback), None if self.result_kind is None else dumps(self.result),
+            self.result_kind, self.created_at, self.started_at, self.completed_at,
             now if self.status is TaskStatus.PROCESSING else None,
-            self.kernel_id, self.notebook, self.pid, self.cancel_requested,
+            self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
         )  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:
@@ -213,10 +212,10 @@ class LiveTask:
         it, instead of failing every flush of this kernel."""
         return _step(self.task_step), _percent(self.percent_complete), _info(self.status_info)
 
-    def progress_row(self, now: float) -> tuple[Any, ...]:
-        """Just the progress, in ``store.PROGRESS_COLUMNS`` order."""
+    def progress_row(self, now: float) -> ProgressRow:
+        """Just the progress."""
         step, pct, info = self.reported()
-        return (self.id, step, info, pct, now)
+        return ProgressRow(self.id, step, info, pct, now)
 
     def snapshot(self) -> TaskRecord:
         step, pct, info = self.reported()
@@ -262,4 +261,8 @@ def _step(value: Any) -> int:
 
 
 def _info(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else clean_text(str(value))
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else clean_text(value)

@@ -39,8 +39,6 @@ class Refresher:
         self._round = threading.Lock()  # one refresh round at a time (thread or flush())
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Refresh rounds run so far (benchmarks read it).
-        self.rounds = 0
 
     def add(self, widget: Refreshable) -> None:
         if widget.done:
@@ -58,9 +56,6 @@ class Refresher:
         with self._lock:
             self._widgets.pop(id(widget), None)
             self._failures.pop(id(widget), None)
-
-    def __len__(self) -> int:
-        return len(self._widgets)
 
     def flush(self) -> None:
         """Refresh every widget now, on this thread.
@@ -82,7 +77,6 @@ class Refresher:
         with self._round:
             with self._lock:
                 widgets = list(self._widgets.items())
-            self.rounds += 1
             now = time.monotonic()
             for key, widget in widgets:
                 self._refresh_one(key, widget, now)

@@ -10,18 +10,18 @@ from __future__ import annotations
 import mimetypes
 import os
 import pickle
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._jsonable import NotJsonable, to_jsonable
+from ._jsonable import to_jsonable
 from ._sql import literal
-
-
-class ResultUnavailable(LookupError):
-    """The task has no loadable result (not finished, failed, or not storable)."""
+from .errors import NotJsonable, ResultUnavailable
 
 
 @dataclass(frozen=True)
@@ -227,4 +227,65 @@ def _short_repr(value: Any, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["ResultFile", "ResultUnavailable", "decode", "encode", "frame_library"]
+class ValueCache:
+    """The objects this process's tasks returned, for ``result()`` without a reload:
+    newest first, at most ``max_bytes`` of them (by a cheap size estimate); an evicted
+    value loads back from its stored form."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, value: Any) -> None:
+        size = approx_size(value)
+        if value is None or size > self.max_bytes:
+            return
+        with self._lock:
+            self._values[job_id] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._values.popitem(last=False)
+                self._bytes -= dropped
+
+    def get(self, job_id: str) -> Any:
+        """The value, or None if not held."""
+        with self._lock:
+            held = self._values.get(job_id)
+        return None if held is None else held[0]
+
+    def pop(self, job_id: str) -> None:
+        with self._lock:
+            held = self._values.pop(job_id, None)
+            if held is not None:
+                self._bytes -= held[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._bytes = 0
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._values
+
+
+def approx_size(value: Any) -> int:
+    """Bytes a value holds, roughly: a table's buffers, else ``sys.getsizeof``."""
+    library = frame_library(value)
+    try:
+        if library == "pandas":
+            return int(value.memory_usage(index=True, deep=False).sum())
+        if library == "polars":
+            return int(value.estimated_size())
+        if library == "pyarrow":
+            return int(value.nbytes)
+        nbytes = getattr(value, "nbytes", None)  # NumPy arrays and the like
+        if isinstance(nbytes, int):
+            return nbytes
+    except Exception:  # noqa: BLE001 - an estimate; never fail a task over it
+        pass
+    return sys.getsizeof(value)
+
+
+__all__ = ["ResultFile", "ValueCache", "decode", "encode", "frame_library"]

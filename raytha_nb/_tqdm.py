@@ -15,7 +15,7 @@ from typing import Any
 
 from ._live import LiveTask
 from .context import current
-from .model import TaskCancelled
+from .errors import TaskCancelled
 
 
 class _Sink:

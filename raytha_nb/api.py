@@ -7,9 +7,9 @@ from typing import Any
 
 import duckdb
 
-from .manager import manager
+from ._manager import manager
+from .executor import Body
 from .model import LogLine, TaskRecord
-from .queue import Body
 
 
 def enqueue(task: Any, args: Any = None, *, name: str | None = None) -> str:
@@ -40,7 +40,8 @@ def list_tasks(
     limit: int | None = 100,
     **filters: Any,
 ) -> list[TaskRecord]:
-    """Tasks newest first, optionally filtered by status, name, ``kernel_id``, ``notebook``."""
+    """Tasks newest first, optionally filtered by status, name, ``kernel_id``,
+    ``notebook``, ``q`` (a substring of name, task, notebook or info) and ``offset``."""
     return manager().list_tasks(status, name, limit, **filters)
 
 

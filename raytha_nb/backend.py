@@ -1,89 +1,103 @@
-"""Where task state goes: the interface, and the choice between embedded and server mode.
+"""Where a process's task state goes: the backend interface and its embedded form.
 
-Embedded mode: this process owns the DuckDB file (:class:`~raytha_nb.store.Store`).
-Server mode: a jupyter server with the raytha_nb extension owns it, and the kernel
-talks to it over HTTP. The server puts ``RAYTHA_NB_URL`` and ``RAYTHA_NB_TOKEN`` into
-the environment of the kernels it starts.
+Embedded mode: this process owns the DuckDB file (:class:`EmbeddedBackend` over a
+:class:`~raytha_nb.store.Store`). Server mode: a jupyter server with the raytha_nb
+extension owns it and the kernel talks to it over HTTP
+(:class:`~raytha_nb._client.RemoteBackend`). The manager sees only this interface.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 
-from .model import LogLine, TaskRecord
-from .store import Batch
+from .model import LogLine, TaskQuery, TaskRecord
+from .protocol import Batch
+from .store import Store
 
 
-class TaskBackend(Protocol):
+class TaskBackend(ABC):
     """What the manager needs from a task store, local or remote."""
 
     @property
-    def results_dir(self) -> Path: ...
+    @abstractmethod
+    def results_dir(self) -> Path:
+        """Where result files of this process's tasks are written."""
 
-    def publish(self, batch: Batch) -> set[str]:
-        """Commit ``batch``; return ids of this process's tasks that others asked to cancel."""
-        ...
+    @abstractmethod
+    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+        """Commit ``batch`` (``active``: this process's unfinished task ids, its
+        heartbeat); return ids of its tasks that others asked to cancel."""
 
+    @abstractmethod
     def get(self, job_id: str) -> TaskRecord | None: ...
 
-    def list_tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        name: str | None = None,
-        kernel_id: str | None = None,
-        notebook: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[TaskRecord]: ...
+    @abstractmethod
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]: ...
 
+    @abstractmethod
     def logs(self, job_id: str, since: int = 0, limit: int = 10_000) -> list[LogLine]: ...
 
+    @abstractmethod
     def history(self, job_id: str) -> list[dict[str, Any]]: ...
 
+    @abstractmethod
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever process runs ``job_id`` to cancel it."""
-        ...
 
+    @abstractmethod
     def delete(self, job_id: str) -> bool: ...
 
     def result_url(self, job_id: str) -> str | None:
         """The URL path of the task's result download, when a server offers one."""
-        ...
+        return None
 
+    @abstractmethod
     def connection(self) -> duckdb.DuckDBPyConnection:
         """DuckDB over the store's tables ``tasks``, ``task_events``, ``task_logs``."""
-        ...
 
+    @abstractmethod
     def close(self) -> None: ...
 
 
-def default_db_path() -> Path:
-    """``$RAYTHA_NB_DB``, else ``<jupyter data dir>/raytha_nb/tasks.duckdb``."""
-    override = os.environ.get("RAYTHA_NB_DB")
-    if override:
-        return Path(override).expanduser()
-    from jupyter_core.paths import jupyter_data_dir
+class EmbeddedBackend(TaskBackend):
+    """This process owns the store file: every call goes straight to DuckDB."""
 
-    return Path(jupyter_data_dir()) / "raytha_nb" / "tasks.duckdb"
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
+    @property
+    def results_dir(self) -> Path:
+        return self.store.results_dir
 
-def backend_from_env(db: str | Path | None = None) -> TaskBackend:
-    """The server's store when this kernel was started by one, else an embedded store.
+    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+        # Nobody else can open the file, so nobody else can ask for a cancel.
+        self.store.apply(batch)
+        return set()
 
-    An explicit ``db`` (``configure(db=...)``) always means embedded mode.
-    """
-    from .store import Store
+    def get(self, job_id: str) -> TaskRecord | None:
+        return self.store.get(job_id)
 
-    if db is None:
-        from ._client import RemoteBackend, discover
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]:
+        return self.store.list_tasks(query)
 
-        address = discover()
-        if address is not None:
-            return RemoteBackend(address)
-    return Store(db or default_db_path())
+    def logs(self, job_id: str, since: int = 0, limit: int = 10_000) -> list[LogLine]:
+        return self.store.logs(job_id, since, limit)
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        return self.store.history(job_id)
+
+    def request_cancel(self, job_id: str) -> None:
+        self.store.request_cancel(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        return self.store.delete(job_id)
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        return self.store.connection()
+
+    def close(self) -> None:
+        self.store.close()

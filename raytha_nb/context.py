@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Any, TextIO, TypeVar
 
 from ._live import LiveTask
-from .model import TaskCancelled
+from .errors import TaskCancelled
 
 T = TypeVar("T")
 R = TypeVar("R")

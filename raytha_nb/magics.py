@@ -21,11 +21,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _kernel_io, _text
+from . import _kernel_io, _text, _tqdm
+from ._manager import manager
 from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
-from .manager import manager
-from .model import ACTIVE, TaskNotFound, TaskRecord
+from .errors import TaskNotFound
+from .model import ACTIVE, TaskRecord
+from .widgets import show
 
 #: GIL switch interval in kernels (s): keeps cells responsive next to CPU-bound tasks.
 _SWITCH_INTERVAL = 0.001
@@ -103,8 +105,6 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
         if no_widget:
             print(_text.summary(get_task(job_id)))
             return
-        from .widgets import show
-
         show(job_id)
 
     @line_magic
@@ -303,8 +303,10 @@ def _default_name(cell: str) -> str:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext raytha_nb``: register the magics and keep task output out of cells."""
+    """``%load_ext raytha_nb``: register the magics, keep task output out of cells, and
+    make tqdm bars inside tasks report to them."""
     _kernel_io.install(ipython)
+    _tqdm.install()
     # A cell waits for the GIL at each of several thread hand-offs in ipykernel; with a
     # CPU-bound task running, each costs up to the switch interval (5 ms by default).
     if sys.getswitchinterval() > _SWITCH_INTERVAL:

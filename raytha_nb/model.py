@@ -1,10 +1,12 @@
-"""The task model users see: statuses, the task record, log lines and errors."""
+"""The task model users see: statuses, the task record, log lines, the list query,
+and the one time codec (epoch seconds, aware UTC datetimes, ISO 8601 text)."""
 
 from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,56 +36,21 @@ TERMINAL = frozenset(
 ACTIVE = frozenset({TaskStatus.ENQUEUED, TaskStatus.PROCESSING})
 
 
-class TaskNotFound(KeyError):
-    """No task with this id exists in the store."""
-
-    def __init__(self, job_id: str, hint: str | None = None) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
-        self.hint = hint
-
-    def __str__(self) -> str:
-        text = f"no task with id {self.job_id!r} in the task store"
-        return text if self.hint is None else f"{text}: {self.hint}"
-
-
-class TaskCancelled(Exception):
-    """Raised inside a task when it has been cancelled."""
-
-
-class UnknownTask(LookupError):
-    """A task was enqueued by a name that nobody registered."""
-
-
-class StoreClosed(RuntimeError):
-    """The task store was closed (its process, e.g. the Jupyter server, is stopping):
-    state sent now cannot be kept, so retrying is pointless."""
-
-
-class StoreLockedError(RuntimeError):
-    """The DuckDB file is held by another process."""
-
-    #: What a notebook or script should do about it (the server says its own).
-    ADVICE = (
-        "Run your notebooks under the Jupyter server with the raytha_nb extension enabled "
-        "(its kernels share the server's store), or give this process its own store: set "
-        "RAYTHA_NB_DB=/path/to/other.duckdb or call raytha_nb.configure(db=...)."
-    )
-
-    def __init__(self, path: str, pid: int | None, detail: str, advice: str = ADVICE) -> None:
-        holder = f" (PID {pid})" if pid is not None else ""
-        super().__init__(
-            f"The task store {path} is in use by another process{holder}. DuckDB lets only "
-            f"one process open a database file. {advice} DuckDB said: {detail}"
-        )
-        self.path = path
-        self.pid = pid
-        self.detail = detail
-
-
 def utc(ts: float | None) -> datetime | None:
     """Epoch seconds to an aware UTC datetime (the store keeps naive UTC)."""
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """The wire form of a time: ISO 8601 in UTC with a ``Z``."""
+    return (
+        None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    )
+
+
+def parse_iso(value: str) -> datetime:
+    """Inverse of :func:`iso`."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -112,7 +79,6 @@ class TaskRecord:
     notebook: str | None = None
     pid: int | None = None
     cancel_requested: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -132,9 +98,8 @@ class TaskRecord:
         # copy of args/result took most of the time of a REST page of 100 tasks.
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["status"] = self.status.value
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        for key in _TIMES:
+            out[key] = iso(out[key])
         return out
 
     @classmethod
@@ -142,9 +107,9 @@ class TaskRecord:
         """Inverse of :meth:`to_json` (used by the kernel's HTTP client)."""
         values = dict(data)
         values["status"] = TaskStatus(values["status"])
-        for key in ("created_at", "started_at", "completed_at", "heartbeat_at", "updated_at"):
+        for key in _TIMES:
             if values.get(key):
-                values[key] = datetime.fromisoformat(values[key].replace("Z", "+00:00"))
+                values[key] = parse_iso(values[key])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -171,12 +136,172 @@ class LogLine:
         return {
             "task_id": self.task_id,
             "seq": self.seq,
-            "ts": self.ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "ts": iso(self.ts),
             "stream": self.stream,
             "text": self.text,
         }
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON used for every stored JSON column."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON used for every stored JSON column. Strings that are not valid
+    Unicode (a file name's raw bytes, as ``os.listdir`` decodes them) come out as
+    ``\\udcxx`` escapes rather than text no store or socket can encode."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid UTF-8: lone surrogates (undecodable bytes from the file system
+    or a terminal) become visible escapes such as ``\\xe9``; anything else is kept."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # surrogateescape'd bytes: show the byte they stand for
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: The times of a task record.
+_TIMES = ("created_at", "started_at", "completed_at", "heartbeat_at", "updated_at")
+#: DuckDB's BIGINT: the largest limit or offset a query may carry.
+BIGINT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Which tasks to list: every filter of ``list_tasks``, checked once, here.
+
+    Filters combine with AND: ``status`` is any of the given statuses; ``name``,
+    ``kernel_id`` and ``notebook`` match exactly; ``q`` is a case-insensitive substring
+    of name, task, notebook or status_info. Newest first, ``limit`` rows after ``offset``.
+    """
+
+    status: tuple[TaskStatus, ...] | None = None
+    name: str | None = None
+    kernel_id: str | None = None
+    notebook: str | None = None
+    q: str | None = None
+    limit: int | None = 100
+    offset: int = 0
+
+    #: The filters (besides limit and offset), as keyword names and query parameters.
+    FILTERS = ("status", "name", "kernel_id", "notebook", "q")
+
+    @classmethod
+    def of(
+        cls,
+        status: str | TaskStatus | Sequence[str | TaskStatus] | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        **filters: Any,
+    ) -> TaskQuery:
+        """Build and check a query from ``list_tasks``' arguments; ``ValueError`` or
+        ``TypeError`` says which one is wrong."""
+        unknown = sorted(set(filters) - {"kernel_id", "notebook", "q", "offset"})
+        if unknown:
+            raise TypeError(
+                f"list_tasks() got unknown filter(s) {', '.join(unknown)}: use status, "
+                "name, kernel_id, notebook, q, limit or offset"
+            )
+        if status is None:
+            statuses = None
+        else:
+            given = [status] if isinstance(status, str) else list(status)
+            statuses = tuple(_status(s) for s in given)
+        offset = filters.get("offset", 0)
+        for key, value in (("limit", limit), ("offset", offset)):
+            if value is None and key == "limit":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{key} must be a whole number, not {value!r}")
+            low = 1 if key == "limit" else 0
+            if not low <= value <= BIGINT:
+                raise ValueError(f"{key}={value} must be between {low} and {BIGINT}")
+        texts = {"name": name, **{k: filters.get(k) for k in ("kernel_id", "notebook", "q")}}
+        for key, value in texts.items():
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{key} must be a string, not {value!r}")
+        return cls(statuses, limit=limit, offset=offset, **texts)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_params(cls, get: Callable[[str], list[str]], max_limit: int) -> TaskQuery:
+        """The query of an HTTP request (``get(name)`` lists a parameter's values; status
+        may repeat and be comma-separated); ``ValueError`` names a bad parameter."""
+
+        def text(key: str) -> str | None:
+            values = get(key)
+            return values[-1] if values and values[-1] else None
+
+        def number(key: str, default: int, high: int) -> int:
+            raw = text(key)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"query parameter {key}={raw!r} is not an integer") from None
+            low = 1 if key == "limit" else 0
+            if not low <= value <= high:
+                raise ValueError(f"query parameter {key}={value} must be between {low} and {high}")
+            return value
+
+        statuses = [s.strip() for arg in get("status") for s in arg.split(",") if s.strip()]
+        return cls.of(
+            statuses or None,
+            text("name"),
+            number("limit", 100, max_limit),
+            kernel_id=text("kernel_id"),
+            notebook=text("notebook"),
+            q=text("q"),
+            offset=number("offset", 0, BIGINT),
+        )
+
+    def params(self) -> dict[str, str]:
+        """The HTTP query parameters of this query (inverse of :meth:`from_params`)."""
+        out = {
+            "status": None if self.status is None else ",".join(s.value for s in self.status),
+            "name": self.name,
+            "kernel_id": self.kernel_id,
+            "notebook": self.notebook,
+            "q": self.q,
+            "limit": None if self.limit is None else str(self.limit),
+            "offset": str(self.offset) if self.offset else None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def page(self, limit: int | None, offset: int) -> TaskQuery:
+        """The same filters, another page."""
+        return replace(self, limit=limit, offset=offset)
+
+    def matches(self, record: TaskRecord) -> bool:
+        """Whether ``record`` passes the filters (for live state the store lags behind)."""
+        if self.status is not None and record.status not in self.status:
+            return False
+        for key in ("name", "kernel_id", "notebook"):
+            wanted = getattr(self, key)
+            if wanted is not None and getattr(record, key) != wanted:
+                return False
+        if self.q:
+            haystack = "\n".join(
+                v for v in (record.name, record.task, record.notebook, record.status_info) if v
+            )
+            return self.q.lower() in haystack.lower()
+        return True
+
+
+def _status(value: str | TaskStatus) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise ValueError(f"unknown status {value!r}: use one of {known}") from None

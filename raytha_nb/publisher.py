@@ -1,13 +1,14 @@
-"""The publisher thread: flushes dirty live tasks to the backend in bulk, latest wins.
+"""The publisher thread: flushes this process's live tasks to the backend in bulk.
 
 Every ``interval`` seconds (sooner when a task finishes) it collects the tasks whose
-``version`` moved, their new history rows and log lines, and hands them to the backend
-as one :class:`~raytha_nb.store.Batch`. Only after the backend accepts a batch is a
-task marked flushed; a terminal state is acknowledged (``committed`` set, the task
-evicted from memory) only once it is stored. A failed publish keeps everything
-dirty and is retried with backoff, so nothing is dropped while the backend is away;
-memory is bounded by ``LOG_TAIL`` lines per task (older unsent lines are dropped
-first, and the loss is logged).
+``version`` moved since its cursor, their new history rows and log lines, and hands
+them to the backend as one :class:`~raytha_nb.protocol.Batch`. It owns all of the
+flush bookkeeping (which tasks are dirty, what of each was sent); tasks only hold
+state. A cursor moves only after the backend accepted a batch, and a terminal state
+is acknowledged (``LiveTask.set_committed``, the task no longer tracked) only once it
+is stored. A failed publish keeps everything and is retried with backoff, so nothing
+is dropped while the backend is away; memory is bounded by ``LOG_TAIL`` lines per
+task (older unsent lines are dropped first, and the loss is logged).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._live import LiveTask
 from .backend import TaskBackend
-from .model import TERMINAL, StoreClosed, TaskStatus
-from .store import Batch
+from .errors import StoreClosed
+from .model import TERMINAL, TaskStatus
+from .protocol import Batch, HistoryRow, LogRow
 
 log = logging.getLogger("raytha_nb")
 
@@ -32,38 +33,36 @@ _SAMPLE_EVERY = 1.0
 
 
 @dataclass
+class _Cursor:
+    """What of one task the backend has accepted."""
+
+    version: int = 0
+    row_version: int = 0
+    history: int = 0  # entries of LiveTask.history sent
+    log_seq: int = 0
+    sample: tuple[int, float, str | None] = (0, 0.0, None)
+    sampled_at: float = 0.0
+
+
+@dataclass
 class _Sent:
+    """What one flush sends of one task: the cursor it moves to if accepted."""
+
     live: LiveTask
-    version: int
-    row_version: int
-    events: int
-    log_seq: int
-    sample: tuple[int, float, str | None]
-    sampled_at: float
+    cursor: _Cursor
 
 
 class Publisher:
-    """Owns the flush loop for one manager's live tasks."""
+    """Owns the flush loop, and the flush state, of one process's live tasks."""
 
-    def __init__(
-        self,
-        live: dict[str, LiveTask],
-        dirty: set[str],
-        running: Callable[[], list[LiveTask]],
-        backend: TaskBackend,
-        on_cancel_requests: Callable[[set[str]], None],
-        on_committed: Callable[[LiveTask], None],
-        interval: float = 0.2,
-        heartbeat: float = 1.0,
-    ) -> None:
+    def __init__(self, backend: TaskBackend, interval: float = 0.2, heartbeat: float = 1.0) -> None:
         self.interval = interval
         self.heartbeat = heartbeat
-        self._live = live
-        self._dirty = dirty
-        self._running = running
         self._backend = backend
-        self._on_cancel_requests = on_cancel_requests
-        self._on_committed = on_committed
+        self._tasks: dict[str, LiveTask] = {}  # tracked: not yet committed final
+        self._cursors: dict[str, _Cursor] = {}
+        self._dirty: set[str] = set()
+        self._running: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -72,9 +71,38 @@ class Publisher:
         self._thread = threading.Thread(target=self._loop, name="raytha-nb-publisher", daemon=True)
         self._thread.start()
 
+    # -- tracking -----------------------------------------------------------------
+    def track(self, live: LiveTask) -> None:
+        """Publish ``live`` from now until its final state is stored."""
+        self._cursors[live.id] = _Cursor()
+        self._tasks[live.id] = live
+        live.on_change = self._changed
+        self._changed(live)
+
+    def _changed(self, live: LiveTask) -> None:
+        # Called from the task's threads: set operations are atomic under the GIL.
+        if live.status is TaskStatus.PROCESSING:
+            self._running.add(live.id)
+        self._dirty.add(live.id)
+        if live.status in TERMINAL:
+            self._wake.set()
+
+    def stored(self, job_id: str) -> bool:
+        """Whether the backend has any state of this task (else asking it is pointless)."""
+        cursor = self._cursors.get(job_id)
+        return cursor is None or cursor.version > 0
+
+    def pending(self) -> bool:
+        """Whether any tracked task has changes the backend has not accepted."""
+        return any(
+            live.version != self._cursors[job_id].version
+            for job_id, live in list(self._tasks.items())
+        )
+
     def wake(self) -> None:
         self._wake.set()
 
+    # -- the loop -------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
             delay = self.interval if not self._failures else min(5.0, 0.25 * 2**self._failures)
@@ -93,12 +121,13 @@ class Publisher:
             batch, sent = self._collect(now)
             # While tasks run, check in every flush: the reply carries cancel requests
             # from other kernels and REST, so they land within ~interval, not ~heartbeat.
-            every = self.interval if self._running() else self.heartbeat
+            every = self.interval if self._running else self.heartbeat
             due = now - self._last_publish >= every
             if not batch and not due:
                 return True
+            active = [i for i, t in list(self._tasks.items()) if not t.status.finished]
             try:
-                cancels = self._backend.publish(batch)
+                cancels = self._backend.publish(batch, active)
             except Exception as exc:
                 self._dirty.update(item.live.id for item in sent)  # retry them next round
                 self._failures += 1
@@ -121,71 +150,76 @@ class Publisher:
             self._failures = 0
             self._last_publish = now
             self._acknowledge(sent)
-            if cancels:
-                self._on_cancel_requests(cancels)
+            for job_id in cancels:
+                live = self._tasks.get(job_id)
+                if live is not None:
+                    live.request_cancel()
             return True
 
     def _collect(self, now: float) -> tuple[Batch, list[_Sent]]:
         # Changed tasks: those flagged dirty plus the running ones (whose progress
         # reports only bump their version). pop() is atomic, so a task flagged again
         # meanwhile stays flagged for the next round.
-        candidates: dict[str, LiveTask] = {t.id: t for t in self._running()}
+        candidates = set(self._running)
         while self._dirty:
-            job_id = self._dirty.pop()
-            task = self._live.get(job_id)
-            if task is not None:
-                candidates[job_id] = task
+            candidates.add(self._dirty.pop())
         batch, sent = Batch(), []
-        for live in candidates.values():
-            version, row_version = live.version, live.row_version
-            if version == live.flushed_version:
+        for job_id in candidates:
+            live = self._tasks.get(job_id)
+            cursor = self._cursors.get(job_id)
+            if live is None or cursor is None:
+                self._running.discard(job_id)
                 continue
-            if row_version != live.flushed_row_version:
+            if live.status is not TaskStatus.PROCESSING:
+                self._running.discard(job_id)
+            version, row_version = live.version, live.row_version
+            if version == cursor.version:
+                continue
+            if row_version != cursor.row_version:
                 batch.tasks.append(live.row(now))
             else:
                 batch.progress.append(live.progress_row(now))
-            events = list(live.events)
-            batch.events.extend((live.id, *event) for event in events)
-            sample = live.reported()
-            sampled_at = live.sampled_at
+            history = live.history[cursor.history :]
+            batch.history.extend(history)
+            sample, sampled_at = live.reported(), cursor.sampled_at
             # History: a progress sample when the step changes, else at most once a second.
             if (
                 live.status is TaskStatus.PROCESSING
-                and sample != live.sampled
-                and (sample[0] != live.sampled[0] or now - sampled_at >= _SAMPLE_EVERY)
+                and sample != cursor.sample
+                and (sample[0] != cursor.sample[0] or now - sampled_at >= _SAMPLE_EVERY)
             ):
-                batch.events.append((live.id, now, "processing", *sample))
+                batch.history.append(HistoryRow(live.id, now, "processing", *sample))
                 sampled_at = now
             else:
-                sample = live.sampled
-            logs = live.unflushed_logs()
-            if logs and logs[0][0] > live.log_flushed + 1:
+                sample = cursor.sample
+            logs = live.logs_after(cursor.log_seq)
+            if logs and logs[0][0] > cursor.log_seq + 1:
                 log.warning(
                     "raytha_nb: task %s printed faster than it could be stored; "
                     "log lines %d-%d were dropped",
-                    live.id, live.log_flushed + 1, logs[0][0] - 1,
+                    live.id, cursor.log_seq + 1, logs[0][0] - 1,
                 )  # fmt: skip
-            batch.logs.extend((live.id, *line) for line in logs)
-            last_seq = logs[-1][0] if logs else live.log_flushed
-            sent.append(
-                _Sent(live, version, row_version, len(events), last_seq, sample, sampled_at)
+            batch.logs.extend(LogRow(live.id, *line) for line in logs)
+            moved = _Cursor(
+                version,
+                row_version,
+                cursor.history + len(history),
+                logs[-1][0] if logs else cursor.log_seq,
+                sample,
+                sampled_at,
             )
+            sent.append(_Sent(live, moved))
         return batch, sent
 
     def _acknowledge(self, sent: list[_Sent]) -> None:
         for item in sent:
-            live = item.live
-            for _ in range(item.events):
-                live.events.popleft()
-            live.log_flushed = item.log_seq
-            live.sampled = item.sample
-            live.sampled_at = item.sampled_at
-            live.flushed_row_version = item.row_version
-            live.flushed_version = item.version
-            if live.status in TERMINAL and live.version == item.version:
-                self._on_committed(live)
+            live, cursor = item.live, item.cursor
+            self._cursors[live.id] = cursor
+            if live.status in TERMINAL and live.version == cursor.version:
+                del self._tasks[live.id]
+                del self._cursors[live.id]
+                self._running.discard(live.id)
                 live.set_committed()
-                self._live.pop(live.id, None)
 
     def stop(self, flush: bool = True, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -196,7 +230,7 @@ class Publisher:
             while time.monotonic() < deadline:
                 try:
                     self.flush()
-                    if not any(v.version != v.flushed_version for v in list(self._live.values())):
+                    if not self.pending():
                         return
                 except StoreClosed:
                     # The server is stopping too: it marks this kernel's unfinished tasks

@@ -1,9 +1,10 @@
 """The DuckDB task store: schema, migrations, bulk writes and queries.
 
 One ``Store`` owns one DuckDB file: the kernel in embedded mode, the jupyter server
-otherwise. Writes arrive as a :class:`Batch` and are committed in one transaction of
-bulk statements (DuckDB does ~1,000 single-row statements a second but tens of
-thousands of rows a second in one statement). Reads use a cursor per thread.
+otherwise. Writes arrive as a :class:`~raytha_nb.protocol.Batch` and are committed in
+one transaction of bulk statements (DuckDB does ~1,000 single-row statements a second
+but tens of thousands of rows a second in one statement). Reads use a cursor per
+thread. All of raytha_nb's SQL is here, as class-level strings.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,14 @@ import duckdb
 import pyarrow as pa
 
 from ._sql import literal
-from .model import LogLine, StoreClosed, StoreLockedError, TaskRecord, TaskStatus
+from .errors import StoreClosed, StoreLockedError
+from .model import TERMINAL, LogLine, TaskQuery, TaskRecord, TaskStatus
+from .protocol import Batch, HistoryRow, LogRow, ProgressRow, TaskRow
 
-#: Column order of task rows in a Batch (times are epoch seconds).
-TASK_COLUMNS = (
-    "id", "name", "task", "args", "status", "task_step", "status_info", "percent_complete",
-    "error_type", "error_message", "traceback", "result", "result_kind", "created_at",
-    "started_at", "completed_at", "heartbeat_at", "kernel_id", "notebook", "pid",
-    "cancel_requested",
-)  # fmt: skip
-#: A running task's progress only: the cheap update most flushes need.
-PROGRESS_COLUMNS = ("id", "task_step", "status_info", "percent_complete", "heartbeat_at")
-EVENT_COLUMNS = ("task_id", "ts", "status", "task_step", "percent_complete", "status_info")
-LOG_COLUMNS = ("task_id", "seq", "ts", "stream", "text")
+TASK_COLUMNS = TaskRow._fields
+PROGRESS_COLUMNS = ProgressRow._fields
+HISTORY_COLUMNS = HistoryRow._fields
+LOG_COLUMNS = LogRow._fields
 _TIME_COLUMNS = {"created_at", "started_at", "completed_at", "heartbeat_at", "ts"}
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -46,37 +41,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "cancel_requested": pa.bool_(),
     **{name: pa.float64() for name in _TIME_COLUMNS},
 }
-
-
-@dataclass
-class Batch:
-    """State changes to commit together: full task rows (latest wins), progress-only rows
-    of tasks already stored, history rows, log lines."""
-
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
-    progress: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    logs: list[tuple[Any, ...]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks or self.progress or self.events or self.logs)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tasks": self.tasks,
-            "progress": self.progress,
-            "events": self.events,
-            "logs": self.logs,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Batch:
-        return cls(
-            tasks=[tuple(row) for row in data.get("tasks", [])],
-            progress=[tuple(row) for row in data.get("progress", [])],
-            events=[tuple(row) for row in data.get("events", [])],
-            logs=[tuple(row) for row in data.get("logs", [])],
-        )
+_FINISHED = tuple(s.value for s in TERMINAL)
 
 
 def _ts(column: str) -> str:
@@ -87,7 +52,7 @@ def _select(columns: Sequence[str]) -> str:
     return ", ".join(_ts(c) if c in _TIME_COLUMNS else c for c in columns)
 
 
-def _arrow(columns: Sequence[str], rows: list[tuple[Any, ...]]) -> pa.Table:
+def _arrow(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     arrays = list(zip(*rows)) if rows else [()] * len(columns)
     return pa.table(
         {
@@ -158,25 +123,38 @@ class Store:
         f"updated_at = make_timestamp(?) FROM (SELECT {_select(PROGRESS_COLUMNS)} "
         "FROM batch_progress) AS b WHERE tasks.id = b.id"
     )
-    INSERT_EVENTS = (
-        f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) "
-        f"SELECT {_select(EVENT_COLUMNS)} FROM batch_events"
+    # The history table keeps its first name, task_events: users' SQL reads it.
+    INSERT_HISTORY = (
+        f"INSERT INTO task_events ({', '.join(HISTORY_COLUMNS)}) "
+        f"SELECT {_select(HISTORY_COLUMNS)} FROM batch_history"
     )
     INSERT_LOGS = (
         f"INSERT INTO task_logs ({', '.join(LOG_COLUMNS)}) "
         f"SELECT {_select(LOG_COLUMNS)} FROM batch_logs"
     )
-    RECOVER_EVENTS = """
+    SELECT_ACTIVE = "SELECT id FROM tasks WHERE status IN ('enqueued', 'processing')"
+    INTERRUPT_HISTORY = """
         INSERT INTO task_events
         SELECT id, make_timestamp($now), 'interrupted', task_step, percent_complete,
                replace($reason, '{pid}', coalesce(CAST(pid AS VARCHAR), 'unknown'))
         FROM tasks WHERE id IN (SELECT unnest($ids))
     """
-    RECOVER_TASKS = """
+    INTERRUPT_TASKS = """
         UPDATE tasks SET status = 'interrupted', cancel_requested = false,
                status_info = replace($reason, '{pid}', coalesce(CAST(pid AS VARCHAR), 'unknown')),
                completed_at = make_timestamp($now), updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids))
+    """
+    SELECT_FINISHED = (
+        f"SELECT id FROM tasks WHERE id IN (SELECT unnest(?)) AND status IN {tuple(_FINISHED)!r}"
+    )
+    SELECT_FINISHED_BEFORE = (
+        f"SELECT id FROM tasks WHERE status IN {tuple(_FINISHED)!r} "
+        "AND (CAST(? AS BIGINT) IS NULL OR completed_at < make_timestamp(CAST(? AS BIGINT)))"
+    )
+    SELECT_LAST_LOG_SEQ = """
+        SELECT task_id, max(seq) FROM task_logs
+        WHERE task_id IN (SELECT unnest(?)) GROUP BY task_id
     """
     SELECT_TASKS = f"SELECT {', '.join(TASK_COLUMNS)}, updated_at FROM tasks"
     SELECT_LOGS = """
@@ -201,7 +179,9 @@ class Store:
         self._closed = False
         self._migrate()
         if recover:
-            self.interrupt_active("the process that ran it (PID {pid}) ended before it finished")
+            self.interrupt(
+                self.active_ids(), "the process that ran it (PID {pid}) ended before it finished"
+            )
 
     # -- plumbing ----------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -260,7 +240,7 @@ class Store:
                 for name, columns, rows, sql in (
                     ("batch_tasks", TASK_COLUMNS, batch.tasks, self.UPSERT_TASKS),
                     ("batch_progress", PROGRESS_COLUMNS, batch.progress, self.UPDATE_PROGRESS),
-                    ("batch_events", EVENT_COLUMNS, batch.events, self.INSERT_EVENTS),
+                    ("batch_history", HISTORY_COLUMNS, batch.history, self.INSERT_HISTORY),
                     ("batch_logs", LOG_COLUMNS, batch.logs, self.INSERT_LOGS),
                 ):
                     if rows:
@@ -272,45 +252,38 @@ class Store:
                 cur.execute("ROLLBACK")
                 # Only now: unregistering inside the failed transaction would raise and
                 # hide the real error.
-                for name in ("batch_tasks", "batch_progress", "batch_events", "batch_logs"):
+                for name in ("batch_tasks", "batch_progress", "batch_history", "batch_logs"):
                     with contextlib.suppress(duckdb.Error):
                         cur.unregister(name)
                 raise
 
-    def publish(self, batch: Batch) -> set[str]:
-        """The embedded backend's publish: commit; nobody else can ask for cancels."""
-        self.apply(batch)
-        return set()
-
-    def interrupt_active(
-        self, reason: str, where: str = "true", params: Sequence[Any] = ()
-    ) -> list[str]:
-        """Mark enqueued/processing tasks matching ``where`` interrupted; returns their ids.
+    def interrupt(self, ids: Sequence[str], reason: str) -> list[str]:
+        """Mark those of ``ids`` still enqueued or processing ``interrupted``; returns them.
 
         ``reason`` becomes the status_info; ``{pid}`` in it is filled from each task's pid.
         """
+        if not ids:
+            return []
         cur = self._cursor()
         with self._write_lock:
-            ids = [
+            active = [
                 row[0]
                 for row in cur.execute(
-                    "SELECT id FROM tasks WHERE status IN ('enqueued', 'processing') "
-                    f"AND ({where})",
-                    list(params),
+                    f"{self.SELECT_ACTIVE} AND id IN (SELECT unnest(?))", [list(ids)]
                 ).fetchall()
             ]
-            if not ids:
+            if not active:
                 return []
-            values = {"ids": ids, "reason": reason, "now": _micros()}
+            values = {"ids": active, "reason": reason, "now": _micros()}
             cur.execute("BEGIN")
             try:
-                cur.execute(self.RECOVER_EVENTS, values)
-                cur.execute(self.RECOVER_TASKS, values)
+                cur.execute(self.INTERRUPT_HISTORY, values)
+                cur.execute(self.INTERRUPT_TASKS, values)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        return ids
+        return active
 
     def request_cancel(self, job_id: str) -> None:
         with self._write_lock:
@@ -344,38 +317,46 @@ class Store:
         row = self._cursor().execute(f"{self.SELECT_TASKS} WHERE id = ?", [job_id]).fetchone()
         return _record(row) if row else None
 
-    def list_tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        name: str | None = None,
-        kernel_id: str | None = None,
-        notebook: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-        q: str | None = None,
-    ) -> list[TaskRecord]:
-        """Tasks newest first, filtered by exact status(es), name, kernel or notebook, and
-        ``q``: a case-insensitive substring of name, task, notebook or status_info."""
-        where, params = _filters(status, name, kernel_id, notebook, q)
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]:
+        """One page of the tasks ``query`` selects, newest first."""
+        where, params = _where(query)
         sql = f"{self.SELECT_TASKS} WHERE {where} ORDER BY created_at DESC, id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)} OFFSET {int(query.offset)}"
         return [_record(row) for row in self._cursor().execute(sql, params).fetchall()]
 
-    def count_tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        name: str | None = None,
-        kernel_id: str | None = None,
-        notebook: str | None = None,
-        q: str | None = None,
-    ) -> int:
-        """How many tasks :meth:`list_tasks` with these filters and no limit would return."""
-        where, params = _filters(status, name, kernel_id, notebook, q)
+    def count_tasks(self, query: TaskQuery) -> int:
+        """How many tasks ``query`` selects, whatever its page."""
+        where, params = _where(query)
         row = self._cursor().execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
         return int(row[0]) if row else 0
+
+    def active_ids(self, kernel_id: str | None = None) -> list[str]:
+        """Ids of enqueued and processing tasks (of one kernel, if given)."""
+        sql, params = self.SELECT_ACTIVE, []
+        if kernel_id is not None:
+            sql, params = f"{sql} AND kernel_id = ?", [kernel_id]
+        return [row[0] for row in self._cursor().execute(sql, params).fetchall()]
+
+    def finished_ids(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` whose stored status is final."""
+        if not ids:
+            return set()
+        rows = self._cursor().execute(self.SELECT_FINISHED, [list(ids)]).fetchall()
+        return {row[0] for row in rows}
+
+    def finished_before(self, ts: float | None) -> list[str]:
+        """Ids of finished tasks (that finished before epoch second ``ts``, if given)."""
+        micros = None if ts is None else int(ts * 1_000_000)
+        rows = self._cursor().execute(self.SELECT_FINISHED_BEFORE, [micros, micros])
+        return [row[0] for row in rows.fetchall()]
+
+    def last_log_seqs(self, ids: Sequence[str]) -> dict[str, int]:
+        """The highest stored log ``seq`` of each of ``ids`` that has logged."""
+        if not ids:
+            return {}
+        rows = self._cursor().execute(self.SELECT_LAST_LOG_SEQ, [list(ids)]).fetchall()
+        return {task_id: int(seq) for task_id, seq in rows}
 
     def get_many(self, ids: Sequence[str]) -> list[TaskRecord]:
         """The stored rows of ``ids`` (unknown ids are left out), in no particular order."""
@@ -404,10 +385,6 @@ class Store:
         """Run read-only SQL over the store (tasks, task_events, task_logs)."""
         return self._cursor().execute(query, list(params))
 
-    def result_url(self, job_id: str) -> str | None:
-        """No server, no download URL: the result file's path is all there is."""
-        return None
-
     def connection(self) -> duckdb.DuckDBPyConnection:
         """A cursor on the store itself, for reading its tables with any DuckDB API."""
         return self._con.cursor()
@@ -427,29 +404,23 @@ class Store:
         return files
 
 
-def _filters(
-    status: str | Sequence[str] | None,
-    name: str | None,
-    kernel_id: str | None,
-    notebook: str | None,
-    q: str | None,
-) -> tuple[str, list[Any]]:
-    """The WHERE clause (and its parameters) shared by list_tasks and count_tasks."""
+def _where(query: TaskQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a task query."""
     where: list[str] = ["true"]
     params: list[Any] = []
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        where.append(f"status IN ({', '.join('?' * len(statuses))})")
-        params.extend(TaskStatus(s).value for s in statuses)
-    for column, value in (("name", name), ("kernel_id", kernel_id), ("notebook", notebook)):
+    if query.status is not None:
+        where.append(f"status IN ({', '.join('?' * len(query.status))})")
+        params.extend(s.value for s in query.status)
+    for column in ("name", "kernel_id", "notebook"):
+        value = getattr(query, column)
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    if q:
+    if query.q:
         where.append(
             "contains(lower(concat_ws(chr(10), name, task, notebook, status_info)), lower(?))"
         )
-        params.append(q)
+        params.append(query.q)
     return " AND ".join(where), params
 
 

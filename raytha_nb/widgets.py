@@ -15,9 +15,9 @@ from typing import Any
 import ipywidgets as w
 
 from . import _text
+from ._manager import manager
 from ._refresher import refresher
 from .api import cancel, get_task, logs
-from .manager import manager
 from .model import LogLine, TaskRecord, TaskStatus
 
 #: Log lines a widget keeps for display (the store keeps them all).

@@ -9,6 +9,7 @@ from typing import Any
 
 from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
+from raytha_nb.protocol import Batch, LogRow, Publish
 
 
 def live_task(
@@ -49,16 +50,14 @@ def publish_body(
 ) -> str:
     """The JSON a kernel's RemoteBackend posts to kernel-api/publish for these tasks."""
     now = time.time()
-    batch = {
-        "tasks": [list(t.row(now)) for t in tasks],
-        "events": [[t.id, *e] for t in tasks for e in t.events],
-        "logs": [[t.id, *line] for t in tasks for line in t.logs],
-    }
+    batch = Batch(
+        tasks=[t.row(now) for t in tasks],
+        history=[row for t in tasks for row in t.history],
+        logs=[LogRow(t.id, *line) for t in tasks for line in t.logs],
+    )
     if active is None:
         active = [t.id for t in tasks if not t.status.finished]
-    return json.dumps(
-        {"session": session, "kernel_id": kernel_id, "pid": 4242, "active": active, "batch": batch}
-    )
+    return json.dumps(Publish(session, batch, kernel_id, 4242, tuple(active)).to_json())
 
 
 def write_parquet(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import raytha_nb as rnb
-from raytha_nb import manager as manager_module
+from raytha_nb import _manager
 
 ROOT = Path(__file__).resolve().parents[1]
 # Kernels and subprocesses started by tests import this checkout.
@@ -31,4 +31,4 @@ def mgr(db_path: Path) -> Iterator[rnb.TaskManager]:
     manager = rnb.configure(db_path, workers=4, flush_interval=0.05, cancel_grace=0.3)
     yield manager
     manager.shutdown()
-    manager_module._default = None
+    _manager._default = None  # the next test's first rnb call makes a fresh manager

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from raytha_nb import _client
-from raytha_nb.backend import backend_from_env
-from raytha_nb.store import Store
+from raytha_nb import _client, _identity
+from raytha_nb._manager import open_backend
+from raytha_nb.backend import EmbeddedBackend
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def test_environment_wins(no_server_env: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RAYTHA_NB_URL", "http://127.0.0.1:9/base/")
     monkeypatch.setenv("RAYTHA_NB_TOKEN", "s3cret")
     monkeypatch.setenv("RAYTHA_NB_RESULTS", "/tmp/results")
-    assert _client.discover() == _client.ServerAddress(
+    assert _identity.discover() == _identity.ServerAddress(
         "http://127.0.0.1:9/base/", "s3cret", "/tmp/results"
     )
-    backend = backend_from_env()
+    backend = open_backend()
     assert isinstance(backend, _client.RemoteBackend)
     assert backend.results_dir == Path("/tmp/results")
 
@@ -43,15 +43,15 @@ def test_runtime_file_of_the_parent_server(no_server_env: Path) -> None:
         "RAYTHA_NB_RESULTS": "/r",
     }
     (no_server_env / f"raytha_nb-{os.getppid()}.json").write_text(json.dumps(values))
-    assert _client.discover() == _client.ServerAddress("http://127.0.0.1:9/", "t", "/r")
+    assert _identity.discover() == _identity.ServerAddress("http://127.0.0.1:9/", "t", "/r")
 
 
 def test_no_server_means_embedded(no_server_env: Path) -> None:
     (no_server_env / "raytha_nb-1.json").write_text("{}")  # another process's server
-    assert _client.discover() is None
-    backend = backend_from_env()
+    assert _identity.discover() is None
+    backend = open_backend()
     try:
-        assert isinstance(backend, Store)
+        assert isinstance(backend, EmbeddedBackend)
     finally:
         backend.close()
 
@@ -61,19 +61,19 @@ def test_explicit_db_is_embedded_even_under_a_server(
 ) -> None:
     monkeypatch.setenv("RAYTHA_NB_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("RAYTHA_NB_TOKEN", "t")
-    backend = backend_from_env(tmp_path / "mine.duckdb")
+    backend = open_backend(tmp_path / "mine.duckdb")
     try:
-        assert isinstance(backend, Store)
+        assert isinstance(backend, EmbeddedBackend)
     finally:
         backend.close()
 
 
 def test_unreachable_server_is_a_clear_error(no_server_env: Path) -> None:
-    backend = _client.RemoteBackend(_client.ServerAddress("http://127.0.0.1:9/", "t", "/r"))
+    backend = _client.RemoteBackend(_identity.ServerAddress("http://127.0.0.1:9/", "t", "/r"))
     with pytest.raises(_client.ServerError, match="cannot reach the raytha_nb server"):
         backend.get("00000000-0000-0000-0000-000000000000")
     with pytest.raises(ValueError, match="must be an http:// URL"):
-        _client.RemoteBackend(_client.ServerAddress("ftp://x/", "t"))
+        _client.RemoteBackend(_identity.ServerAddress("ftp://x/", "t"))
 
 
 @pytest.mark.parametrize(
@@ -90,4 +90,4 @@ def test_kernels_get_a_url_their_client_can_parse(ip: str, url: str) -> None:
     from raytha_nb.server.app import kernel_url
 
     assert kernel_url(ip, 8888, "/") == url
-    _client.RemoteBackend(_client.ServerAddress(url, "t", "/r"))  # parses host and port
+    _client.RemoteBackend(_identity.ServerAddress(url, "t", "/r"))  # parses host and port

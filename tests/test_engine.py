@@ -283,7 +283,7 @@ def test_results_round_trip(mgr: rnb.TaskManager) -> None:
     for job in ids.values():
         assert rnb.wait(job, timeout=10).result_kind == "parquet"
     # Drop the in-memory copies so result() reads the Parquet files back.
-    mgr._values.clear()
+    mgr.values.clear()
     pd.testing.assert_frame_equal(rnb.result(ids["pandas"]), frame)
     pd.testing.assert_frame_equal(rnb.result(ids["indexed"]), indexed)
     pd.testing.assert_frame_equal(rnb.result(ids["multi"]), multi)
@@ -297,7 +297,7 @@ def test_unpicklable_result_keeps_repr(mgr: rnb.TaskManager) -> None:
     job = rnb.enqueue(lambda: threading.Lock())
     task = rnb.wait(job, timeout=10)
     assert task.status is TaskStatus.COMPLETE and task.result_kind == "repr"
-    mgr._values.clear()
+    mgr.values.clear()
     with pytest.raises(rnb.ResultUnavailable, match="could not be stored"):
         rnb.result(job)
 
@@ -324,7 +324,7 @@ def test_terminal_state_is_committed_before_wait_returns(mgr: rnb.TaskManager) -
     for _ in range(20):
         job = rnb.enqueue(lambda: 1)
         rnb.wait(job, timeout=10)
-        row = mgr.backend.sql("SELECT status FROM tasks WHERE id = ?", [job]).fetchone()  # type: ignore[attr-defined]
+        row = mgr.backend.store.sql("SELECT status FROM tasks WHERE id = ?", [job]).fetchone()  # type: ignore[attr-defined]
         assert row == ("complete",)
 
 
@@ -418,8 +418,8 @@ def test_list_tasks_never_misses_a_task_that_finishes_meanwhile(
     job = rnb.enqueue(gate.wait, [5])
     query = mgr.backend.list_tasks
 
-    def racing_query(**filters: Any) -> list[rnb.TaskRecord]:
-        rows = query(**filters)  # the store does not have the task yet...
+    def racing_query(q: rnb.TaskQuery) -> list[rnb.TaskRecord]:
+        rows = query(q)  # the store does not have the task yet...
         gate.set()
         poll(lambda: rnb.get_task(job).finished)
         mgr.flush()  # ...and now it is committed and gone from memory
@@ -447,19 +447,20 @@ def test_task_store_connection_reads_the_tables(mgr: rnb.TaskManager) -> None:
 def test_logs_of_an_unpublished_task_come_from_memory_only(db_path: Path) -> None:
     """Until its first publish a task has nothing in the store, so logs() must not ask
     it (through a server that is a 404 round trip per widget of every fresh task)."""
+    from raytha_nb.backend import EmbeddedBackend
     from raytha_nb.store import Store
 
-    class HeldStore(Store):
+    class HeldStore(EmbeddedBackend):
         """The real store, with publishing held until released and logs() counted."""
 
         def __init__(self, path: Path) -> None:
-            super().__init__(path)
+            super().__init__(Store(path))
             self.release = threading.Event()
             self.log_queries = 0
 
-        def publish(self, batch: Any) -> set[str]:
+        def publish(self, batch: Any, active: list[str]) -> set[str]:
             self.release.wait(10)
-            return super().publish(batch)
+            return super().publish(batch, active)
 
         def logs(self, job_id: str, since: int = 0, limit: int = 10_000) -> list[Any]:
             self.log_queries += 1
@@ -490,10 +491,11 @@ def test_logs_of_an_unpublished_task_come_from_memory_only(db_path: Path) -> Non
 def test_shutdown_gives_up_at_once_when_the_store_is_closed(db_path: Path) -> None:
     """A kernel stopping with its server finds the store closed: no retrying for the
     whole flush timeout (the server marks its unfinished tasks interrupted itself)."""
+    from raytha_nb.backend import EmbeddedBackend
     from raytha_nb.store import Store
 
     store = Store(db_path)
-    manager = rnb.TaskManager(backend=store, workers=1, flush_interval=0.05)
+    manager = rnb.TaskManager(backend=EmbeddedBackend(store), workers=1, flush_interval=0.05)
     gate = threading.Event()
     job = manager.enqueue(lambda: gate.wait(10))
     poll(lambda: manager.get_task(job).status == "processing")
@@ -610,7 +612,7 @@ def test_odd_progress_values_are_stored_sanely_and_never_stall_the_store(
     gate.set()
     for job in [*jobs, nan]:
         assert rnb.wait(job, timeout=10).status == "complete"
-    stored = mgr.backend.sql(  # type: ignore[attr-defined]
+    stored = mgr.backend.store.sql(  # type: ignore[attr-defined]
         "SELECT count(*) FROM tasks WHERE status = 'complete' AND isfinite(percent_complete)"
     ).fetchone()
     assert stored == (3,)

@@ -13,7 +13,10 @@ import duckdb
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
+from raytha_nb import __version__
 from raytha_nb.model import TaskStatus
+from raytha_nb.protocol import Batch, ProgressRow, Publish
+from raytha_nb.server.events import PROGRESS_FIELDS
 from raytha_nb.server.service import TaskService
 
 from ._server_helpers import live_task, publish_body
@@ -346,46 +349,81 @@ async def test_kernel_shutdown_interrupts_its_tasks(
     assert record["status_info"] == f"kernel {kernel_id} (PID 4242) was shut down while it ran"
 
 
-async def test_kernel_api_rejects_bad_batches(jp_fetch: Any, secret: str) -> None:
+def _with_task_value(good: dict[str, Any], column: str, value: Any) -> dict[str, Any]:
+    """``good`` with one column of its first task row replaced."""
+    section = good["batch"]["tasks"]
+    row = list(section["rows"][0])
+    row[section["columns"].index(column)] = value
+    return {**good, "batch": {**good["batch"], "tasks": {**section, "rows": [row]}}}
+
+
+async def test_kernel_api_rejects_bad_batches(
+    jp_fetch: Any, secret: str, service: TaskService
+) -> None:
+    """Every bad field is a 400 that names it, and nothing of such a batch is stored."""
     good = json.loads(publish_body([live_task()]))
-    bad_bodies: list[Any] = [
-        "not json",
-        [],
-        {"batch": {}},
-        {**good, "session": 5},
-        {**good, "pid": "x"},
-        {**good, "active": "x"},
-        {**good, "batch": {"tasks": [[1, 2]]}},
-        {
-            **good,
-            "batch": {
-                "tasks": [
-                    [
-                        "id",
-                        *good["batch"]["tasks"][0][1:4],
-                        "running",
-                        *good["batch"]["tasks"][0][5:],
-                    ]
-                ]
-            },
-        },
-        {
-            **good,
-            "batch": {
-                "tasks": [[*good["batch"]["tasks"][0][:5], "many", *good["batch"]["tasks"][0][6:]]]
-            },
-        },
-        {
-            **good,
-            "batch": {
-                "tasks": [[*good["batch"]["tasks"][0][:1], None, *good["batch"]["tasks"][0][2:]]]
-            },
-        },
+    columns = good["batch"]["tasks"]["columns"]
+    bad_bodies: list[tuple[Any, str]] = [
+        ("not json", "not valid JSON"),
+        ([], "JSON object"),
+        ({**good, "session": 5}, "session"),
+        ({**good, "pid": "x"}, "pid"),
+        ({**good, "active": "x"}, "active"),
+        ({**good, "batch": {"tasks": [[1, 2]]}}, "batch.tasks"),
+        ({**good, "batch": {"tasks": {"columns": columns, "rows": [[1, 2]]}}}, "rows[0]"),
+        (_with_task_value(good, "status", "running"), "status"),
+        (_with_task_value(good, "task_step", "many"), "task_step"),
+        (_with_task_value(good, "name", None), "name"),
+        (_with_task_value(good, "args", "{not json"), "args"),
+        (_with_task_value(good, "result", "{not json"), "result"),
+        (_with_task_value(good, "created_at", -1e12), "created_at"),
+        (_with_task_value(good, "started_at", 253_402_300_800 + 86_400 * 400), "started_at"),
+        (_with_task_value(good, "percent_complete", 101), "percent_complete"),
+        (_with_task_value(good, "pid", 2**70), "pid"),
+        ('{"session": "s", "batch": {}, "protocol": "1.0", "pid": NaN}', "NaN"),
+        ("[" * 100_000 + "]" * 100_000, "nested"),
     ]
-    for bad in bad_bodies:
+    for bad, field in bad_bodies:
         text = bad if isinstance(bad, str) else json.dumps(bad)
         reply = await kernel(jp_fetch, secret, "publish", method="POST", body=text, expect=400)
-        assert reply["message"]
+        assert field in reply["message"], (field, reply["message"])
+    assert service.store.get(good["batch"]["tasks"]["rows"][0][0]) is None
+    assert body(await api(jp_fetch, "tasks"))["total"] == 0  # and the list still answers
+
+
+async def test_kernel_api_accepts_nearby_protocol_versions(jp_fetch: Any, secret: str) -> None:
+    """A newer kernel's unknown column is ignored, an older kernel's missing optional
+    column defaulted; a kernel of another major version gets one clear message."""
+    newer = json.loads(publish_body([live_task("newer", status=TaskStatus.PROCESSING)]))
+    section = newer["batch"]["tasks"]
+    section["columns"].append("priority")
+    section["rows"][0].append(7)
+    newer["protocol"] = "1.1"
+    newer["batch"]["history"]["columns"].append("attempt")
+    for row in newer["batch"]["history"]["rows"]:
+        row.append(1)
+    await kernel(jp_fetch, secret, "publish", method="POST", body=json.dumps(newer))
+    stored = body(await api(jp_fetch, "tasks", section["rows"][0][0]))
+    assert stored["name"] == "newer" and stored["status"] == "processing"
+
+    older = json.loads(publish_body([live_task("older", notebook="old.ipynb")]))
+    section = older["batch"]["tasks"]
+    at = section["columns"].index("notebook")
+    del section["columns"][at]
+    del section["rows"][0][at]
+    await kernel(jp_fetch, secret, "publish", method="POST", body=json.dumps(older))
+    stored = body(await api(jp_fetch, "tasks", section["rows"][0][0]))
+    assert stored["name"] == "older" and stored["notebook"] is None
+
+    for protocol, version in (("2.0", "9.0.0"), ("1.5", "0.5.0"), (None, None)):
+        future = json.loads(publish_body([live_task("future")]))
+        future["protocol"], future["version"] = protocol, version
+        reply = await kernel(
+            jp_fetch, secret, "publish", method="POST", body=json.dumps(future), expect=400
+        )
+        assert __version__ in reply["message"] and "pip install" in reply["message"]
+        if version is not None:
+            assert version in reply["message"]
 
 
 # -- auth -----------------------------------------------------------------------------
@@ -501,8 +539,8 @@ async def test_a_stopping_server_answers_503_and_kernels_stop_retrying(
     """Once the store is closed the kernel API says so (503 with a message, not a 500),
     and a kernel's RemoteBackend turns that into StoreClosed, which ends its retries."""
     from raytha_nb import _client
-    from raytha_nb.model import StoreClosed
-    from raytha_nb.store import Batch
+    from raytha_nb.errors import StoreClosed
+    from raytha_nb.protocol import Batch
 
     task = live_task("job", status=TaskStatus.PROCESSING)
     await publish(jp_fetch, secret, [task])
@@ -521,7 +559,7 @@ async def test_a_stopping_server_answers_503_and_kernels_stop_retrying(
         loop = asyncio.get_running_loop()
         with pytest.raises(StoreClosed, match="shutting down"):
             batch = Batch(tasks=[task.row(time.time())])
-            await loop.run_in_executor(None, backend.publish, batch)
+            await loop.run_in_executor(None, backend.publish, batch, [task.id])
     finally:
         service.closed = False  # let the fixture's teardown stop the server normally
 
@@ -549,10 +587,8 @@ async def test_progress_publish_updates_reads_and_stream_like_the_store(
     while not chunks:  # the stream says hello first
         await asyncio.sleep(0.02)
 
-    progress = {
-        "session": "s-a", "kernel_id": "kernel-a", "pid": 4242, "active": [task.id],
-        "batch": {"progress": [[task.id, 3, "row 9 of 10", 90.0, time.time()]]},
-    }  # fmt: skip
+    batch = Batch(progress=[ProgressRow(task.id, 3, "row 9 of 10", 90.0, time.time())])
+    progress = Publish("s-a", batch, "kernel-a", 4242, (task.id,)).to_json()
     await kernel(jp_fetch, secret, "publish", method="POST", body=json.dumps(progress))
     shown = body(await api(jp_fetch, "tasks", task.id))
     stored = service.store.get(task.id)
@@ -571,5 +607,9 @@ async def test_progress_publish_updates_reads_and_stream_like_the_store(
         await asyncio.sleep(0.02)
     stream.cancel()
     text = b"".join(chunks).decode()
-    data = next(m for m in text.split("\n\n") if "row 9 of 10" in m).split("data: ", 1)[1]
-    assert same(json.loads(data)) == same(stored.to_json())
+    event, data = next(m for m in text.split("\n\n") if "row 9 of 10" in m).split("\n", 1)
+    # A delta: only what a progress publish moves, each field as stored.
+    assert event == "event: progress"
+    delta = json.loads(data.removeprefix("data: "))
+    assert set(delta) == {"id", *PROGRESS_FIELDS}
+    assert same(delta) == {k: v for k, v in same(stored.to_json()).items() if k in delta}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import raytha_nb as rnb
-from raytha_nb.model import TaskStatus
+from raytha_nb.backend import EmbeddedBackend
+from raytha_nb.model import TaskQuery, TaskStatus
 from raytha_nb.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,9 +187,10 @@ def test_concurrent_enqueue_and_progress(db_path: Path) -> None:
         assert len(ids) == len(set(ids)) == 5_000
         for job in ids:
             manager.wait(job, timeout=120)
-        store = manager.backend
-        assert isinstance(store, Store)
-        assert store.count_tasks(status="complete") == 5_000
+        backend = manager.backend
+        assert isinstance(backend, EmbeddedBackend)
+        store = backend.store
+        assert store.count_tasks(TaskQuery.of("complete")) == 5_000
         rows = store.sql(
             "SELECT count(DISTINCT task_id), count(*) FILTER (status = 'complete') FROM task_events"
         ).fetchone()

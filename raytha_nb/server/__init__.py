@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .app import RaythaNbApp
+
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import RaythaNbApp
-
     return [{"module": "raytha_nb.server.app", "app": RaythaNbApp}]

@@ -14,21 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Int, Unicode
 
-from ..backend import default_db_path
-from ..model import StoreLockedError
+from .._identity import ENV_RESULTS, ENV_TOKEN, ENV_URL, default_db_path, runtime_file
+from ..errors import StoreLockedError
 from ..store import Store
-from . import handlers, kernel_api
+from . import handlers
 from .events import EventHub
 from .reaper import Reaper
 from .service import TaskService
-
-#: Environment variables every kernel this server starts inherits.
-ENV_URL, ENV_TOKEN, ENV_RESULTS = "RAYTHA_NB_URL", "RAYTHA_NB_TOKEN", "RAYTHA_NB_RESULTS"
 
 
 class RaythaNbApp(ExtensionApp):
@@ -104,7 +100,7 @@ class RaythaNbApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers)
-        self.handlers.extend(kernel_api.handlers)
+        self.handlers.extend(handlers.kernel_handlers)
 
     def _kernel_secret(self, db: Path) -> str:
         """Read or create the kernel secret; stable across restarts of the server."""
@@ -129,7 +125,7 @@ class RaythaNbApp(ExtensionApp):
         values = {ENV_URL: url, ENV_TOKEN: secret, ENV_RESULTS: str(self.store.results_dir)}
         os.environ.update(values)
         self._advertised = values
-        self._runtime_file = Path(jupyter_runtime_dir()) / f"raytha_nb-{os.getpid()}.json"
+        self._runtime_file = runtime_file(os.getpid())
         self._runtime_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

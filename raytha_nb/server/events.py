@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+#: The fields of a ``progress`` event besides ``id``: what a progress-only publish moves.
+PROGRESS_FIELDS = ("task_step", "status_info", "percent_complete", "heartbeat_at", "updated_at")
 #: Changes buffered per slow client before it is dropped (it reconnects and re-reads).
 QUEUE_SIZE = 10_000
 
@@ -33,7 +35,12 @@ class EventHub:
         self._queues.discard(queue)
 
     def task(self, record: dict[str, Any]) -> None:
+        """A task appeared or its row changed (status, cancel, result): the whole record."""
         self._send("task", record)
+
+    def progress(self, delta: dict[str, Any]) -> None:
+        """Only a running task's progress moved: ``id`` and the fields in PROGRESS_FIELDS."""
+        self._send("progress", delta)
 
     def deleted(self, job_id: str) -> None:
         self._send("deleted", {"id": job_id})

@@ -1,8 +1,8 @@
-"""The user REST API under ``<base_url>/raytha-nb/api/``: Jupyter auth on every method.
+"""The REST resources, one handler each, and the two route tables that serve them.
 
-Every method is ``@web.authenticated`` and ``@authorized`` on the ``raytha_nb``
-resource (GET reads, POST/DELETE writes), so a Jupyter authorizer can grant or deny
-the whole API. Errors are JSON ``{"message", "reason"}``.
+``/raytha-nb/api/`` is the user API (Jupyter auth); ``/raytha-nb/kernel-api/`` is the
+kernel API (the kernel secret): see :mod:`._base` for the schemes. Errors are JSON
+``{"message", "reason"}``.
 """
 
 from __future__ import annotations
@@ -13,21 +13,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
 
-from ._endpoints import (
-    JOB_ID,
-    Base,
-    CancelEndpoint,
-    HistoryEndpoint,
-    LogsEndpoint,
-    TaskEndpoint,
-    TasksEndpoint,
-    conflict,
-)
+from ..errors import ProtocolError
+from ..model import TaskQuery, iso
+from ..protocol import Publish
+from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from .events import sse
 
+#: Largest page a list request may ask for.
+MAX_LIMIT = 1000
+#: DuckDB's BIGINT, the bound of integer query parameters: DuckDB refuses more.
+_BIGINT = 2**63 - 1
 #: Seconds between keep-alive comments on the event stream.
 KEEPALIVE = 15.0
 #: Media types of stored results by kind, when the descriptor names none.
@@ -35,66 +32,104 @@ _MEDIA = {"parquet": "application/vnd.apache.parquet", "pickle": "application/oc
 _CHUNK = 1 << 20
 
 
-class UserAuth(Base):
-    auth_resource = "raytha_nb"
+class TasksHandler(Base):
+    """``tasks``: list with filters and paging; delete all finished."""
 
-
-class TasksHandler(UserAuth, TasksEndpoint):
-    @web.authenticated
-    @authorized
+    @guarded
     async def get(self) -> None:
-        await self.list_tasks()
+        try:
+            query = TaskQuery.from_params(self.get_query_arguments, MAX_LIMIT)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(str(exc)) from None
+        page, total = await self.call(self.service.list_tasks, query)
+        following = query.offset + len(page)
+        self.reply(
+            {
+                "tasks": [r.to_json() for r in page],
+                "total": total,
+                "offset": query.offset,
+                "limit": query.limit,
+                "next_offset": following if following < total else None,
+            }
+        )
 
-    @web.authenticated
-    @authorized
+    @guarded
     async def delete(self) -> None:
-        await self.delete_finished()
+        if self.get_query_argument("finished", None) != "true":
+            raise bad_request(
+                "DELETE tasks needs ?finished=true (it deletes every finished task); "
+                "to delete one task use DELETE tasks/{id}"
+            )
+        self.reply({"deleted": await self.call(self.service.delete_finished)})
 
 
-class TaskHandler(UserAuth, TaskEndpoint):
-    @web.authenticated
-    @authorized
+class TaskHandler(Base):
+    """``tasks/{id}``: one task; delete a finished one."""
+
+    @guarded
     async def get(self, job_id: str) -> None:
-        await self.get_task(job_id)
+        self.reply((await self.record(job_id)).to_json())
 
-    @web.authenticated
-    @authorized
+    @guarded
     async def delete(self, job_id: str) -> None:
-        await self.delete_task(job_id)
+        job_id = check_id(job_id)
+        if not await self.call(self.service.delete, job_id):
+            raise not_found(job_id)
+        self.set_status(204)
+        self.finish()
 
 
-class CancelHandler(UserAuth, CancelEndpoint):
-    @web.authenticated
-    @authorized
+class CancelHandler(Base):
+    """``tasks/{id}/cancel``: ask the task's kernel to cancel it."""
+
+    @guarded
     async def post(self, job_id: str) -> None:
-        await self.cancel_task(job_id)
+        job_id = check_id(job_id)
+        requested, record = await self.call(self.service.cancel, job_id)
+        if record is None:
+            raise not_found(job_id)
+        self.reply({"cancel_requested": requested, "task": record.to_json()})
 
 
-class LogsHandler(UserAuth, LogsEndpoint):
-    @web.authenticated
-    @authorized
+class LogsHandler(Base):
+    """``tasks/{id}/logs?since=N``: what the task printed after line N."""
+
+    @guarded
     async def get(self, job_id: str) -> None:
-        await self.get_logs(job_id)
+        since = self.int_arg("since", 0, 0, _BIGINT)
+        limit = self.int_arg("limit", 10_000, 1, 100_000)
+        record = await self.record(job_id)
+        lines = await self.call(self.service.logs, record.id, since, limit)
+        self.reply(
+            {
+                "lines": [line.to_json() for line in lines],
+                "last_seq": lines[-1].seq if lines else since,
+            }
+        )
 
 
-class HistoryHandler(UserAuth, HistoryEndpoint):
-    @web.authenticated
-    @authorized
+class HistoryHandler(Base):
+    """``tasks/{id}/history``: status changes and progress samples."""
+
+    @guarded
     async def get(self, job_id: str) -> None:
-        await self.get_history(job_id)
+        record = await self.record(job_id)
+        rows = await self.call(self.service.history, record.id)
+        self.reply({"events": [{**row, "ts": iso(row["ts"])} for row in rows]})
 
 
-class ResultHandler(UserAuth):
-    """The result: JSON inline, or the stored file as a download."""
+class ResultHandler(Base):
+    """``tasks/{id}/result``: JSON inline, or the stored file as a download."""
 
-    @web.authenticated
-    @authorized
+    @guarded
     async def get(self, job_id: str) -> None:
         record = await self.record(job_id)
         if record.status.value != "complete":
-            raise conflict(
+            raise web.HTTPError(
+                409,
                 f"task {record.name} ({record.id}) is {record.status.value}, so it has no "
-                "result" + (" yet" if not record.finished else "")
+                "result" + (" yet" if not record.finished else ""),
+                reason="Conflict",
             )
         kind = record.result_kind
         if kind in (None, "json", "repr"):
@@ -121,18 +156,21 @@ class ResultHandler(UserAuth):
         self.finish()
 
 
-class StatusHandler(UserAuth):
-    @web.authenticated
-    @authorized
+class StatusHandler(Base):
+    """``status``: version, active counts, database path (kernels also get results_dir)."""
+
+    @guarded
     async def get(self) -> None:
-        self.reply(await self.call(self.service.status))
+        status = await self.call(self.service.status)
+        if self.scheme == KERNEL:
+            status["results_dir"] = str(self.service.results_dir)
+        self.reply(status)
 
 
-class EventsHandler(UserAuth):
-    """Server-Sent Events: ``task`` and ``deleted`` events, a keep-alive comment."""
+class EventsHandler(Base):
+    """``events``: Server-Sent Events (``task``, ``progress``, ``deleted``), a keep-alive."""
 
-    @web.authenticated
-    @authorized
+    @guarded
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
@@ -160,6 +198,30 @@ class EventsHandler(UserAuth):
             self.finish()
 
 
+class PublishHandler(Base):
+    """``publish`` (kernels only): a batch of state changes and a heartbeat; the reply
+    carries the cancel requests for that kernel's tasks."""
+
+    @guarded
+    async def post(self) -> None:
+        try:
+            message = Publish.from_json(self.json_body())
+        except ProtocolError as exc:
+            raise bad_request(str(exc)) from None
+        cancels = await self.call(self.service.publish, message)
+        self.reply({"cancel": cancels})
+
+
+class SnapshotHandler(Base):
+    """``snapshot`` (kernels only): Parquet copies of the store's tables, for
+    ``rnb.task_store()`` in a kernel, which cannot open the file the server holds."""
+
+    @guarded
+    async def post(self) -> None:
+        target = await self.call(self.service.snapshot)
+        self.reply({"dir": str(target)})
+
+
 def _attachment(name: str) -> str:
     """``Content-Disposition`` for a download: a plain ASCII name, plus the UTF-8 name
     (RFC 6266 ``filename*``) when it has other characters."""
@@ -171,14 +233,34 @@ def _attachment(name: str) -> str:
 
 
 API = "/raytha-nb/api"
+KERNEL_API = "/raytha-nb/kernel-api"
+_AS_USER: dict[str, Any] = {"scheme": USER}
 
-handlers: list[tuple[str, type[Base]]] = [
-    (f"{API}/tasks", TasksHandler),
-    (f"{API}/tasks/{JOB_ID}", TaskHandler),
-    (f"{API}/tasks/{JOB_ID}/cancel", CancelHandler),
-    (f"{API}/tasks/{JOB_ID}/logs", LogsHandler),
-    (f"{API}/tasks/{JOB_ID}/history", HistoryHandler),
-    (f"{API}/tasks/{JOB_ID}/result", ResultHandler),
-    (f"{API}/events", EventsHandler),
-    (f"{API}/status", StatusHandler),
+#: The user API (documented in docs/rest-api.yaml).
+handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
+    (f"{API}/tasks", TasksHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}", TaskHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/cancel", CancelHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/logs", LogsHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/history", HistoryHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/result", ResultHandler, _AS_USER),
+    (f"{API}/events", EventsHandler, _AS_USER),
+    (f"{API}/status", StatusHandler, _AS_USER),
+]
+
+
+def _as_kernel(*methods: str) -> dict[str, Any]:
+    return {"scheme": KERNEL, "methods": methods}
+
+
+#: The kernel API: what a kernel's RemoteBackend calls.
+kernel_handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
+    (f"{KERNEL_API}/publish", PublishHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/info", StatusHandler, _as_kernel("GET")),
+    (f"{KERNEL_API}/snapshot", SnapshotHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/tasks", TasksHandler, _as_kernel("GET")),
+    (f"{KERNEL_API}/tasks/{JOB_ID}", TaskHandler, _as_kernel("GET", "DELETE")),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/cancel", CancelHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/logs", LogsHandler, _as_kernel("GET")),
+    (f"{KERNEL_API}/tasks/{JOB_ID}/history", HistoryHandler, _as_kernel("GET")),
 ]

@@ -16,17 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..model import TERMINAL, LogLine, TaskRecord, utc
-from ..store import TASK_COLUMNS, Batch, Store
+from .._version import __version__
+from ..errors import TaskStateError
+from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, iso, utc
+from ..protocol import Batch, Publish
+from ..store import Store
 from .events import EventHub
 
-_STATUS = TASK_COLUMNS.index("status")
-_CANCEL = TASK_COLUMNS.index("cancel_requested")
-_FINISHED = tuple(s.value for s in TERMINAL)
-
-
-class TaskStateConflict(RuntimeError):
-    """The task is in the wrong state for the request (HTTP 409)."""
+_FINISHED = frozenset(s.value for s in TERMINAL)
 
 
 @dataclass
@@ -40,7 +37,7 @@ class KernelSession:
     active: set[str] = field(default_factory=set)
     #: (task id, ts, status) of every history row in its last batch. A batch carries all
     #: of the kernel's unacknowledged rows, so after a lost reply these come again.
-    last_events: set[tuple[Any, ...]] = field(default_factory=set)
+    last_history: set[tuple[str, float, str]] = field(default_factory=set)
 
 
 class TaskService:
@@ -66,7 +63,7 @@ class TaskService:
         self._lock = threading.RLock()
         self.sessions: dict[str, KernelSession] = {}
         # Active tasks as last stored: GET tasks/{id} reads these without a query.
-        self._live: dict[str, TaskRecord] = {}
+        self._active: dict[str, TaskRecord] = {}
         # The highest stored log seq of those active tasks that have logged: a kernel's
         # next lines are checked against it without a query.
         self._log_seq: dict[str, int] = {}
@@ -77,104 +74,84 @@ class TaskService:
         # Tasks left active by an earlier server run: deadline for a kernel to claim them.
         self._unclaimed: dict[str, float] = {}
         deadline = clock() + heartbeat_timeout
-        for record in store.list_tasks(status=["enqueued", "processing"], limit=None):
-            self._unclaimed[record.id] = deadline
+        for job_id in store.active_ids():
+            self._unclaimed[job_id] = deadline
 
     # -- kernels ---------------------------------------------------------------------
-    def publish(
-        self,
-        batch: Batch,
-        *,
-        session: str,
-        kernel_id: str | None,
-        pid: int | None,
-        active: Sequence[str],
-    ) -> list[str]:
+    def publish(self, message: Publish) -> list[str]:
         """Commit a kernel's batch and heartbeat; return the ids it must cancel."""
+        batch = message.batch
         with self._lock:
-            known = self.sessions.get(session)
+            known = self.sessions.get(message.session)
             if known is None:
-                known = self.sessions[session] = KernelSession(session, kernel_id, pid, 0.0)
+                known = self.sessions[message.session] = KernelSession(
+                    message.session, message.kernel_id, message.pid, 0.0
+                )
             known.last_seen = self._clock()
-            known.active = set(active)
+            known.active = set(message.active)
             for job_id in known.active:
                 self._unclaimed.pop(job_id, None)
             finished = self._drop_finished(batch)
-            received = {tuple(row[:3]) for row in batch.events}
-            batch.events = [row for row in batch.events if tuple(row[:3]) not in known.last_events]
+            received = {(row.task_id, row.ts, row.status) for row in batch.history}
+            batch.history = [
+                row
+                for row in batch.history
+                if (row.task_id, row.ts, row.status) not in known.last_history
+            ]
             batch.tasks = [
-                (*row[:_CANCEL], True, *row[_CANCEL + 1 :]) if row[0] in self._cancelling else row
+                row._replace(cancel_requested=True) if row.id in self._cancelling else row
                 for row in batch.tasks
             ]
             self.store.apply(batch)
-            known.last_events = received
-            done = {row[0] for row in batch.tasks if row[_STATUS] in _FINISHED}
-            self._forget(done)
+            known.last_history = received
+            self._forget({row.id for row in batch.tasks if row.status in _FINISHED})
             # A task finished here (e.g. interrupted) but still alive in the kernel: stop it.
-            cancels = (self._undelivered & (known.active | {r[0] for r in batch.tasks})) | (
+            cancels = (self._undelivered & (known.active | {r.id for r in batch.tasks})) | (
                 finished & known.active
             )
             self._undelivered -= cancels
-            # Under the lock, so a concurrent reap cannot leave a stale live copy.
-            self._announce(self._merge_progress(batch))
-            for job_id, seq, *_ in batch.logs:  # only lines above the stored max are left
-                if job_id in self._live:
-                    self._log_seq[job_id] = max(seq, self._log_seq.get(job_id, 0))
+            # Under the lock, so a concurrent reap cannot leave a stale live copy. Whole
+            # rows are what was just stored; only progress rows of tasks not held in
+            # memory (e.g. after a server restart) need reading back.
+            now = time.time()
+            self._show([row.record(now) for row in batch.tasks])
+            self._announce(self._merge_progress(batch, now))
+            for row in batch.logs:  # only lines above the stored max are left
+                if row.task_id in self._active:
+                    self._log_seq[row.task_id] = max(row.seq, self._log_seq.get(row.task_id, 0))
         return sorted(cancels)
 
     def _drop_finished(self, batch: Batch) -> set[str]:
         """Remove rows and history of tasks already finished in the store, and log lines
         already stored (a batch re-sent after a lost reply); return the finished ids."""
-        ids = sorted(
-            {row[0] for rows in (batch.tasks, batch.progress, batch.logs) for row in rows}
-            # Active in the store (kept current under the lock): no query needed, which
-            # spares the common progress-only publish a round trip to DuckDB.
-            - self._live.keys()
-        )
-        finished = (
-            set()
-            if not ids
-            else {
-                row[0]
-                for row in self.store.sql(
-                    "SELECT id FROM tasks WHERE id IN (SELECT unnest(?)) AND status IN "
-                    f"({', '.join('?' * len(_FINISHED))})",
-                    [ids, *_FINISHED],
-                ).fetchall()
-            }
-        )
+        # Active in the store (kept current under the lock): no query needed, which
+        # spares the common progress-only publish a round trip to DuckDB.
+        ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
+        ids |= {row.task_id for row in batch.logs}
+        finished = self.store.finished_ids(sorted(ids - self._active.keys()))
         if finished:
-            batch.tasks = [row for row in batch.tasks if row[0] not in finished]
-            batch.progress = [row for row in batch.progress if row[0] not in finished]
-            batch.events = [row for row in batch.events if row[0] not in finished]
+            batch.tasks = [row for row in batch.tasks if row.id not in finished]
+            batch.progress = [row for row in batch.progress if row.id not in finished]
+            batch.history = [row for row in batch.history if row.task_id not in finished]
         if batch.logs:
-            logged = {row[0] for row in batch.logs}
+            logged = {row.task_id for row in batch.logs}
             unknown = sorted(logged - self._log_seq.keys())
             last = {job_id: self._log_seq[job_id] for job_id in logged - set(unknown)}
-            if unknown:
-                last.update(
-                    self.store.sql(
-                        "SELECT task_id, max(seq) FROM task_logs "
-                        "WHERE task_id IN (SELECT unnest(?)) GROUP BY task_id",
-                        [unknown],
-                    ).fetchall()
-                )
-            batch.logs = [row for row in batch.logs if row[1] > last.get(row[0], 0)]
+            last.update(self.store.last_log_seqs(unknown))
+            batch.logs = [row for row in batch.logs if row.seq > last.get(row.task_id, 0)]
         return finished
 
     # -- users -------------------------------------------------------------------------
     def live(self, job_id: str) -> TaskRecord | None:
         """The latest state of an active task, from memory (no query, no thread hop)."""
-        return self._live.get(job_id)
+        return self._active.get(job_id)
 
     def get(self, job_id: str) -> TaskRecord | None:
-        return self._live.get(job_id) or self.store.get(job_id)
+        return self._active.get(job_id) or self.store.get(job_id)
 
-    def list_tasks(self, **filters: Any) -> tuple[list[TaskRecord], int]:
-        """One page of tasks and the total matching the filters."""
-        page = self.store.list_tasks(**filters)
-        counted = {k: v for k, v in filters.items() if k not in ("limit", "offset")}
-        return page, self.store.count_tasks(**counted)
+    def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], int]:
+        """One page of tasks and the total the query selects."""
+        return self.store.list_tasks(query), self.store.count_tasks(query)
 
     def logs(self, job_id: str, since: int, limit: int) -> list[LogLine]:
         return self.store.logs(job_id, since, limit)
@@ -195,32 +172,24 @@ class TaskService:
         return True, self.get(job_id)
 
     def delete(self, job_id: str) -> bool:
-        """Forget a finished task; False if unknown, TaskStateConflict if still active."""
+        """Forget a finished task; False if unknown, TaskStateError if still active."""
         with self._lock:
             record = self.store.get(job_id)
             if record is None:
                 return False
             if not record.finished:
-                raise TaskStateConflict(
+                raise TaskStateError(
                     f"task {record.name} ({job_id}) is {record.status.value}; cancel it and "
                     "wait for it to finish before deleting it"
                 )
             self.store.delete(job_id)
-            self._live.pop(job_id, None)
+            self._active.pop(job_id, None)
         self.hub.deleted(job_id)
         return True
 
     def delete_finished(self, older_than: float | None = None) -> int:
         """Delete every finished task (completed more than ``older_than`` seconds ago)."""
-        where = f"status IN ({', '.join('?' * len(_FINISHED))})"
-        params: list[Any] = list(_FINISHED)
-        if older_than is not None:
-            where += " AND completed_at < make_timestamp(CAST(? AS BIGINT))"
-            params.append(int((time.time() - older_than) * 1_000_000))
-        ids = [
-            row[0]
-            for row in self.store.sql(f"SELECT id FROM tasks WHERE {where}", params).fetchall()
-        ]
+        ids = self.store.finished_before(None if older_than is None else time.time() - older_than)
         deleted = 0
         for job_id in ids:
             with self._lock:
@@ -230,11 +199,11 @@ class TaskService:
         return deleted
 
     def status(self) -> dict[str, Any]:
-        from .. import __version__
-
         return {
             "version": __version__,
-            "tasks": {s: self.store.count_tasks(status=s) for s in ("processing", "enqueued")},
+            "tasks": {
+                s: self.store.count_tasks(TaskQuery.of(s)) for s in ("processing", "enqueued")
+            },
             "db": str(self.store.path),
         }
 
@@ -284,12 +253,7 @@ class TaskService:
         with self._lock:
             for key in [k for k, s in self.sessions.items() if s.kernel_id == kernel_id]:
                 del self.sessions[key]
-            ids = [
-                r.id
-                for r in self.store.list_tasks(
-                    status=["enqueued", "processing"], kernel_id=kernel_id, limit=None
-                )
-            ]
+            ids = self.store.active_ids(kernel_id)
             return self._interrupt(ids, f"kernel {kernel_id} (PID {{pid}}) {why}")
 
     def interrupt_kernels(self, kernel_ids: Sequence[str], why: str) -> list[str]:
@@ -302,7 +266,7 @@ class TaskService:
         ids = sorted(ids)
         if not ids:
             return []
-        done = self.store.interrupt_active(reason, "id IN (SELECT unnest(?))", [ids])
+        done = self.store.interrupt(ids, reason)
         self._forget(set(done))
         self._announce(set(done))
         return done
@@ -313,43 +277,55 @@ class TaskService:
         for job_id in ids:
             self._unclaimed.pop(job_id, None)
 
-    def _merge_progress(self, batch: Batch) -> set[str]:
+    def _merge_progress(self, batch: Batch, now: float) -> set[str]:
         """Apply the batch's progress-only rows to the live copies they update, and tell
-        the event stream; return the ids whose stored row must be read back.
+        the event stream; return the ids of tasks not held, whose rows must be read back.
 
         Progress rows are most publishes (every 0.2 s per kernel while tasks run), and
         reading them back cost a third or more of such a publish (bench_publish.py); a
         live copy plus these columns is the stored row (``updated_at`` aside: stamped
         here, not at the commit)."""
-        stale = {row[0] for row in batch.tasks}
-        now = utc(time.time())
-        for job_id, step, info, percent, heartbeat in batch.progress:
-            record = self._live.get(job_id)
-            if record is None or job_id in stale:
-                stale.add(job_id)
+        stale: set[str] = set()
+        stamped = utc(now)
+        for row in batch.progress:
+            record = self._active.get(row.id)
+            if record is None:
+                stale.add(row.id)
                 continue
-            record = self._live[job_id] = replace(
+            record = self._active[row.id] = replace(
                 record,
-                task_step=step,
-                status_info=info,
-                percent_complete=percent,
-                heartbeat_at=utc(heartbeat),
-                updated_at=now,
+                task_step=row.task_step,
+                status_info=row.status_info,
+                percent_complete=row.percent_complete,
+                heartbeat_at=utc(row.heartbeat_at),
+                updated_at=stamped,
             )
             if self.hub.listening:
-                self.hub.task(record.to_json())
+                self.hub.progress(
+                    {
+                        "id": row.id,
+                        "task_step": row.task_step,
+                        "status_info": row.status_info,
+                        "percent_complete": row.percent_complete,
+                        "heartbeat_at": iso(record.heartbeat_at),
+                        "updated_at": iso(stamped),
+                    }
+                )
         return stale
 
     def _announce(self, ids: set[str]) -> None:
         """Refresh the live copies of changed tasks and tell the event stream."""
-        if not ids:
-            return
-        for record in self.store.get_many(sorted(ids)):
+        if ids:
+            self._show(self.store.get_many(sorted(ids)))
+
+    def _show(self, records: list[TaskRecord]) -> None:
+        """Hold the active ones of these just-stored records; tell the event stream."""
+        for record in records:
             if record.finished:
-                self._live.pop(record.id, None)
+                self._active.pop(record.id, None)
                 self._log_seq.pop(record.id, None)
             else:
-                self._live[record.id] = record
+                self._active[record.id] = record
             if self.hub.listening:
                 self.hub.task(record.to_json())
 

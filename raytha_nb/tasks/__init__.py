@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .export import export
-from .import_csv import import_csv
-from .sql import sql
+from ._export import export
+from ._import_csv import import_csv
+from ._query import sql
 
 __all__ = ["export", "import_csv", "sql"]

@@ -20,7 +20,7 @@ from .._results import staged
 from .._sql import literal
 from ..api import submit
 from ..context import TaskContext
-from ..model import TaskCancelled
+from ..errors import TaskCancelled
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
+from raytha_nb.protocol import Batch, LogRow, Publish
 
 from ._lab import Lab
 
@@ -29,7 +30,8 @@ class Feed:
         self.session = uuid.uuid4().hex
         self.tasks: dict[str, LiveTask] = {}
         self._sent_logs: dict[str, int] = {}
-        self._sent_events: dict[str, int] = {}
+        self._sent_history: dict[str, int] = {}
+        self._sent_rows: dict[str, int] = {}
         self.secret = (lab.db.parent / f".{lab.db.stem}.kernel-secret").read_text().strip()
 
     def start(self, name: str, args: Any = None, percent: float = 0.0, info: str = "") -> LiveTask:
@@ -44,26 +46,27 @@ class Feed:
         return live
 
     def publish(self, *extra: LiveTask) -> list[str]:
-        """Post every task's latest row, new history and new log lines; return the ids
-        the server asks this kernel to cancel."""
+        """Post every task's latest state (its whole row, or only its progress when
+        that is all that changed, as a kernel's publisher does), new history and new log
+        lines; return the ids the server asks this kernel to cancel."""
         for live in extra:
             self.tasks[live.id] = live
         now = time.time()
-        tasks, events, logs = [], [], []
+        batch = Batch()
         for live in self.tasks.values():
-            tasks.append(list(live.row(now)))
-            evs = list(live.events)[self._sent_events.get(live.id, 0) :]
-            events += [[live.id, *e] for e in evs]
-            self._sent_events[live.id] = len(live.events)
-            new = [line for line in live.logs if line[0] > self._sent_logs.get(live.id, 0)]
-            logs += [[live.id, *line] for line in new]
+            if self._sent_rows.get(live.id) == live.row_version:
+                batch.progress.append(live.progress_row(now))
+            else:
+                batch.tasks.append(live.row(now))
+                self._sent_rows[live.id] = live.row_version
+            batch.history += live.history[self._sent_history.get(live.id, 0) :]
+            self._sent_history[live.id] = len(live.history)
+            new = live.logs_after(self._sent_logs.get(live.id, 0))
+            batch.logs += [LogRow(live.id, *line) for line in new]
             if new:
                 self._sent_logs[live.id] = new[-1][0]
-        body = {
-            "session": self.session, "kernel_id": self.kernel_id, "pid": 4242,
-            "active": [t.id for t in self.tasks.values() if not t.status.finished],
-            "batch": {"tasks": tasks, "events": events, "logs": logs},
-        }  # fmt: skip
+        active = tuple(t.id for t in self.tasks.values() if not t.status.finished)
+        body = Publish(self.session, batch, self.kernel_id, 4242, active).to_json()
         req = urllib.request.Request(
             f"{self.lab.url}raytha-nb/kernel-api/publish",
             data=json.dumps(body).encode(),

@@ -11,9 +11,9 @@ from typing import Any
 
 import duckdb
 
+from .._manager import manager
 from .._results import LIBRARIES, ResultFile, load
 from ..context import TaskContext
-from ..manager import manager
 from . import _duckdb_job as job
 
 

@@ -1,7 +1,10 @@
 """TaskManager: enqueue, cancel, read and wait, over live state plus a backend.
 
-Reads answer from the in-memory live state for tasks this process runs (so a status
-read never waits for a flush) and from the backend for everything else.
+The manager owns this process's tasks (``LiveTask``s, active and recently finished),
+hands each to an executor to run and to the publisher to store, and answers reads
+from that live state for its own tasks (so a status read never waits for a flush) and
+from the backend for everything else. Calls go one way: manager -> executor,
+publisher, backend; they report back only through the tasks' state.
 """
 
 from __future__ import annotations
@@ -18,35 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from . import _results
+from ._client import RemoteBackend
+from ._identity import default_db_path, discover, kernel_identity
 from ._jsonable import to_jsonable
 from ._live import LiveTask
-from .backend import TaskBackend, backend_from_env
-from .model import ACTIVE, LogLine, TaskNotFound, TaskRecord, TaskStatus
+from .backend import EmbeddedBackend, TaskBackend
+from .errors import ResultUnavailable, TaskFailed, TaskNotFound, TaskStateError
+from .executor import Body, Executor
+from .model import ACTIVE, LogLine, TaskQuery, TaskRecord, TaskStatus
 from .publisher import Publisher
-from .queue import Body, TaskQueue
-from .task import check_signature, make_runner, resolve, task_label
+from .registry import check_signature, make_runner, resolve, task_label
+from .store import Store
+from .threads import ThreadExecutor
 
 log = logging.getLogger("raytha_nb")
 
-#: Results of this process's tasks kept in memory for result() (older ones reload from disk).
-_RESULT_CACHE = 32
-#: Final records of this process's recently finished tasks, so reads skip DuckDB.
+#: Final records of this process's recently finished tasks kept in memory, so reads
+#: skip the store.
 _RECENT = 2_000
-
-
-class TaskStateError(RuntimeError):
-    """The task is in the wrong state for this operation (e.g. deleting a running task)."""
-
-
-class TaskFailed(RuntimeError):
-    """``result()`` of a task that ended in ``error``; carries the task's traceback."""
-
-    def __init__(self, record: TaskRecord) -> None:
-        super().__init__(
-            f"task {record.name} ({record.id}) failed with {record.error_type}: "
-            f"{record.error_message}\n\n{record.traceback or ''}".rstrip()
-        )
-        self.record = record
 
 
 class TaskManager:
@@ -60,26 +52,21 @@ class TaskManager:
         flush_interval: float = 0.2,
         cancel_grace: float = 1.0,
         backend: TaskBackend | None = None,
+        result_cache_mb: float = 256,
     ) -> None:
-        self.backend = backend if backend is not None else backend_from_env(db)
-        self._live: dict[str, LiveTask] = {}
-        self._dirty: set[str] = set()
-        self._values: OrderedDict[str, Any] = OrderedDict()
-        self._recent: OrderedDict[str, LiveTask] = OrderedDict()
-        self._kernel_id, self._notebook = _kernel_identity()
-        size = workers or _env_workers()
-        self.queue = TaskQueue(
-            size, lambda: self.backend.results_dir, self._finished, grace=cancel_grace
+        self.backend = backend if backend is not None else open_backend(db)
+        # This process's tasks, oldest first: the active ones and up to _RECENT finished.
+        self._tasks: OrderedDict[str, LiveTask] = OrderedDict()
+        #: Returned objects of this process's tasks, for result() without a reload.
+        self.values = _results.ValueCache(int(result_cache_mb * 2**20))
+        self._kernel_id, self._notebook = kernel_identity()
+        self.executor: Executor = ThreadExecutor(
+            workers or _env_workers(),
+            lambda: self.backend.results_dir,
+            self.values,
+            grace=cancel_grace,
         )
-        self.publisher = Publisher(
-            self._live,
-            self._dirty,
-            self.queue.running,
-            self.backend,
-            self._cancel_requested,
-            self._committed,
-            interval=flush_interval,
-        )
+        self.publisher = Publisher(self.backend, interval=flush_interval)
         self._closed = False
 
     # -- starting tasks ------------------------------------------------------------
@@ -105,20 +92,20 @@ class TaskManager:
         live = LiveTask(
             job_id, name, task, args,
             kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(),
-            dirty=self._dirty,
         )  # fmt: skip
-        self._live[job_id] = live
-        live.mark()  # after it is in _live, where the publisher looks flagged ids up
-        self.queue.submit(live, body)
+        self._tasks[job_id] = live
+        self._forget_old()
+        self.publisher.track(live)
+        self.executor.submit(live, body)
         return job_id
 
-    def _finished(self, live: LiveTask) -> None:
-        if live.value is not None:
-            self._values[live.id] = live.value
-            live.value = None
-            while len(self._values) > _RESULT_CACHE:
-                self._values.popitem(last=False)
-        self.publisher.wake()
+    def _forget_old(self) -> None:
+        """Keep at most _RECENT finished tasks in memory (their state is stored)."""
+        excess = len(self._tasks) - _RECENT
+        if excess <= 0:
+            return
+        for job_id in [i for i, t in self._tasks.items() if t.committed][:excess]:
+            del self._tasks[job_id]
 
     @property
     def kernel_id(self) -> str | None:
@@ -126,22 +113,16 @@ class TaskManager:
         return self._kernel_id
 
     def live(self, job_id: str) -> LiveTask | None:
-        """The in-memory state of a task this process is running, else None."""
-        return self._live.get(job_id)
-
-    def _committed(self, live: LiveTask) -> None:
-        self._recent[live.id] = live  # final: snapshot it when someone reads it
-        while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
+        """The in-memory state of a task this process runs whose final state is not yet
+        stored, else None."""
+        live = self._tasks.get(job_id)
+        return None if live is None or live.committed else live
 
     # -- reading ---------------------------------------------------------------------
     def get_task(self, job_id: str) -> TaskRecord:
-        live = self._live.get(job_id)
+        live = self._tasks.get(job_id)
         if live is not None:
             return live.snapshot()
-        recent = self._recent.get(job_id)
-        if recent is not None:
-            return recent.snapshot()
         record = self.backend.get(_check_id(job_id))
         if record is None:
             raise TaskNotFound(job_id)
@@ -152,49 +133,36 @@ class TaskManager:
         status: str | Sequence[str] | None = None,
         name: str | None = None,
         limit: int | None = 100,
-        *,
-        kernel_id: str | None = None,
-        notebook: str | None = None,
-        offset: int = 0,
+        **filters: Any,
     ) -> list[TaskRecord]:
-        """Newest first; live state overrides what the store has not caught up with."""
-        statuses = (
-            None
-            if status is None
-            else {TaskStatus(s) for s in ([status] if isinstance(status, str) else status)}
-        )
+        """Newest first, filtered as :class:`~raytha_nb.model.TaskQuery` says."""
+        return self.query(TaskQuery.of(status, name, limit, **filters))
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        """The tasks ``query`` selects; live state overrides what the store has not
+        caught up with."""
         # Live state first: a task missing from it was committed before it left, so the
         # store query that follows sees it (the other order could miss a task entirely).
-        snapshots = [live.snapshot() for live in list(self._live.values())]
-        stored = self.backend.list_tasks(
-            status=None if statuses is None else [s.value for s in statuses],
-            name=name, kernel_id=kernel_id, notebook=notebook, limit=limit, offset=offset,
-        )  # fmt: skip
-        merged = {r.id: r for r in stored}
+        snapshots = [t.snapshot() for t in list(self._tasks.values()) if not t.committed]
+        merged = {r.id: r for r in self.backend.list_tasks(query)}
         for record in snapshots:
             known = merged.get(record.id)
             if known is not None and known.finished and not record.finished:
                 continue  # it finished after the snapshot: the store is newer
-            matches = (
-                (statuses is None or record.status in statuses)
-                and (name is None or record.name == name)
-                and (kernel_id is None or record.kernel_id == kernel_id)
-                and (notebook is None or record.notebook == notebook)
-            )
-            if matches:
+            if query.matches(record):
                 merged[record.id] = record
             else:
                 merged.pop(record.id, None)
         records = sorted(merged.values(), key=lambda r: (r.created_at, r.id), reverse=True)
-        return records if limit is None else records[:limit]
+        return records if query.limit is None else records[: query.limit]
 
     def logs(self, job_id: str, since: int = 0) -> list[LogLine]:
         """Log lines with ``seq > since``, oldest first."""
         self.get_task(job_id)
-        live = self._live.get(job_id)
+        live = self._tasks.get(job_id)
         # A task not yet published has nothing in the store: asking would cost a query
         # (a 404 round trip through the server) for every widget of a fresh task.
-        unpublished = live is not None and live.flushed_version == 0
+        unpublished = live is not None and not self.publisher.stored(job_id)
         lines = [] if unpublished else self.backend.logs(job_id, since)
         if live is not None:
             after = lines[-1].seq if lines else since
@@ -209,7 +177,7 @@ class TaskManager:
     def wait(self, job_id: str, timeout: float | None = None) -> TaskRecord:
         """Block until the task's final state is stored; ``TimeoutError`` after ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        live = self._live.get(job_id)
+        live = self._tasks.get(job_id)
         if live is not None:
             if not live.wait_committed(timeout):
                 raise TimeoutError(
@@ -238,39 +206,24 @@ class TaskManager:
             raise TaskFailed(record)
         if record.status is not TaskStatus.COMPLETE:
             hint = " (pass timeout=None to wait for it)" if record.status in ACTIVE else ""
-            raise _results.ResultUnavailable(
+            raise ResultUnavailable(
                 f"task {record.name} ({job_id}) is {record.status.value}, so it has no result{hint}"
             )
-        if job_id in self._values:
-            return self._values[job_id]
-        live = self._live.get(job_id)
-        if live is not None and live.value is not None:
-            return live.value
+        if job_id in self.values:
+            return self.values.get(job_id)
         return _results.decode(job_id, record.result, record.result_kind)
 
     # -- changing tasks ------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running task; False if it had already finished."""
-        live = self._live.get(job_id)
-        if live is None:
-            record = self.get_task(job_id)
-            if record.finished:
-                return False
-            self.backend.request_cancel(job_id)
-            return True
-        # Still queued: the worker skips it, so this removes it from the queue. Checked
-        # under the task's lock: a worker may be starting it right now.
-        if live.transition(
-            TaskStatus.CANCELLED,
-            only_from=TaskStatus.ENQUEUED,
-            status_info="cancelled before it started",
-        ):
-            self.publisher.wake()
-            return True
-        if live.status is TaskStatus.PROCESSING:
-            self.queue.cancel(live)
-            return True
-        return False
+        live = self._tasks.get(job_id)
+        if live is not None:
+            return live.request_cancel()
+        record = self.get_task(job_id)
+        if record.finished:
+            return False
+        self.backend.request_cancel(job_id)
+        return True
 
     def delete(self, job_id: str) -> None:
         """Forget a finished task: its row, history, logs and result file."""
@@ -280,14 +233,9 @@ class TaskManager:
                 f"task {record.name} ({job_id}) is {record.status.value}; cancel it and "
                 "wait for it to finish before deleting it"
             )
-        self._values.pop(job_id, None)
-        self._recent.pop(job_id, None)
+        self.values.pop(job_id)
+        self._tasks.pop(job_id, None)
         self.backend.delete(job_id)
-
-    def _cancel_requested(self, ids: set[str]) -> None:
-        for job_id in ids:
-            if job_id in self._live:
-                self.cancel(job_id)
 
     # -- lifecycle -------------------------------------------------------------------
     def flush(self) -> None:
@@ -299,11 +247,11 @@ class TaskManager:
         if self._closed:
             return
         self._closed = True
-        for live in self.queue.drop_pending() + self.queue.running():
+        for live in self.executor.drop_pending() + self.executor.running():
             live.transition(TaskStatus.INTERRUPTED, status_info=reason)
-        for live in list(self._live.values()):
+        for live in list(self._tasks.values()):
             live.transition(TaskStatus.INTERRUPTED, status_info=reason)
-        self.queue.shutdown()
+        self.executor.shutdown()
         self.publisher.stop(flush=True)
         self.backend.close()
 
@@ -334,17 +282,16 @@ def _check_id(job_id: Any) -> str:
     return job_id
 
 
-def _kernel_identity() -> tuple[str | None, str | None]:
-    """This kernel's id (from its connection file) and its notebook's path, when known."""
-    kernel_id = None
-    try:
-        from ipykernel.connect import get_connection_file
+def open_backend(db: str | Path | None = None) -> TaskBackend:
+    """The server's store when this process was started by one, else an embedded store.
 
-        name = Path(get_connection_file()).stem
-        kernel_id = name.removeprefix("kernel-") if name.startswith("kernel-") else None
-    except Exception:  # noqa: BLE001 - not running in a kernel
-        pass
-    return kernel_id, os.environ.get("JPY_SESSION_NAME") or None
+    An explicit ``db`` (``configure(db=...)``) always means embedded mode.
+    """
+    if db is None:
+        address = discover()
+        if address is not None:
+            return RemoteBackend(address)
+    return EmbeddedBackend(Store(db or default_db_path()))
 
 
 _default: TaskManager | None = None
@@ -373,7 +320,7 @@ def configure(
     with _default_lock:
         old = _default
         if old is not None:
-            busy = [t for t in old._live.values() if not t.status.finished]
+            busy = [t for t in old._tasks.values() if not t.status.finished]
             if busy:
                 raise TaskStateError(
                     f"{len(busy)} task(s) still running; wait for or cancel them before configure()"

@@ -15,9 +15,9 @@ from typing import Any
 
 import duckdb
 
+from .._manager import manager
 from .._results import ResultFile
 from ..context import TaskContext
-from ..manager import manager
 from . import _duckdb_job as job
 
 MODES = ("append", "replace")

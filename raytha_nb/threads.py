@@ -1,4 +1,5 @@
-"""Worker threads that run queued tasks FIFO, with cooperative and forced cancel."""
+"""The thread executor: worker threads of this process run queued tasks FIFO, with
+cooperative and forced cancel."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _results
+from . import _results, _tqdm
 from ._live import LiveTask
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
-from .model import TaskCancelled, TaskStatus
+from .errors import TaskCancelled
+from .executor import Body, Executor
+from .model import TaskStatus
 
 log = logging.getLogger("raytha_nb")
-
-#: A job body: called on a worker thread with the task's context.
-Body = Callable[[TaskContext], Any]
 
 
 class _Worker:
@@ -31,7 +31,7 @@ class _Worker:
         self.job: LiveTask | None = None
 
 
-class TaskQueue:
+class ThreadExecutor(Executor):
     """A FIFO of tasks and ``workers`` threads running them.
 
     A task that never checks for cancellation gets ``TaskCancelled`` raised inside its
@@ -44,7 +44,7 @@ class TaskQueue:
         self,
         workers: int,
         results_dir: Callable[[], Path],
-        on_finished: Callable[[LiveTask], None],
+        values: _results.ValueCache,
         grace: float = 1.0,
     ) -> None:
         if workers < 1:
@@ -52,7 +52,7 @@ class TaskQueue:
         self.size = workers
         self.grace = grace
         self._results_dir = results_dir
-        self._on_finished = on_finished
+        self._values = values
         self._pending: deque[tuple[LiveTask, Body]] = deque()
         self._cond = threading.Condition()
         self._slot_lock = threading.Lock()
@@ -70,7 +70,10 @@ class TaskQueue:
             self._cond.notify()
 
     def _start_worker(self) -> None:
+        # Only now, in a process that runs tasks: task threads' prints go to their
+        # logs and their tqdm bars report to them; other threads are untouched.
         install_output_capture()
+        _tqdm.install()
         thread = threading.Thread(
             target=self._loop, name=f"raytha-nb-worker-{len(self._workers) + 1}", daemon=True
         )
@@ -79,9 +82,7 @@ class TaskQueue:
         thread.start()
 
     def cancel(self, live: LiveTask) -> None:
-        """Ask a running task to stop; force it after the grace period."""
-        live.cancel_requested = True
-        live.mark()
+        """A running task was asked to stop: force it after the grace period."""
         timer = threading.Timer(self.grace, self._force, args=(live,))
         timer.daemon = True
         timer.start()
@@ -117,15 +118,13 @@ class TaskQueue:
                 self._run(me, live, body)
             except BaseException:
                 log.exception("raytha_nb worker failed while finishing task %s", live.id)
-            finally:
-                if live.status.finished:
-                    self._on_finished(live)
 
     def _run(self, worker: _Worker, live: LiveTask, body: Body) -> None:
         if live.status is not TaskStatus.ENQUEUED:
             return  # cancelled while it waited
         with self._slot_lock:
             worker.job = live
+        live.on_cancel = self.cancel  # before it runs: a cancel may come at once
         if not live.transition(TaskStatus.PROCESSING):
             self._leave(worker)
             return
@@ -165,7 +164,8 @@ class TaskQueue:
             )
             return
         # A ResultFile loads back through decode() (a frame, or the path), not as itself.
-        live.value = None if isinstance(value, _results.ResultFile) else value
+        if not isinstance(value, _results.ResultFile):
+            self._values.put(live.id, value)
         live.transition(
             TaskStatus.COMPLETE, result=stored, result_kind=kind, percent_complete=100.0
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from .context import TaskContext
-from .model import UnknownTask
+from .errors import UnknownTask
 
 F = TypeVar("F", bound=Callable[..., Any])
 

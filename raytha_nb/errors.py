@@ -1,0 +1,106 @@
+"""Every exception raytha_nb raises, in one place (re-exported by ``raytha_nb``).
+
+Each message says what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import TaskRecord
+
+
+class TaskNotFound(KeyError):
+    """No task with this id exists in the store."""
+
+    def __init__(self, job_id: str, hint: str | None = None) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"no task with id {self.job_id!r} in the task store"
+        return text if self.hint is None else f"{text}: {self.hint}"
+
+
+class TaskCancelled(Exception):
+    """Raised inside a task when it has been cancelled."""
+
+
+class TaskStateError(RuntimeError):
+    """The task is in the wrong state for this operation (e.g. deleting a running task);
+    the REST API answers it with 409."""
+
+
+class TaskFailed(RuntimeError):
+    """``result()`` of a task that ended in ``error``; carries the task's traceback."""
+
+    def __init__(self, record: TaskRecord) -> None:
+        super().__init__(
+            f"task {record.name} ({record.id}) failed with {record.error_type}: "
+            f"{record.error_message}\n\n{record.traceback or ''}".rstrip()
+        )
+        self.record = record
+
+
+class UnknownTask(LookupError):
+    """A task was enqueued by a name that nobody registered."""
+
+
+class NotJsonable(TypeError):
+    """A value has no JSON form; ``path`` says where it sits (``args['rows'][3]``)."""
+
+    def __init__(self, path: str, value: Any, why: str = "") -> None:
+        kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+        reason = why or "which has no JSON form"
+        super().__init__(
+            f"{path} is a {kind}, {reason}. Task arguments are stored as JSON so that the "
+            "task can be listed, retried and started from elsewhere: pass plain values "
+            "(str, int, float, bool, None, lists, dicts, dates, UUIDs, dataclasses or "
+            "pydantic models), and keep big objects such as DataFrames in a closure or a file."
+        )
+        self.path = path
+
+
+class ResultUnavailable(LookupError):
+    """The task has no loadable result (not finished, failed, or not storable)."""
+
+
+class StoreClosed(RuntimeError):
+    """The task store was closed (its process, e.g. the Jupyter server, is stopping):
+    state sent now cannot be kept, so retrying is pointless."""
+
+
+class StoreLockedError(RuntimeError):
+    """The DuckDB file is held by another process."""
+
+    #: What a notebook or script should do about it (the server says its own).
+    ADVICE = (
+        "Run your notebooks under the Jupyter server with the raytha_nb extension enabled "
+        "(its kernels share the server's store), or give this process its own store: set "
+        "RAYTHA_NB_DB=/path/to/other.duckdb or call raytha_nb.configure(db=...)."
+    )
+
+    def __init__(self, path: str, pid: int | None, detail: str, advice: str = ADVICE) -> None:
+        holder = f" (PID {pid})" if pid is not None else ""
+        super().__init__(
+            f"The task store {path} is in use by another process{holder}. DuckDB lets only "
+            f"one process open a database file. {advice} DuckDB said: {detail}"
+        )
+        self.path = path
+        self.pid = pid
+        self.detail = detail
+
+
+class ServerError(RuntimeError):
+    """The raytha_nb server refused a request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ProtocolError(ValueError):
+    """A kernel-API message does not follow the wire protocol (the server answers 400,
+    naming the field); also raised for a kernel and server whose versions cannot talk."""
