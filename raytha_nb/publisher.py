@@ -67,6 +67,8 @@ class Publisher:
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._failures = 0
+        #: Why the last publish failed (None once one succeeds): for widgets and status.
+        self.last_error: Exception | None = None
         self._last_publish = 0.0
         self._thread = threading.Thread(target=self._loop, name="raytha-nb-publisher", daemon=True)
         self._thread.start()
@@ -131,6 +133,7 @@ class Publisher:
             except Exception as exc:
                 self._dirty.update(item.live.id for item in sent)  # retry them next round
                 self._failures += 1
+                self.last_error = exc
                 level = (
                     logging.WARNING
                     if self._failures in (1, 10) or self._failures % 100 == 0
@@ -148,6 +151,7 @@ class Publisher:
                     "raytha_nb: task store reachable again after %d failed tries", self._failures
                 )
             self._failures = 0
+            self.last_error = None
             self._last_publish = now
             self._acknowledge(sent)
             for job_id in cancels:
