@@ -61,3 +61,22 @@ def kernel_identity() -> tuple[str | None, str | None]:
     except Exception:  # noqa: BLE001 - not running in a kernel
         pass
     return kernel_id, os.environ.get("JPY_SESSION_NAME") or None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID runs on this machine (a zombie, killed but not
+    yet reaped by its parent, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    except OverflowError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): kill(0) is all there is
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")

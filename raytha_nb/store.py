@@ -145,6 +145,16 @@ class Store:
                completed_at = make_timestamp($now), updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids))
     """
+    REVIVE_HISTORY = """
+        INSERT INTO task_events
+        SELECT id, make_timestamp($now), 'processing', task_step, percent_complete, $reason
+        FROM tasks WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
+    """
+    REVIVE_TASKS = """
+        UPDATE tasks SET status = 'processing', completed_at = NULL, status_info = $reason,
+               updated_at = make_timestamp($now)
+        WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
+    """
     SELECT_FINISHED = (
         f"SELECT id FROM tasks WHERE id IN (SELECT unnest(?)) AND status IN {tuple(_FINISHED)!r}"
     )
@@ -284,6 +294,23 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
         return active
+
+    def revive(self, ids: Sequence[str], reason: str) -> None:
+        """Put ``interrupted`` tasks back to ``processing``: their process was presumed
+        dead but spoke again, so it still runs them."""
+        if not ids:
+            return
+        cur = self._cursor()
+        values = {"ids": list(ids), "reason": reason, "now": _micros()}
+        with self._write_lock:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(self.REVIVE_HISTORY, values)
+                cur.execute(self.REVIVE_TASKS, values)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def request_cancel(self, job_id: str) -> None:
         with self._write_lock:

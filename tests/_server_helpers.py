@@ -11,6 +11,10 @@ from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
 from raytha_nb.protocol import Batch, LogRow, Publish
 
+#: The PID fake kernels publish with: above Linux's PID_MAX_LIMIT (2**22), so no such
+#: process can exist and the server's liveness check treats their silence as death.
+FAKE_PID = 2**22 + 4242
+
 
 def live_task(
     name: str = "job",
@@ -28,7 +32,7 @@ def live_task(
 
     live = LiveTask(
         str(uuid.uuid4()), name, "tests.task", {"n": 1},
-        kernel_id=kernel_id, notebook=notebook, pid=4242,
+        kernel_id=kernel_id, notebook=notebook, pid=FAKE_PID,
     )  # fmt: skip
     if status is not TaskStatus.ENQUEUED:
         live.transition(TaskStatus.PROCESSING)
@@ -46,18 +50,25 @@ def live_task(
 
 
 def publish_body(
-    tasks: list[LiveTask], *, session: str = "s-a", kernel_id: str = "kernel-a", active: Any = None
+    tasks: list[LiveTask],
+    *,
+    session: str = "s-a",
+    kernel_id: str = "kernel-a",
+    active: Any = None,
+    history_from: int = 0,
 ) -> str:
-    """The JSON a kernel's RemoteBackend posts to kernel-api/publish for these tasks."""
+    """The JSON a kernel's RemoteBackend posts to kernel-api/publish for these tasks
+    (with each task's history from entry ``history_from``: a kernel sends each
+    acknowledged history row once)."""
     now = time.time()
     batch = Batch(
         tasks=[t.row(now) for t in tasks],
-        history=[row for t in tasks for row in t.history],
+        history=[row for t in tasks for row in t.history[history_from:]],
         logs=[LogRow(t.id, *line) for t in tasks for line in t.logs],
     )
     if active is None:
         active = [t.id for t in tasks if not t.status.finished]
-    return json.dumps(Publish(session, batch, kernel_id, 4242, tuple(active)).to_json())
+    return json.dumps(Publish(session, batch, kernel_id, FAKE_PID, tuple(active)).to_json())
 
 
 def write_parquet(path: Path) -> dict[str, Any]:

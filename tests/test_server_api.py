@@ -19,7 +19,7 @@ from raytha_nb.protocol import Batch, ProgressRow, Publish
 from raytha_nb.server.events import PROGRESS_FIELDS
 from raytha_nb.server.service import TaskService
 
-from ._server_helpers import live_task, publish_body
+from ._server_helpers import FAKE_PID, live_task, publish_body
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -318,16 +318,29 @@ async def test_resent_batch_adds_no_duplicate_logs_and_finished_is_final(
         assert asyncio.get_running_loop().time() < deadline, "the reaper did not run"
         await asyncio.sleep(0.1)
     record = body(await api(jp_fetch, "tasks", task.id))
-    assert "sent no heartbeat" in record["status_info"] and "PID 4242" in record["status_info"]
+    assert (
+        "sent no heartbeat" in record["status_info"] and f"PID {FAKE_PID}" in record["status_info"]
+    )
 
-    # The kernel comes back and still thinks the task runs: it stays interrupted, its new
-    # log lines are kept, and the kernel is told to cancel it.
+    # The same kernel process comes back and still runs the task: it was busy, not
+    # dead, so the task is processing again (issue 10: never cancelled for having been
+    # presumed dead), its new log lines are kept, and its real end is what is stored.
     task.add_log("stdout", "line 5")
-    cancels = await publish(jp_fetch, secret, [task])
-    assert cancels == [task.id]
-    assert body(await api(jp_fetch, "tasks", task.id))["status"] == "interrupted"
+    cancels = await publish(jp_fetch, secret, [task], history_from=2)
+    assert cancels == []
+    record = body(await api(jp_fetch, "tasks", task.id))
+    assert record["status"] == "processing"
     lines = body(await api(jp_fetch, "tasks", task.id, "logs"))["lines"]
     assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    task.transition(TaskStatus.COMPLETE, result=7, result_kind="json")
+    assert await publish(jp_fetch, secret, [task], history_from=2) == []
+    record = body(await api(jp_fetch, "tasks", task.id))
+    assert (record["status"], record["result"]) == ("complete", 7)
+    events = body(await api(jp_fetch, "tasks", task.id, "history"))["events"]
+    assert [e["status"] for e in events] == [
+        "enqueued", "processing", "interrupted", "processing", "complete",
+    ]  # fmt: skip
+    assert "spoke again" in events[3]["status_info"]
 
 
 async def test_kernel_shutdown_interrupts_its_tasks(
@@ -346,7 +359,9 @@ async def test_kernel_shutdown_interrupts_its_tasks(
     while (record := body(await api(jp_fetch, "tasks", task.id)))["status"] != "interrupted":
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
-    assert record["status_info"] == f"kernel {kernel_id} (PID 4242) was shut down while it ran"
+    assert (
+        record["status_info"] == f"kernel {kernel_id} (PID {FAKE_PID}) was shut down while it ran"
+    )
 
 
 def _with_task_value(good: dict[str, Any], column: str, value: Any) -> dict[str, Any]:
@@ -588,7 +603,7 @@ async def test_progress_publish_updates_reads_and_stream_like_the_store(
         await asyncio.sleep(0.02)
 
     batch = Batch(progress=[ProgressRow(task.id, 3, "row 9 of 10", 90.0, time.time())])
-    progress = Publish("s-a", batch, "kernel-a", 4242, (task.id,)).to_json()
+    progress = Publish("s-a", batch, "kernel-a", FAKE_PID, (task.id,)).to_json()
     await kernel(jp_fetch, secret, "publish", method="POST", body=json.dumps(progress))
     shown = body(await api(jp_fetch, "tasks", task.id))
     stored = service.store.get(task.id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._identity import pid_alive
 from .._version import __version__
 from ..errors import TaskStateError
 from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, iso, utc
@@ -53,11 +54,13 @@ class TaskService:
         hub: EventHub,
         heartbeat_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        alive: Callable[[int], bool] = pid_alive,
     ) -> None:
         self.store = store
         self.hub = hub
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
+        self._alive = alive
         #: Set when the server stops: requests get 503 from then on.
         self.closed = False
         self._lock = threading.RLock()
@@ -91,8 +94,8 @@ class TaskService:
             known.active = set(message.active)
             for job_id in known.active:
                 self._unclaimed.pop(job_id, None)
-            finished = self._drop_finished(batch)
             received = {(row.task_id, row.ts, row.status) for row in batch.history}
+            finished = self._drop_finished(batch, known)
             batch.history = [
                 row
                 for row in batch.history
@@ -121,14 +124,22 @@ class TaskService:
                     self._log_seq[row.task_id] = max(row.seq, self._log_seq.get(row.task_id, 0))
         return sorted(cancels)
 
-    def _drop_finished(self, batch: Batch) -> set[str]:
+    def _drop_finished(self, batch: Batch, known: KernelSession) -> set[str]:
         """Remove rows and history of tasks already finished in the store, and log lines
-        already stored (a batch re-sent after a lost reply); return the finished ids."""
+        already stored (a batch re-sent after a lost reply); return the finished ids.
+
+        A task marked ``interrupted`` while its kernel was silent, which that same
+        kernel process still reports running, is revived instead: the kernel was busy,
+        not dead, and its task's real end is still to come."""
         # Active in the store (kept current under the lock): no query needed, which
         # spares the common progress-only publish a round trip to DuckDB.
         ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
         ids |= {row.task_id for row in batch.logs}
         finished = self.store.finished_ids(sorted(ids - self._active.keys()))
+        revived = self._revivable(finished & known.active, known)
+        if revived:
+            self.store.revive(sorted(revived), "its kernel spoke again: still running")
+            finished -= revived
         if finished:
             batch.tasks = [row for row in batch.tasks if row.id not in finished]
             batch.progress = [row for row in batch.progress if row.id not in finished]
@@ -140,6 +151,17 @@ class TaskService:
             last.update(self.store.last_log_seqs(unknown))
             batch.logs = [row for row in batch.logs if row.seq > last.get(row.task_id, 0)]
         return finished
+
+    def _revivable(self, ids: set[str], known: KernelSession) -> set[str]:
+        if not ids or known.pid is None:
+            return set()
+        return {
+            r.id
+            for r in self.store.get_many(sorted(ids))
+            if r.status.value == "interrupted"
+            and r.pid == known.pid
+            and r.kernel_id == known.kernel_id
+        }
 
     # -- users -------------------------------------------------------------------------
     def live(self, job_id: str) -> TaskRecord | None:
@@ -230,6 +252,9 @@ class TaskService:
             for key, known in list(self.sessions.items()):
                 if now - known.last_seen <= self.heartbeat_timeout:
                     continue
+                if known.pid is not None and self._alive(known.pid):
+                    # Silent but alive: busy (a long call holding the GIL), not dead.
+                    continue
                 del self.sessions[key]
                 who = f"kernel {known.kernel_id}" if known.kernel_id else "its process"
                 interrupted += self._interrupt(
@@ -238,7 +263,9 @@ class TaskService:
                     f"{self.heartbeat_timeout:g} s: it died or lost contact with the server",
                 )
             owned = set().union(*(s.active for s in self.sessions.values()))
-            stale = [i for i, t in self._unclaimed.items() if t < now and i not in owned]
+            due = [i for i, t in self._unclaimed.items() if t < now and i not in owned]
+            alive = {r.id for r in self.store.get_many(due) if r.pid and self._alive(r.pid)}
+            stale = [job_id for job_id in due if job_id not in alive]
             for job_id in stale:
                 del self._unclaimed[job_id]
             interrupted += self._interrupt(

@@ -17,6 +17,7 @@ from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
 from raytha_nb.protocol import Batch, LogRow, Publish
 
+from .._server_helpers import FAKE_PID
 from ._lab import Lab
 
 
@@ -37,7 +38,7 @@ class Feed:
     def start(self, name: str, args: Any = None, percent: float = 0.0, info: str = "") -> LiveTask:
         live = LiveTask(
             str(uuid.uuid4()), name, "tests.browser.feed", args if args is not None else {"n": 1},
-            kernel_id=self.kernel_id, notebook=self.notebook, pid=4242,
+            kernel_id=self.kernel_id, notebook=self.notebook, pid=FAKE_PID,
         )  # fmt: skip
         live.transition(TaskStatus.PROCESSING)
         live.report(percent, info or None, 1)
@@ -66,7 +67,7 @@ class Feed:
             if new:
                 self._sent_logs[live.id] = new[-1][0]
         active = tuple(t.id for t in self.tasks.values() if not t.status.finished)
-        body = Publish(self.session, batch, self.kernel_id, 4242, active).to_json()
+        body = Publish(self.session, batch, self.kernel_id, FAKE_PID, active).to_json()
         req = urllib.request.Request(
             f"{self.lab.url}raytha-nb/kernel-api/publish",
             data=json.dumps(body).encode(),
