@@ -49,6 +49,10 @@ class RemoteBackend(TaskBackend):
         self._results_dir = Path(address.results_dir) if address.results_dir else None
         self._session = uuid.uuid4().hex
         self._kernel_id = kernel_identity()[0]
+        # Who is asking, for the server's ownership rules (a kernel deletes only its own).
+        self._headers["X-Raytha-Nb-Pid"] = str(os.getpid())
+        if self._kernel_id:
+            self._headers["X-Raytha-Nb-Kernel"] = self._kernel_id
 
     # -- plumbing ------------------------------------------------------------------
     def _request(
@@ -84,6 +88,9 @@ class RemoteBackend(TaskBackend):
         except ValueError:
             parsed = None
         if status == 403:
+            said = parsed.get("message", "") if isinstance(parsed, dict) else ""
+            if "kernel secret" not in said:  # refused for another reason: say which
+                raise ServerError(f"the raytha_nb server refused: {said}", status)
             raise ServerError(
                 "the raytha_nb server refused this kernel's secret (RAYTHA_NB_TOKEN); was the "
                 "server restarted with another secret file? Restart the kernel.",

@@ -23,6 +23,13 @@ from .protocol import HistoryRow, ProgressRow, TaskRow
 
 #: Log lines kept in memory per task for live readers; older ones are in the store.
 LOG_TAIL = 2_000
+#: Unsent log lines a task may hold before a line it prints waits for the publisher
+#: (backpressure: a task printing as fast as it can runs at the store's pace, and the
+#: kernel's memory stays bounded, ~100 bytes a line, instead of lines being dropped).
+LOG_OUTBOX = 100_000
+#: Seconds a printing thread waits for room before the oldest unsent lines are dropped
+#: (only when the store takes no writes at all: e.g. a server gone for that long).
+LOG_WAIT = 30.0
 
 
 class LiveTask:
@@ -31,7 +38,8 @@ class LiveTask:
     __slots__ = (
         "args", "args_json", "cancel_requested", "committed", "completed_at", "created_at",
         "error_message", "error_type", "history", "id", "kernel_id", "lock", "log_seq",
-        "logs", "name", "notebook", "on_cancel", "on_change", "percent_complete", "pid",
+        "logs", "logs_dropped", "name", "notebook", "on_cancel", "on_change", "outbox",
+        "percent_complete", "pid", "room",
         "result", "result_kind", "row_version", "started_at", "status", "status_info",
         "task", "task_step", "traceback", "version", "waiter",
     )  # fmt: skip
@@ -86,7 +94,12 @@ class LiveTask:
         # Status changes, in order (a handful per task; progress samples are the
         # publisher's): history rows it has not yet sent are those past its cursor.
         self.history: list[HistoryRow] = [HistoryRow(job_id, self.created_at, "enqueued", 0, 0.0)]
+        # The last LOG_TAIL lines, for live readers; and the lines not yet handed to the
+        # publisher, which takes them (take_logs) and owns them until they are stored.
         self.logs: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_TAIL)
+        self.outbox: list[tuple[int, float, str, str]] = []
+        self.room = threading.Condition(self.lock)
+        self.logs_dropped = 0
         self.log_seq = 0
 
     # -- progress: the hot path ------------------------------------------------
@@ -172,21 +185,47 @@ class LiveTask:
         return waiter.wait(timeout)
 
     def add_log(self, stream: str, text: str) -> int:
+        """Append a line; waits while LOG_OUTBOX lines are unsent (see LOG_WAIT)."""
         text = clean_text(text)
         with self.lock:
+            if len(self.outbox) >= LOG_OUTBOX and not self.room.wait_for(
+                lambda: len(self.outbox) < LOG_OUTBOX, LOG_WAIT
+            ):
+                self._drop_unsent()
             self.log_seq += 1
-            self.logs.append((self.log_seq, time.time(), stream, text))
+            line = (self.log_seq, time.time(), stream, text)
+            self.logs.append(line)
+            self.outbox.append(line)
             seq = self.log_seq
         self.mark(row=False)
         return seq
 
-    def logs_after(self, seq: int) -> list[tuple[int, float, str, str]]:
-        """Lines with a higher ``seq`` still in memory (lines that fell off the tail are
-        lost only if more than LOG_TAIL lines arrive between two flushes)."""
-        if self.log_seq == seq:
+    def _drop_unsent(self) -> None:
+        """The store took nothing for LOG_WAIT seconds: drop the older half of the
+        unsent lines and say so in the task's own log and status (under the lock)."""
+        dropped = self.outbox[: LOG_OUTBOX // 2]
+        del self.outbox[: LOG_OUTBOX // 2]
+        self.logs_dropped += len(dropped)
+        first, last = dropped[0][0], dropped[-1][0]
+        note = (
+            f"[raytha_nb] log lines {first}-{last} were dropped: the task store took no "
+            f"writes for {LOG_WAIT:g} s ({self.logs_dropped:,} lines lost so far)"
+        )
+        self.status_info = note
+        self.log_seq += 1
+        line = (self.log_seq, time.time(), "log", note)
+        self.logs.append(line)
+        self.outbox.append(line)
+
+    def take_logs(self, limit: int) -> list[tuple[int, float, str, str]]:
+        """Hand up to ``limit`` unsent lines to the publisher, oldest first."""
+        if not self.outbox:
             return []
         with self.lock:
-            return [line for line in self.logs if line[0] > seq]
+            taken = self.outbox[:limit]
+            del self.outbox[:limit]
+            self.room.notify_all()
+        return taken
 
     def log_tail(self, since: int = 0) -> list[LogLine]:
         with self.lock:

@@ -101,6 +101,11 @@ class ServerError(RuntimeError):
         self.status = status
 
 
+class NotTaskOwner(PermissionError):
+    """A kernel tried to change a task another kernel created (the server answers 403):
+    each kernel writes only its own tasks' state; others may read and cancel them."""
+
+
 class ProtocolError(ValueError):
     """A kernel-API message does not follow the wire protocol (the server answers 400,
     naming the field); also raised for a kernel and server whose versions cannot talk."""

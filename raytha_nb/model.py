@@ -7,7 +7,7 @@ import enum
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
@@ -39,6 +39,15 @@ ACTIVE = frozenset({TaskStatus.ENQUEUED, TaskStatus.PROCESSING})
 def utc(ts: float | None) -> datetime | None:
     """Epoch seconds to an aware UTC datetime (the store keeps naive UTC)."""
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def stored_utc(ts: float | None) -> datetime | None:
+    """Epoch seconds as the store keeps them: whole microseconds of ``ts * 1e6``
+    rounded half to even, as DuckDB's ``CAST(ts * 1000000 AS BIGINT)`` does."""
+    return None if ts is None else _EPOCH + timedelta(microseconds=round(ts * 1_000_000))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def iso(value: datetime | None) -> str | None:

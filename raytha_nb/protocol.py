@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ._version import __version__
 from .errors import ProtocolError
-from .model import TaskRecord, TaskStatus, utc
+from .model import TaskRecord, TaskStatus, stored_utc, utc
 
 #: (major, minor). A server accepts kernels of the same major version whose minor
 #: version is at most one away; a change that breaks that bumps the major version.
@@ -71,10 +71,10 @@ class TaskRow(NamedTuple):
             traceback=self.traceback,
             result=None if self.result is None else json.loads(self.result),
             result_kind=self.result_kind,
-            created_at=utc(self.created_at),
-            started_at=utc(self.started_at),
-            completed_at=utc(self.completed_at),
-            heartbeat_at=utc(self.heartbeat_at),
+            created_at=stored_utc(self.created_at),
+            started_at=stored_utc(self.started_at),
+            completed_at=stored_utc(self.completed_at),
+            heartbeat_at=stored_utc(self.heartbeat_at),
             updated_at=utc(updated_at),
             kernel_id=self.kernel_id,
             notebook=self.notebook,

@@ -3,12 +3,14 @@
 Every ``interval`` seconds (sooner when a task finishes) it collects the tasks whose
 ``version`` moved since its cursor, their new history rows and log lines, and hands
 them to the backend as one :class:`~raytha_nb.protocol.Batch`. It owns all of the
-flush bookkeeping (which tasks are dirty, what of each was sent); tasks only hold
-state. A cursor moves only after the backend accepted a batch, and a terminal state
-is acknowledged (``LiveTask.set_committed``, the task no longer tracked) only once it
-is stored. A failed publish keeps everything and is retried with backoff, so nothing
-is dropped while the backend is away; memory is bounded by ``LOG_TAIL`` lines per
-task (older unsent lines are dropped first, and the loss is logged).
+flush bookkeeping (which tasks are dirty, what of each was sent, the log lines it took
+from a task until they are stored); tasks only hold state. A cursor moves only after
+the backend accepted a batch, and a terminal state is acknowledged
+(``LiveTask.set_committed``) only once it is stored. A failed publish keeps everything
+and is retried with backoff, so nothing is dropped while the backend is away; a task
+that prints faster than the store takes lines waits (``LiveTask.add_log``), which
+bounds memory. A finished task stays known for a while (``_RECENT``), so lines its
+threads print after it ended are stored too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 from ._live import LiveTask
 from .backend import TaskBackend
@@ -30,6 +33,12 @@ log = logging.getLogger("raytha_nb")
 _COALESCE = 0.01
 #: Seconds between two progress samples in a task's history (a new step always samples).
 _SAMPLE_EVERY = 1.0
+#: Most log lines of one task in one batch (a loud task's lines go in several).
+_LOG_BATCH = 50_000
+#: Unsent lines of one task that make the publisher flush before its interval is up.
+_LOG_EARLY = 20_000
+#: Finished, stored tasks kept so that late log lines of theirs are still stored.
+_RECENT = 2_000
 
 
 @dataclass
@@ -42,6 +51,8 @@ class _Cursor:
     log_seq: int = 0
     sample: tuple[int, float, str | None] = (0, 0.0, None)
     sampled_at: float = 0.0
+    #: Lines taken from the task and not yet stored (sent again after a failure).
+    logs: list[tuple[int, float, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +72,8 @@ class Publisher:
         self._backend = backend
         self._tasks: dict[str, LiveTask] = {}  # tracked: not yet committed final
         self._cursors: dict[str, _Cursor] = {}
+        # Finished and stored: back into _tasks if they log again.
+        self._done: OrderedDict[str, tuple[LiveTask, _Cursor]] = OrderedDict()
         self._dirty: set[str] = set()
         self._running: set[str] = set()
         self._wake = threading.Event()
@@ -82,11 +95,16 @@ class Publisher:
         self._changed(live)
 
     def _changed(self, live: LiveTask) -> None:
-        # Called from the task's threads: set operations are atomic under the GIL.
+        # Called from the task's threads: set and dict operations are atomic under the GIL.
         if live.status is TaskStatus.PROCESSING:
             self._running.add(live.id)
+        elif live.id not in self._tasks:
+            done = self._done.pop(live.id, None)  # a finished task logged again
+            if done is not None:
+                self._cursors[live.id] = done[1]
+                self._tasks[live.id] = live
         self._dirty.add(live.id)
-        if live.status in TERMINAL:
+        if live.status in TERMINAL or len(live.outbox) >= _LOG_EARLY:
             self._wake.set()
 
     def stored(self, job_id: str) -> bool:
@@ -177,7 +195,17 @@ class Publisher:
             if live.status is not TaskStatus.PROCESSING:
                 self._running.discard(job_id)
             version, row_version = live.version, live.row_version
-            if version == cursor.version:
+            if version == cursor.version and not live.outbox and not cursor.logs:
+                continue
+            # Lines first: taken now, they are the publisher's until stored.
+            cursor.logs.extend(live.take_logs(_LOG_BATCH - len(cursor.logs)))
+            batch.logs.extend(LogRow(live.id, *line) for line in cursor.logs)
+            last_seq = cursor.logs[-1][0] if cursor.logs else cursor.log_seq
+            if live.committed or version == cursor.version:
+                # Only log lines are new (a loud task between reports, or lines printed
+                # after the task's final state was stored): no row to rewrite.
+                moved = replace(cursor, version=version, log_seq=last_seq, logs=[])
+                sent.append(_Sent(live, moved))
                 continue
             if row_version != cursor.row_version:
                 batch.tasks.append(live.row(now))
@@ -196,21 +224,8 @@ class Publisher:
                 sampled_at = now
             else:
                 sample = cursor.sample
-            logs = live.logs_after(cursor.log_seq)
-            if logs and logs[0][0] > cursor.log_seq + 1:
-                log.warning(
-                    "raytha_nb: task %s printed faster than it could be stored; "
-                    "log lines %d-%d were dropped",
-                    live.id, cursor.log_seq + 1, logs[0][0] - 1,
-                )  # fmt: skip
-            batch.logs.extend(LogRow(live.id, *line) for line in logs)
             moved = _Cursor(
-                version,
-                row_version,
-                cursor.history + len(history),
-                logs[-1][0] if logs else cursor.log_seq,
-                sample,
-                sampled_at,
+                version, row_version, cursor.history + len(history), last_seq, sample, sampled_at
             )
             sent.append(_Sent(live, moved))
         return batch, sent
@@ -219,11 +234,16 @@ class Publisher:
         for item in sent:
             live, cursor = item.live, item.cursor
             self._cursors[live.id] = cursor
-            if live.status in TERMINAL and live.version == cursor.version:
+            if live.status in TERMINAL and live.version == cursor.version and not live.outbox:
                 del self._tasks[live.id]
                 del self._cursors[live.id]
                 self._running.discard(live.id)
+                self._done[live.id] = (live, cursor)
+                while len(self._done) > _RECENT:
+                    self._done.popitem(last=False)
                 live.set_committed()
+        if any(item.live.outbox for item in sent):
+            self._wake.set()  # a loud task: more lines are waiting
 
     def stop(self, flush: bool = True, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -63,9 +63,21 @@ async def api(jp_fetch: Any, *parts: str, expect: int = 200, **kwargs: Any) -> H
     return response
 
 
-async def kernel(jp_fetch: Any, secret: str, *parts: str, expect: int = 200, **kw: Any) -> Any:
-    """Call the kernel API with the kernel secret."""
-    headers = {"Authorization": f"token {secret}"}
+async def kernel(
+    jp_fetch: Any,
+    secret: str,
+    *parts: str,
+    expect: int = 200,
+    as_kernel: str = "kernel-a",
+    **kw: Any,
+) -> Any:
+    """Call the kernel API with the kernel secret, as a kernel's client does (naming
+    itself, for the ownership rules)."""
+    headers = {
+        "Authorization": f"token {secret}",
+        "X-Raytha-Nb-Kernel": as_kernel,
+        "X-Raytha-Nb-Pid": str(FAKE_PID),
+    }
     try:
         response = await jp_fetch("raytha-nb", "kernel-api", *parts, headers=headers, **kw)
     except HTTPClientError as exc:
@@ -491,6 +503,44 @@ async def test_kernel_api_reads(jp_fetch: Any, secret: str, service: TaskService
     assert logged == [("line 1",)]
     await kernel(jp_fetch, secret, "tasks", task.id, method="DELETE", expect=204)
     await kernel(jp_fetch, secret, "tasks", task.id, expect=404)
+
+
+async def test_a_kernel_changes_only_its_own_tasks(jp_fetch: Any, secret: str) -> None:
+    """Kernels share one secret, so the server keeps each kernel to its own tasks: a
+    forged final state or a delete of another kernel's task is a 403 and changes nothing."""
+    running = live_task("a's export", status=TaskStatus.PROCESSING, kernel_id="kernel-a")
+    done = live_task("a's report", status=TaskStatus.COMPLETE, kernel_id="kernel-a")
+    await publish(jp_fetch, secret, [running, done])
+
+    forged = live_task("a's export", status=TaskStatus.PROCESSING, kernel_id="kernel-b")
+    forged.id = running.id
+    forged.transition(TaskStatus.COMPLETE, result={"path": "/etc/passwd"}, result_kind="file")
+    for tasks, kernel_id in (([forged], "kernel-b"), ([running], "kernel-b")):
+        reply = await kernel(
+            jp_fetch, secret, "publish", method="POST", expect=403,
+            body=publish_body(tasks, session="s-b", kernel_id=kernel_id),
+        )  # fmt: skip
+        assert "kernel-a" in reply["message"] or "kernel-b" in reply["message"]
+    assert body(await api(jp_fetch, "tasks", running.id))["status"] == "processing"
+
+    reply = await kernel(
+        jp_fetch, secret, "tasks", done.id, method="DELETE", expect=403, as_kernel="kernel-b"
+    )
+    assert "deletes only its own tasks" in reply["message"]
+    assert body(await api(jp_fetch, "tasks", done.id))["status"] == "complete"
+    # Reading and cancelling another kernel's task stay open to every kernel.
+    await kernel(jp_fetch, secret, "tasks", running.id, as_kernel="kernel-b")
+    await kernel(
+        jp_fetch,
+        secret,
+        "tasks",
+        running.id,
+        "cancel",
+        method="POST",
+        body="{}",
+        as_kernel="kernel-b",
+    )
+    await kernel(jp_fetch, secret, "tasks", done.id, method="DELETE", expect=204)
 
 
 async def test_events_stream(

@@ -29,7 +29,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..errors import ProtocolError, TaskStateError
+from ..errors import NotTaskOwner, ProtocolError, TaskStateError
 from ..model import TaskRecord
 from .service import TaskService
 
@@ -126,6 +126,8 @@ class Base(ExtensionHandlerMixin, APIHandler):
             raise bad_request(str(exc)) from None
         except TaskStateError as exc:
             raise web.HTTPError(409, str(exc), reason="Conflict") from None
+        except NotTaskOwner as exc:
+            raise web.HTTPError(403, str(exc), reason="Forbidden") from None
         except RuntimeError:
             if not self.service.closed:
                 raise
@@ -163,6 +165,16 @@ class Base(ExtensionHandlerMixin, APIHandler):
         if not low <= value <= high:
             raise bad_request(f"query parameter {name}={value} must be between {low} and {high}")
         return value
+
+    def kernel(self) -> tuple[str | None, int | None] | None:
+        """On kernel routes, the calling kernel as its client names itself (kernel id,
+        PID); None on user routes."""
+        if self.scheme != KERNEL:
+            return None
+        pid = self.request.headers.get("X-Raytha-Nb-Pid", "")
+        return self.request.headers.get("X-Raytha-Nb-Kernel") or None, (
+            int(pid) if pid.isdigit() else None
+        )
 
     async def record(self, job_id: str) -> TaskRecord:
         job_id = check_id(job_id)

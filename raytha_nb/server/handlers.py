@@ -73,7 +73,7 @@ class TaskHandler(Base):
     @guarded
     async def delete(self, job_id: str) -> None:
         job_id = check_id(job_id)
-        if not await self.call(self.service.delete, job_id):
+        if not await self.call(self.service.delete, job_id, self.kernel()):
             raise not_found(job_id)
         self.set_status(204)
         self.finish()

@@ -18,8 +18,8 @@ from typing import Any
 
 from .._identity import pid_alive
 from .._version import __version__
-from ..errors import TaskStateError
-from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, iso, utc
+from ..errors import NotTaskOwner, StoreClosed, TaskStateError
+from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, iso, stored_utc, utc
 from ..protocol import Batch, Publish
 from ..store import Store
 from .events import EventHub
@@ -83,6 +83,8 @@ class TaskService:
     # -- kernels ---------------------------------------------------------------------
     def publish(self, message: Publish) -> list[str]:
         """Commit a kernel's batch and heartbeat; return the ids it must cancel."""
+        if self.closed:
+            raise StoreClosed(f"the task store {self.store.path} is closed")
         batch = message.batch
         with self._lock:
             known = self.sessions.get(message.session)
@@ -94,6 +96,7 @@ class TaskService:
             known.active = set(message.active)
             for job_id in known.active:
                 self._unclaimed.pop(job_id, None)
+            self._check_owner(batch, known)
             received = {(row.task_id, row.ts, row.status) for row in batch.history}
             finished = self._drop_finished(batch, known)
             batch.history = [
@@ -152,6 +155,30 @@ class TaskService:
             batch.logs = [row for row in batch.logs if row.seq > last.get(row.task_id, 0)]
         return finished
 
+    def _check_owner(self, batch: Batch, known: KernelSession) -> None:
+        """Refuse the whole batch if it touches a task another kernel created: a kernel
+        session creates tasks only in its own name (kernel id, PID) and writes only
+        those. Active tasks are checked in memory; others (finished, or from before a
+        server restart) against their stored row."""
+        me = (known.kernel_id, known.pid)
+        for row in batch.tasks:
+            if (row.kernel_id, row.pid) != me:
+                raise NotTaskOwner(
+                    f"task {row.id} names kernel {row.kernel_id} (PID {row.pid}) as its "
+                    f"owner, but this publisher is kernel {me[0]} (PID {me[1]})"
+                )
+        ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
+        ids |= {row.task_id for row in batch.history} | {row.task_id for row in batch.logs}
+        held = {i: self._active[i] for i in ids if i in self._active}
+        rest = sorted(ids - held.keys())
+        for record in [*held.values(), *self.store.get_many(rest)]:
+            if (record.kernel_id, record.pid) != me:
+                raise NotTaskOwner(
+                    f"task {record.name} ({record.id}) belongs to kernel {record.kernel_id} "
+                    f"(PID {record.pid}); kernel {me[0]} (PID {me[1]}) may read and cancel "
+                    "it, but only its own kernel changes its state"
+                )
+
     def _revivable(self, ids: set[str], known: KernelSession) -> set[str]:
         if not ids or known.pid is None:
             return set()
@@ -193,12 +220,22 @@ class TaskService:
             self._announce({job_id})
         return True, self.get(job_id)
 
-    def delete(self, job_id: str) -> bool:
-        """Forget a finished task; False if unknown, TaskStateError if still active."""
+    def delete(
+        self, job_id: str, kernel: tuple[str | None, int | None] | None = None
+    ) -> bool:
+        """Forget a finished task; False if unknown, TaskStateError if still active.
+        ``kernel``: the (kernel id, PID) of a kernel asking, which may delete only the
+        tasks it created (in any of its runs: the kernel id survives restarts)."""
         with self._lock:
             record = self.store.get(job_id)
             if record is None:
                 return False
+            if kernel is not None and not _same_kernel(record, kernel):
+                raise NotTaskOwner(
+                    f"task {record.name} ({job_id}) was created by kernel {record.kernel_id} "
+                    f"(PID {record.pid}): a kernel deletes only its own tasks; delete it "
+                    "from the Background Tasks panel or DELETE /raytha-nb/api/tasks/{id}"
+                )
             if not record.finished:
                 raise TaskStateError(
                     f"task {record.name} ({job_id}) is {record.status.value}; cancel it and "
@@ -324,7 +361,7 @@ class TaskService:
                 task_step=row.task_step,
                 status_info=row.status_info,
                 percent_complete=row.percent_complete,
-                heartbeat_at=utc(row.heartbeat_at),
+                heartbeat_at=stored_utc(row.heartbeat_at),
                 updated_at=stamped,
             )
             if self.hub.listening:
@@ -361,3 +398,10 @@ class TaskService:
         self.hub.close()
         with self._lock:
             self.store.close()
+
+
+def _same_kernel(record: TaskRecord, kernel: tuple[str | None, int | None]) -> bool:
+    kernel_id, pid = kernel
+    if record.kernel_id is not None or kernel_id is not None:
+        return record.kernel_id == kernel_id
+    return record.pid == pid

@@ -30,7 +30,6 @@ class Feed:
         self.notebook = notebook
         self.session = uuid.uuid4().hex
         self.tasks: dict[str, LiveTask] = {}
-        self._sent_logs: dict[str, int] = {}
         self._sent_history: dict[str, int] = {}
         self._sent_rows: dict[str, int] = {}
         self.secret = (lab.db.parent / f".{lab.db.stem}.kernel-secret").read_text().strip()
@@ -62,10 +61,7 @@ class Feed:
                 self._sent_rows[live.id] = live.row_version
             batch.history += live.history[self._sent_history.get(live.id, 0) :]
             self._sent_history[live.id] = len(live.history)
-            new = live.logs_after(self._sent_logs.get(live.id, 0))
-            batch.logs += [LogRow(live.id, *line) for line in new]
-            if new:
-                self._sent_logs[live.id] = new[-1][0]
+            batch.logs += [LogRow(live.id, *line) for line in live.take_logs(10_000)]
         active = tuple(t.id for t in self.tasks.values() if not t.status.finished)
         body = Publish(self.session, batch, self.kernel_id, FAKE_PID, active).to_json()
         req = urllib.request.Request(
