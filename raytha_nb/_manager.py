@@ -57,6 +57,7 @@ class TaskManager:
         self.backend = backend if backend is not None else open_backend(db)
         # This process's tasks, oldest first: the active ones and up to _RECENT finished.
         self._tasks: OrderedDict[str, LiveTask] = OrderedDict()
+        self._tasks_lock = threading.Lock()  # for changes; reads take a list() copy
         #: Returned objects of this process's tasks, for result() without a reload.
         self.values = _results.ValueCache(int(result_cache_mb * 2**20))
         self._kernel_id, self._notebook = kernel_identity()
@@ -93,14 +94,16 @@ class TaskManager:
             job_id, name, task, args,
             kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(),
         )  # fmt: skip
-        self._tasks[job_id] = live
-        self._forget_old()
+        with self._tasks_lock:
+            self._tasks[job_id] = live
+            self._forget_old()
         self.publisher.track(live)
         self.executor.submit(live, body)
         return job_id
 
     def _forget_old(self) -> None:
-        """Keep at most _RECENT finished tasks in memory (their state is stored)."""
+        """Keep at most _RECENT finished tasks in memory (their state is stored);
+        called under ``_tasks_lock``."""
         excess = len(self._tasks) - _RECENT
         if excess <= 0:
             return
@@ -234,7 +237,8 @@ class TaskManager:
                 "wait for it to finish before deleting it"
             )
         self.values.pop(job_id)
-        self._tasks.pop(job_id, None)
+        with self._tasks_lock:
+            self._tasks.pop(job_id, None)
         self.backend.delete(job_id)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -320,7 +324,7 @@ def configure(
     with _default_lock:
         old = _default
         if old is not None:
-            busy = [t for t in old._tasks.values() if not t.status.finished]
+            busy = [t for t in list(old._tasks.values()) if not t.status.finished]
             if busy:
                 raise TaskStateError(
                     f"{len(busy)} task(s) still running; wait for or cancel them before configure()"

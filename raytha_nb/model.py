@@ -252,9 +252,10 @@ class TaskQuery:
             return values[-1] if values and values[-1] else None
 
         def number(key: str, default: int, high: int) -> int:
-            raw = text(key)
-            if raw is None:
+            values = get(key)
+            if not values:
                 return default
+            raw = values[-1]
             try:
                 value = int(raw)
             except ValueError:

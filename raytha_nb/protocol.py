@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
@@ -187,10 +188,13 @@ def _text(value: Any) -> str | None:
 
 
 def _id(value: Any) -> str | None:
-    problem = _text(value)
-    if problem is None and not value:
-        return "must not be empty"
-    return problem
+    """Task ids are UUIDs in their canonical form, as the REST routes require."""
+    try:
+        if isinstance(value, str) and str(uuid.UUID(value)) == value:
+            return None
+    except ValueError:
+        pass
+    return f"must be a task id (a UUID in lower-case hex with dashes), not {value!r:.60}"
 
 
 def _json_text(value: Any) -> str | None:
@@ -227,7 +231,7 @@ def _integer(high: int, low: int = -_INT64 - 1) -> Callable[[Any], str | None]:
 
 def _one_of(allowed: frozenset[str]) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             return f"must be one of {', '.join(sorted(allowed))}, not {value!r}"
         return None
 

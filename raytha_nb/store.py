@@ -178,7 +178,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, recover: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.results_dir = self.path.parent / f"{self.path.stem}-results"
         try:
             self._con = duckdb.connect(str(self.path))
@@ -192,6 +192,12 @@ class Store:
             self.interrupt(
                 self.active_ids(), "the process that ran it (PID {pid}) ended before it finished"
             )
+        # Private to the user, like the kernel secret: tasks keep arguments, logs, results.
+        self.results_dir.mkdir(mode=0o700, exist_ok=True)
+        wal = self.path.with_name(f"{self.path.name}.wal")
+        for private, mode in ((self.path, 0o600), (wal, 0o600), (self.results_dir, 0o700)):
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change
+                private.chmod(mode)
 
     # -- plumbing ----------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:

@@ -235,13 +235,15 @@ async def test_delete_one_and_all_finished(
     assert {t["id"] for t in body(await api(jp_fetch, "tasks"))["tasks"]} == {running.id}
 
 
-async def test_result_file_download(jp_fetch: Any, secret: str, service: TaskService) -> None:
+async def test_result_file_download(
+    jp_fetch: Any, secret: str, service: TaskService, jp_root_dir: Path
+) -> None:
     from ._server_helpers import write_parquet
 
     frame_task = live_task("frame", status=TaskStatus.COMPLETE)
     frame_task.result = write_parquet(service.store.results_dir / f"{frame_task.id}.parquet")
     frame_task.result_kind = "parquet"
-    export = service.store.results_dir.parent / 'my "export".csv'
+    export = jp_root_dir / 'my "export".csv'
     export.write_text("a,b\n1,2\n")
     file_task = live_task("export", status=TaskStatus.COMPLETE)
     file_task.result = {
@@ -252,7 +254,7 @@ async def test_result_file_download(jp_fetch: Any, secret: str, service: TaskSer
         "media_type": "text/csv",
     }
     file_task.result_kind = "file"
-    unicode = service.store.results_dir.parent / "résumé.csv"
+    unicode = jp_root_dir / "résumé.csv"
     unicode.write_text("x\n")
     accented = live_task("accented", status=TaskStatus.COMPLETE)
     accented.result = {"path": str(unicode), "filename": unicode.name, "media_type": "text/csv"}

@@ -320,7 +320,7 @@ def test_server_on_a_store_held_elsewhere_says_what_to_do(tmp_path: Path) -> Non
     holder = Store(db)  # this test process holds the file
     server = JupyterServer(tmp_path, db, heartbeat_timeout=HEARTBEAT_TIMEOUT)
     try:
-        with pytest.raises(AssertionError):  # its API never comes up
+        with pytest.raises(AssertionError):  # its API answers 503 saying why
             server.start(timeout=10)
         log = server.log_text()
         assert f"in use by another process (PID {os.getpid()})" in log, log

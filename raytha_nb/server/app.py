@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Int, Unicode
 
@@ -22,6 +23,7 @@ from .._identity import ENV_RESULTS, ENV_TOKEN, ENV_URL, default_db_path, runtim
 from ..errors import StoreLockedError
 from ..store import Store
 from . import handlers
+from ._base import Base, guarded
 from .events import EventHub
 from .reaper import Reaper
 from .service import TaskService
@@ -59,21 +61,16 @@ class RaythaNbApp(ExtensionApp):
     ).tag(config=True)
     store_threads = Int(4, help="Worker threads running store queries.").tag(config=True)
 
+    #: Why raytha_nb is off on this server (its store could not be opened), else None.
+    unavailable: str | None = None
+
     def initialize_settings(self) -> None:
         path = Path(self.db_path).expanduser() if self.db_path else default_db_path()
         try:
             self.store = Store(path, recover=False)
-        except StoreLockedError as exc:
-            holder = f"process {exc.pid}" if exc.pid is not None else "the process holding it"
-            raise StoreLockedError(
-                exc.path,
-                exc.pid,
-                exc.detail,
-                f"Stop {holder} (another Jupyter server, or a notebook or script using "
-                "raytha_nb without a server), or give this server its own store: "
-                "c.RaythaNbApp.db_path = '/path/to/other.duckdb' in jupyter_server_config.py, "
-                "or RAYTHA_NB_DB.",
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - any reason is served as the 503's message
+            self._switch_off(path, exc)
+            return
         loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
         self.service = TaskService(self.store, EventHub(loop), self.heartbeat_timeout)
         self.executor = ThreadPoolExecutor(self.store_threads, thread_name_prefix="raytha-nb")
@@ -99,8 +96,40 @@ class RaythaNbApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
+        if self.unavailable is not None:
+            # No kernel API: this server advertised none, so no kernel calls it.
+            self.handlers.extend(off_handlers(handlers.handlers))
+            return
         self.handlers.extend(handlers.handlers)
         self.handlers.extend(handlers.kernel_handlers)
+
+    def _switch_off(self, path: Path, exc: Exception) -> None:
+        """Serve on without raytha_nb, but let every user route say why (503): a
+        missing extension would look uninstalled (404) to the panel and to scripts."""
+        where = (
+            "give this server its own store: c.RaythaNbApp.db_path = '/path/to/other.duckdb' "
+            "in jupyter_server_config.py, or RAYTHA_NB_DB=/path/to/other.duckdb"
+        )
+        if isinstance(exc, StoreLockedError):
+            holder = f"process {exc.pid}" if exc.pid is not None else "the process holding it"
+            why = str(
+                StoreLockedError(
+                    exc.path,
+                    exc.pid,
+                    exc.detail,
+                    f"Stop {holder} (another Jupyter server, or a notebook or script using "
+                    f"raytha_nb without a server) and restart this server, or {where}.",
+                )
+            )
+            self.log.error("raytha_nb is off on this server: %s", why)
+        else:
+            why = (
+                f"The task store {path} could not be opened: {type(exc).__name__}: {exc}. "
+                f"Fix that and restart this server, or {where}."
+            )
+            self.log.exception("raytha_nb is off on this server: %s", why)
+        self.unavailable = f"raytha_nb is off on this server. {why}"
+        self.settings.update(raytha_nb_unavailable=self.unavailable)
 
     def _kernel_secret(self, db: Path) -> str:
         """Read or create the kernel secret; stable across restarts of the server."""
@@ -147,7 +176,18 @@ class RaythaNbApp(ExtensionApp):
             )
 
     async def stop_extension(self) -> None:
-        """The server is stopping: its kernels stop with it, so their tasks end now."""
+        """The server is stopping: its kernels stop with it, so their tasks end now.
+
+        Never raises: jupyter_server stops its event loop only after every extension
+        stopped, so an error here would keep the server running past SIGTERM."""
+        if self.unavailable is not None:
+            return  # the store never opened: nothing was started
+        try:
+            await self._shut_down()
+        except Exception:
+            self.log.exception("raytha_nb: error while stopping (the server stops anyway)")
+
+    async def _shut_down(self) -> None:
         self.reaper.stop()
         self._retention.stop()
         server: Any = self.serverapp
@@ -167,6 +207,39 @@ class RaythaNbApp(ExtensionApp):
             for key, value in self._advertised.items():
                 if os.environ.get(key) == value:
                     del os.environ[key]
+
+
+class OffHandler(Base):
+    """Any user route while raytha_nb is off on this server: 503 saying why."""
+
+    @guarded
+    async def get(self, *args: str, **kwargs: str) -> None:
+        raise web.HTTPError(
+            503, self.settings["raytha_nb_unavailable"], reason="Service Unavailable"
+        )
+
+    post = delete = get
+
+
+def off_handlers(
+    routes: list[tuple[str, type[Base], dict[str, Any]]],
+) -> list[tuple[str, type[Base], dict[str, Any]]]:
+    """``routes`` served by :class:`OffHandler`, each offering its own resource's
+    methods, so that other methods stay a 405."""
+    return [
+        (pattern, OffHandler, {"methods": _methods(resource), **kwargs})
+        for pattern, resource, kwargs in routes
+    ]
+
+
+def _methods(resource: type[Base]) -> list[str]:
+    """The HTTP methods a handler class serves: those it defines."""
+    plain = web.RequestHandler
+    return [
+        m
+        for m in ("GET", "POST", "DELETE")
+        if getattr(resource, m.lower()) is not getattr(plain, m.lower())
+    ]
 
 
 def kernel_url(ip: str, port: int, base_url: str) -> str:

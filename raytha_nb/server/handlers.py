@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from tornado import iostream, web
 
 from ..errors import ProtocolError
-from ..model import TaskQuery, iso
+from ..model import TaskQuery, TaskRecord, iso
 from ..protocol import Publish
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from .events import sse
@@ -137,23 +139,60 @@ class ResultHandler(Base):
             return
         stored: Any = record.result
         path = Path(stored["path"]) if isinstance(stored, dict) and stored.get("path") else None
-        if path is None or not path.is_file():
-            raise web.HTTPError(
-                404,
-                f"the result file of task {record.id} is gone: {path or record.result} "
-                "(deleted by hand or by retention)",
-                reason="Not Found",
-            )
+        if path is None:
+            raise _gone(record, record.result)
         media = stored.get("media_type") or _MEDIA.get(kind) or mimetypes.guess_type(path.name)[0]
         filename = stored.get("filename") or path.name
-        self.set_header("Content-Type", media or "application/octet-stream")
-        self.set_header("Content-Disposition", _attachment(filename))
-        self.set_header("Content-Length", str(path.stat().st_size))
-        with path.open("rb") as handle:
+        with self._open(record, path) as handle:
+            self.set_header("Content-Type", media or "application/octet-stream")
+            self.set_header("Content-Disposition", _attachment(filename))
+            self.set_header("Content-Length", str(os.fstat(handle.fileno()).st_size))
             while chunk := await self.call(handle.read, _CHUNK):
                 self.write(chunk)
                 await self.flush()
         self.finish()
+
+    def _open(self, record: TaskRecord, path: Path) -> BinaryIO:
+        """The task's result file, opened, if it lies under the store's results directory
+        or the server's root directory once symlinks are resolved; else a 403 saying why.
+
+        A result path is whatever the task's code returned (``ResultFile('/etc/passwd')``,
+        a symlink to ``/etc/shadow``), and this route answers anyone allowed to read
+        raytha_nb: unchecked, it would hand out any file the server can read."""
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: no file there
+            raise _gone(record, path) from None
+        results = self.service.results_dir.resolve()
+        root = Path(self.serverapp.root_dir).resolve()
+        if not (real.is_relative_to(results) or real.is_relative_to(root)):
+            resolved = f" (which resolves to {real})" if real != path else ""
+            raise web.HTTPError(
+                403,
+                f"refused to send {path}{resolved}, the result file of task {record.name} "
+                f"({record.id}): result files are sent only from the task store's results "
+                f"directory {results} or this Jupyter server's root directory {root}, and "
+                "this file is in neither. Have the task write its file under one of them.",
+                reason="Forbidden",
+            )
+        try:
+            # Not a symlink swapped in since resolve(), and no wait on a FIFO.
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise _gone(record, path) from None
+        handle = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            handle.close()
+            raise _gone(record, path)
+        return handle
+
+
+def _gone(record: TaskRecord, what: Any) -> web.HTTPError:
+    return web.HTTPError(
+        404,
+        f"the result file of task {record.id} is gone: {what} (deleted by hand or by retention)",
+        reason="Not Found",
+    )
 
 
 class StatusHandler(Base):

@@ -220,9 +220,7 @@ class TaskService:
             self._announce({job_id})
         return True, self.get(job_id)
 
-    def delete(
-        self, job_id: str, kernel: tuple[str | None, int | None] | None = None
-    ) -> bool:
+    def delete(self, job_id: str, kernel: tuple[str | None, int | None] | None = None) -> bool:
         """Forget a finished task; False if unknown, TaskStateError if still active.
         ``kernel``: the (kernel id, PID) of a kernel asking, which may delete only the
         tasks it created (in any of its runs: the kernel id survives restarts)."""

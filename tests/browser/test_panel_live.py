@@ -236,7 +236,7 @@ def _finished(feed: Feed, name: str, created: float) -> Any:
 
 def test_download_a_file_result(lab: Lab, page: Any) -> None:
     open_lab(lab, page)
-    export = lab.db.parent / "orders export.csv"
+    export = lab.root / "orders export.csv"
     export.write_text("id,total\n1,9.5\n2,12.0\n")
     feed = Feed(lab, kernel_id="kernel-file")
     live = feed.start("export-orders", percent=90)
