@@ -318,8 +318,10 @@ def configure(
     workers: int | None = None,
     flush_interval: float = 0.2,
     cancel_grace: float = 1.0,
+    result_cache_mb: float = 256,
 ) -> TaskManager:
-    """Replace the process-wide manager (e.g. another store file or worker count)."""
+    """Replace the process-wide manager (e.g. another store file or worker count;
+    ``result_cache_mb``: how much of its tasks' returned objects it keeps in memory)."""
     global _default
     with _default_lock:
         old = _default
@@ -331,7 +333,11 @@ def configure(
                 )
             old.shutdown()
         _default = TaskManager(
-            db, workers=workers, flush_interval=flush_interval, cancel_grace=cancel_grace
+            db,
+            workers=workers,
+            flush_interval=flush_interval,
+            cancel_grace=cancel_grace,
+            result_cache_mb=result_cache_mb,
         )
         return _default
 

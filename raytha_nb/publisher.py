@@ -242,8 +242,9 @@ class Publisher:
                 while len(self._done) > _RECENT:
                     self._done.popitem(last=False)
                 live.set_committed()
-        if any(item.live.outbox for item in sent):
-            self._wake.set()  # a loud task: more lines are waiting
+            if live.outbox:  # a loud task: more lines wait; flush again at once
+                self._dirty.add(live.id)
+                self._wake.set()
 
     def stop(self, flush: bool = True, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import ast
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
 
 from .._server_helpers import JupyterServer, run
 
 HEARTBEAT_TIMEOUT = 2.0
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[JupyterServer]:
-    srv = JupyterServer(
-        tmp_path, tmp_path / "db" / "tasks.duckdb", heartbeat_timeout=HEARTBEAT_TIMEOUT
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 def test_a_gil_holding_foreground_call_does_not_kill_background_tasks(
-    server: JupyterServer,
+    start_server: Callable[[float], JupyterServer],
 ) -> None:
+    server = start_server(HEARTBEAT_TIMEOUT)
     kernel_id, client = server.start_kernel()
     try:
         run(client, "import time\nimport raytha_nb as rnb")

@@ -9,10 +9,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 import raytha_nb as rnb
 from raytha_nb.model import clean_text, dumps
@@ -65,18 +63,11 @@ def test_one_undecodable_name_blocks_nothing(mgr: rnb.TaskManager, tmp_path: Pat
     assert rnb.get_task(jobs[1]).error_message == "cannot parse fine"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[JupyterServer]:
-    srv = JupyterServer(tmp_path, tmp_path / "db" / "tasks.duckdb", heartbeat_timeout=30)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 def test_under_a_server_one_bad_name_does_not_silence_the_kernel(
-    server: JupyterServer, tmp_path: Path
+    start_server: Callable[[float], JupyterServer], tmp_path: Path
 ) -> None:
     """Before: every later publish of the kernel failed with 400 and nothing was stored."""
+    server = start_server(30)
     folder = tmp_path / "odd"
     folder.mkdir()
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.csv"), "w") as handle:
