@@ -30,7 +30,7 @@ from raytha_nb.protocol import Batch, LogRow, ProgressRow, Publish  # noqa: E402
 from raytha_nb.server.events import EventHub  # noqa: E402
 from raytha_nb.server.service import TaskService  # noqa: E402
 from raytha_nb.store import Store  # noqa: E402
-from tests._server_helpers import live_task, publish_body  # noqa: E402
+from tests._server_helpers import FAKE_PID, live_task, publish_body  # noqa: E402
 
 ROUNDS = 400
 
@@ -67,12 +67,14 @@ def main() -> None:
         return batch
 
     def publish(make: Callable[[int], Batch]) -> Callable[[int], object]:
-        return lambda n: service.publish(Publish("s", make(n), "k", 1, tuple(ids)))
+        return lambda n: service.publish(Publish("s", make(n), "kernel-a", FAKE_PID, tuple(ids)))
 
     def decode(make: Callable[[int], Batch]) -> Callable[[int], object]:
         # What the kernel API adds before publish: parse and check the message.
         return lambda n: Publish.from_json(
-            json.loads(json.dumps(Publish("s", make(n), "k", 1, tuple(ids)).to_json()))
+            json.loads(
+                json.dumps(Publish("s", make(n), "kernel-a", FAKE_PID, tuple(ids)).to_json())
+            )
         )
 
     rows = [

@@ -16,6 +16,7 @@ threads print after it ended are stored too.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -113,11 +114,12 @@ class Publisher:
         return cursor is None or cursor.version > 0
 
     def pending(self) -> bool:
-        """Whether any tracked task has changes the backend has not accepted."""
-        return any(
-            live.version != self._cursors[job_id].version
-            for job_id, live in list(self._tasks.items())
-        )
+        """Whether any tracked task has changes or lines the backend has not accepted."""
+        for job_id, live in list(self._tasks.items()):
+            cursor = self._cursors.get(job_id)
+            if cursor is None or live.version != cursor.version or live.outbox or cursor.logs:
+                return True
+        return False
 
     def wake(self) -> None:
         self._wake.set()
@@ -125,7 +127,9 @@ class Publisher:
     # -- the loop -------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            delay = self.interval if not self._failures else min(5.0, 0.25 * 2**self._failures)
+            delay = self.interval
+            if self._failures:  # back off, with jitter: kernels must not all return at once
+                delay = min(5.0, 0.25 * 2**self._failures) * random.uniform(0.75, 1.0)  # noqa: S311
             if self._wake.wait(delay):
                 time.sleep(_COALESCE)
             self._wake.clear()
