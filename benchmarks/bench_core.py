@@ -22,7 +22,8 @@ from typing import Any
 from tqdm import tqdm
 
 import raytha_nb as rnb
-from raytha_nb.store import Store
+from raytha_nb.backend import EmbeddedBackend
+from raytha_nb.model import TaskQuery
 
 
 def best_of(runs: int, fn: Any) -> float:
@@ -115,9 +116,9 @@ def throughput(n: int, workers: int, db: Path) -> None:
         t0 = time.perf_counter()
         ids = [manager.enqueue(noop) for _ in range(n)]
         t_enqueue = time.perf_counter() - t0
-        assert isinstance(manager.backend, Store)
+        assert isinstance(manager.backend, EmbeddedBackend)
         manager.wait(ids[-1])  # returns once its 'complete' is committed to DuckDB
-        while (stored := manager.backend.count_tasks(status="complete")) < n:
+        while (stored := manager.backend.store.count_tasks(TaskQuery.of("complete"))) < n:
             time.sleep(0.001)
         t_ours = time.perf_counter() - t0
     finally:
@@ -135,8 +136,8 @@ def throughput(n: int, workers: int, db: Path) -> None:
 
 def freshness(samples: int, db: Path) -> None:
     manager = rnb.TaskManager(db, workers=1)
-    assert isinstance(manager.backend, Store)
-    store = manager.backend
+    assert isinstance(manager.backend, EmbeddedBackend)
+    store = manager.backend.store
     step = threading.Event()
     reported: list[float] = []
     done = threading.Event()
@@ -185,8 +186,8 @@ def store_size(n: int, db: Path) -> None:
     manager = rnb.TaskManager(db, workers=4)
     t0 = time.perf_counter()
     ids = [manager.enqueue(lambda: None, name=f"job-{i % 10}") for i in range(n)]
-    assert isinstance(manager.backend, Store)
-    while manager.backend.count_tasks(status="complete") < n:
+    assert isinstance(manager.backend, EmbeddedBackend)
+    while manager.backend.store.count_tasks(TaskQuery.of("complete")) < n:
         time.sleep(0.01)
     t_fill = time.perf_counter() - t0
     manager.shutdown()

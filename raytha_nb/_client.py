@@ -22,7 +22,7 @@ import duckdb
 from ._identity import ServerAddress, kernel_identity
 from ._sql import literal
 from .backend import TaskBackend
-from .errors import ServerError, StoreClosed
+from .errors import ServerError, StoreClosed, StoreWriteError
 from .model import LogLine, TaskQuery, TaskRecord, parse_iso
 from .protocol import Batch, Publish
 from .store import Store
@@ -104,6 +104,12 @@ class RemoteBackend(TaskBackend):
             )
             if status == 503:
                 raise StoreClosed(f"the raytha_nb server is not serving its store: {message}")
+            if status == 507:  # the server's disk refused the write; it says why
+                raise StoreWriteError(
+                    f"of the server at {self.address.url}",
+                    str(message).rstrip("."),
+                    "This kernel keeps its tasks' state and sends it again once it can.",
+                )
             raise ServerError(f"the raytha_nb server answered {status}: {message}", status)
         return status, parsed
 

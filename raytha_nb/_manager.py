@@ -10,6 +10,7 @@ publisher, backend; they report back only through the tasks' state.
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import os
 import threading
@@ -26,7 +27,14 @@ from ._identity import default_db_path, discover, kernel_identity
 from ._jsonable import to_jsonable
 from ._live import LiveTask
 from .backend import EmbeddedBackend, TaskBackend
-from .errors import ResultUnavailable, TaskFailed, TaskNotFound, TaskStateError
+from .errors import (
+    ResultUnavailable,
+    StoreDamaged,
+    StoreWriteError,
+    TaskFailed,
+    TaskNotFound,
+    TaskStateError,
+)
 from .executor import Body, Executor
 from .model import ACTIVE, LogLine, TaskQuery, TaskRecord, TaskStatus
 from .publisher import Publisher
@@ -102,13 +110,16 @@ class TaskManager:
         return job_id
 
     def _forget_old(self) -> None:
-        """Keep at most _RECENT finished tasks in memory (their state is stored);
-        called under ``_tasks_lock``."""
-        excess = len(self._tasks) - _RECENT
-        if excess <= 0:
-            return
-        for job_id in [i for i, t in self._tasks.items() if t.committed][:excess]:
-            del self._tasks[job_id]
+        """Keep about _RECENT finished tasks in memory (their state is stored); called
+        under ``_tasks_lock`` on each submit. It looks at a few of the oldest tasks only
+        (a still active one goes to the back), so a submit stays O(1) however many
+        tasks are queued."""
+        for _ in range(min(len(self._tasks) - _RECENT, 4)):
+            job_id, oldest = next(iter(self._tasks.items()))
+            if oldest.committed:
+                del self._tasks[job_id]
+            else:
+                self._tasks.move_to_end(job_id)
 
     @property
     def kernel_id(self) -> str | None:
@@ -178,15 +189,26 @@ class TaskManager:
         return self.backend.history(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> TaskRecord:
-        """Block until the task's final state is stored; ``TimeoutError`` after ``timeout``."""
+        """Block until the task's final state is stored; ``TimeoutError`` after ``timeout``.
+
+        While the store refuses this process's writes, the store's error instead: at
+        once for a damaged store (waiting cannot mend it), at the deadline for one that
+        cannot write (a full disk: writes resume by themselves, so it waits until then).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         live = self._tasks.get(job_id)
         if live is not None:
-            if not live.wait_committed(timeout):
-                raise TimeoutError(
-                    f"task {live.name} ({job_id}) is still {live.status.value} "
-                    f"({live.percent_complete:.0f}%) after {timeout}s"
-                )
+            while not live.wait_committed(_slice(deadline)):
+                error = self.publisher.last_error
+                late = deadline is not None and time.monotonic() >= deadline
+                if isinstance(error, StoreDamaged) or (late and isinstance(error, StoreWriteError)):
+                    # A copy: the publisher's exception is shared with its thread.
+                    raise copy.copy(error) from error.__cause__
+                if late:
+                    raise TimeoutError(
+                        f"task {live.name} ({job_id}) is still {live.status.value} "
+                        f"({live.percent_complete:.0f}%) after {timeout}s"
+                    )
             return live.snapshot()  # final and committed; no need to read it back
         while True:
             record = self.get_task(job_id)
@@ -258,6 +280,11 @@ class TaskManager:
         self.executor.shutdown()
         self.publisher.stop(flush=True)
         self.backend.close()
+
+
+def _slice(deadline: float | None, step: float = 0.25) -> float:
+    """Seconds to block before looking again: ``step``, or less before ``deadline``."""
+    return step if deadline is None else max(0.0, min(step, deadline - time.monotonic()))
 
 
 def _env_workers() -> int:

@@ -51,6 +51,10 @@ class TaskBackend(ABC):
     @abstractmethod
     def delete(self, job_id: str) -> bool: ...
 
+    def idle(self) -> None:  # noqa: B027 - optional: most backends have nothing to do
+        """The publisher had nothing to send: a moment for housekeeping. Cheap; never
+        raises for what it cannot do now."""
+
     def result_url(self, job_id: str) -> str | None:
         """The URL path of the task's result download, when a server offers one."""
         return None
@@ -77,6 +81,10 @@ class EmbeddedBackend(TaskBackend):
         # Nobody else can open the file, so nobody else can ask for a cancel.
         self.store.apply(batch)
         return set()
+
+    def idle(self) -> None:
+        # A quiet kernel's history goes from the WAL into the file (Store.checkpoint_if_idle).
+        self.store.checkpoint_if_idle()
 
     def get(self, job_id: str) -> TaskRecord | None:
         return self.store.get(job_id)

@@ -93,6 +93,59 @@ class StoreLockedError(RuntimeError):
         self.detail = detail
 
 
+class StoreDamaged(RuntimeError):
+    """The DuckDB file (or its write-ahead log) is damaged or is no DuckDB database.
+
+    raytha_nb stops instead of writing on: what a damaged file accepts is not kept.
+    ``fix`` says what to do, with the shell command that moves the damage aside.
+    """
+
+    def __init__(self, path: str, problem: str, fix: str, detail: str) -> None:
+        super().__init__(
+            f"The task store {path} is damaged: {problem}. {fix} DuckDB said: {detail}"
+        )
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle with these arguments
+        return type(self), (self.path, self.problem, self.fix, self.detail)
+
+
+class StoreUnusable(RuntimeError):
+    """The task store's path cannot hold a store: a directory, or a file or folder this
+    process may not write."""
+
+    def __init__(self, path: str, problem: str, fix: str, detail: str = "") -> None:
+        said = f" ({detail})" if detail else ""
+        super().__init__(f"The task store {path} cannot be used: {problem}{said}. {fix}")
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.problem, self.fix, self.detail)
+
+
+class StoreWriteError(RuntimeError):
+    """A write to the task store failed (a full disk, a file-size limit, lost permission).
+
+    ``detail`` is DuckDB's own message. Nothing was committed by the failed write and
+    nothing committed before is lost; the writer keeps its unsaved state and retries.
+    """
+
+    def __init__(self, path: str, detail: str, fix: str) -> None:
+        super().__init__(f"The task store {path} could not be written: {detail}. {fix}")
+        self.path = path
+        self.detail = detail
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.detail, self.fix)
+
+
 class ServerError(RuntimeError):
     """The raytha_nb server refused a request or could not be reached."""
 

@@ -77,6 +77,7 @@ class Publisher:
         self._done: OrderedDict[str, tuple[LiveTask, _Cursor]] = OrderedDict()
         self._dirty: set[str] = set()
         self._running: set[str] = set()
+        self._active: set[str] = set()  # tracked and not finished: the heartbeat's list
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -92,6 +93,7 @@ class Publisher:
         """Publish ``live`` from now until its final state is stored."""
         self._cursors[live.id] = _Cursor()
         self._tasks[live.id] = live
+        self._active.add(live.id)
         live.on_change = self._changed
         self._changed(live)
 
@@ -105,7 +107,10 @@ class Publisher:
                 self._cursors[live.id] = done[1]
                 self._tasks[live.id] = live
         self._dirty.add(live.id)
-        if live.status in TERMINAL or len(live.outbox) >= _LOG_EARLY:
+        if live.status in TERMINAL:
+            self._active.discard(live.id)
+            self._wake.set()
+        elif len(live.outbox) >= _LOG_EARLY:
             self._wake.set()
 
     def stored(self, job_id: str) -> bool:
@@ -137,6 +142,17 @@ class Publisher:
                 self.flush()
             except Exception:  # noqa: BLE001 - logged in flush; never kill the loop
                 pass
+            else:
+                if not self._running and not self._dirty:
+                    self._idle()
+
+    def _idle(self) -> None:
+        """Nothing to publish: let the backend do its housekeeping (the embedded store
+        checkpoints once it has been idle a while)."""
+        try:
+            self._backend.idle()
+        except Exception:
+            log.debug("raytha_nb: backend housekeeping failed", exc_info=True)
 
     def flush(self) -> bool:
         """Publish everything dirty now; True if the backend accepted it."""
@@ -149,7 +165,7 @@ class Publisher:
             due = now - self._last_publish >= every
             if not batch and not due:
                 return True
-            active = [i for i, t in list(self._tasks.items()) if not t.status.finished]
+            active = list(self._active)
             try:
                 cancels = self._backend.publish(batch, active)
             except Exception as exc:

@@ -5,16 +5,28 @@ otherwise. Writes arrive as a :class:`~raytha_nb.protocol.Batch` and are committ
 one transaction of bulk statements (DuckDB does ~1,000 single-row statements a second
 but tens of thousands of rows a second in one statement). Reads use a cursor per
 thread. All of raytha_nb's SQL is here, as class-level strings.
+
+A store refuses a damaged file at open (cut short, failing checksums, not DuckDB at
+all, a corrupt write-ahead log) and stops at the first write that finds damage, each
+time with :class:`~raytha_nb.errors.StoreDamaged` naming the file and how to move it
+aside; a write the disk refuses raises :class:`~raytha_nb.errors.StoreWriteError`
+with DuckDB's own message. It checkpoints by itself (the WAL past a size or an age,
+and when idle) so recent history does not live in the WAL alone: DuckDB drops a WAL
+from its first bad byte on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import logging
+import os
 import re
+import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from ._sql import literal
-from .errors import StoreClosed, StoreLockedError
+from .errors import StoreClosed, StoreDamaged, StoreLockedError, StoreUnusable, StoreWriteError
 from .model import TERMINAL, LogLine, TaskQuery, TaskRecord, TaskStatus
 from .protocol import Batch, HistoryRow, LogRow, ProgressRow, TaskRow
 
@@ -42,6 +54,34 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     **{name: pa.float64() for name in _TIME_COLUMNS},
 }
 _FINISHED = tuple(s.value for s in TERMINAL)
+
+log = logging.getLogger("raytha_nb")
+
+#: DuckDB's file header: a main header and two database headers of 4 KiB each.
+_HEADER_BYTES = 3 * 4096
+#: Words in DuckDB's messages for a file whose bytes are wrong.
+_DAMAGE = (
+    "corrupt database file",
+    "checksum",
+    "could not read enough bytes",
+    "corrupt wal",
+    "replaying wal",
+)
+#: ... for a write the file system refused (a full disk, a size limit, permissions).
+_IO = (
+    "could not write",
+    "cannot open file",
+    "no space left",
+    "file too large",
+    "disk quota",
+    "read-only file system",
+    "permission denied",
+)
+_NO_ROOM = ("no space left", "file too large", "disk quota", "not enough space")
+_NOT_ALLOWED = ("permission denied", "read-only file system")
+#: DuckDB's message for a commit that stuck although its automatic checkpoint failed.
+_DURABLE = "commit succeeded and is durable"
+_INVALIDATED = "database has been invalidated"
 
 
 def _ts(column: str) -> str:
@@ -176,38 +216,253 @@ class Store:
         WHERE task_id = ? ORDER BY ts, rowid
     """
 
+    #: Checkpoint after a commit that leaves the WAL bigger than this (bytes) ...
+    WAL_CHECKPOINT_BYTES = 8 * 2**20
+    #: ... or whose oldest unsaved change is older than this (seconds): a store that is
+    #: never idle and writes little would otherwise keep hours of history in the WAL.
+    CHECKPOINT_AGE = 300.0
+    #: ``checkpoint_if_idle``: no writes for this long counts as idle (seconds).
+    IDLE_CHECKPOINT_SECONDS = 5.0
+    #: After a failed checkpoint (a full disk), wait this long before trying again.
+    CHECKPOINT_RETRY = 30.0
+    #: At open, read every table whole (verifying every block's checksum) when the file
+    #: is at most this big: ~0.2 s for 128 MiB here. Bigger files get the size check
+    #: only, and damage elsewhere is found by the first write or read that meets it.
+    VERIFY_MAX_BYTES = 128 * 2**20
+
+    # The store checkpoints by itself (see _after_commit): DuckDB's own automatic
+    # checkpoint runs inside COMMIT, and when it fails the commit reports an error
+    # although it is durable, so a writer would retry it and store its rows twice.
+    OWN_CHECKPOINTS = "SET checkpoint_threshold = '1TB'"
+    CHECKPOINT = "CHECKPOINT"
+    DATABASE_SIZE = (
+        "SELECT block_size, used_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    )
+    USER_TABLES = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    # hash() of every column reads every block of the table, so DuckDB checks every
+    # checksum; count(*) would read only the metadata.
+    VERIFY_TABLE = 'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"'
+
     def __init__(self, path: str | Path, *, recover: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.wal = self.path.with_name(f"{self.path.name}.wal")
+        self._check_path()
         self.results_dir = self.path.parent / f"{self.path.stem}-results"
-        try:
-            self._con = duckdb.connect(str(self.path))
-        except duckdb.IOException as exc:
-            raise _locked_error(self.path, exc) from None
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # reentrant: a write may reopen (see _cursor)
         self._local = threading.local()
         self._closed = False
-        self._migrate()
-        if recover:
-            self.interrupt(
-                self.active_ids(), "the process that ran it (PID {pid}) ended before it finished"
-            )
+        self._generation = 0  # bumped by each reopen: cursors of older ones are closed
+        self._invalid = False  # DuckDB invalidated the database: reopen before use
+        self._damaged: StoreDamaged | None = None  # set once a write found damage
+        self._last_write = time.monotonic()
+        self._unsaved_since: float | None = None
+        self._retry_checkpoint_at = 0.0
+        self._checkpoint_failures = 0
+        try:
+            self._con = self._connect()
+        except duckdb.Error as exc:
+            raise self._open_failed(exc) from exc
+        try:
+            self._check_size()
+            self._verify()
+            self._migrate()
+            if recover:
+                self.interrupt(
+                    self.active_ids(),
+                    "the process that ran it (PID {pid}) ended before it finished",
+                )
+        except BaseException as exc:
+            # Let go of the file (DuckDB keeps an open database per path per process).
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+            if isinstance(exc, duckdb.Error):
+                raise self._open_failed(exc) from exc
+            raise
         # Private to the user, like the kernel secret: tasks keep arguments, logs, results.
         self.results_dir.mkdir(mode=0o700, exist_ok=True)
-        wal = self.path.with_name(f"{self.path.name}.wal")
-        for private, mode in ((self.path, 0o600), (wal, 0o600), (self.results_dir, 0o700)):
+        for private, mode in ((self.path, 0o600), (self.wal, 0o600), (self.results_dir, 0o700)):
             with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change
                 private.chmod(mode)
 
+    # -- opening ---------------------------------------------------------------------
+    def _check_path(self) -> None:
+        """Refuse paths DuckDB would fail on with a bare OS error, before it tries."""
+        if self.path.is_dir():
+            raise StoreUnusable(
+                str(self.path),
+                "it is a directory, not a DuckDB file",
+                f"Point RAYTHA_NB_DB (or raytha_nb.configure(db=...)) at a file, e.g. "
+                f"{self.path / 'tasks.duckdb'}, or move the directory away.",
+            )
+        folder = self.path.parent
+        elsewhere = (
+            "or keep the store in a folder you can write: set RAYTHA_NB_DB=/path/to/"
+            "tasks.duckdb or call raytha_nb.configure(db=...)."
+        )
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreUnusable(
+                str(self.path),
+                f"its folder {folder} cannot be created",
+                f"Create it by hand, {elsewhere}",
+                str(exc),
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreUnusable(
+                str(self.path),
+                f"its folder {folder} is read-only for this user, and DuckDB writes its "
+                f"write-ahead log {self.wal.name} (and a new store) there",
+                f"Make the folder writable (chmod u+w {shlex.quote(str(folder))}) {elsewhere}",
+            )
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreUnusable(
+                str(self.path),
+                "the file is read-only for this user",
+                f"Make it writable (chmod u+rw {shlex.quote(str(self.path))}) {elsewhere}",
+            )
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute(self.OWN_CHECKPOINTS)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _check_size(self) -> None:
+        """A file too short for the blocks its header says are in use was cut short (a
+        copy or download that stopped, a full disk): DuckDB opens it and fails only on
+        reading a missing block, so check here, at the cost of one stat. (Used, not
+        total, blocks: DuckDB cuts free blocks off the end but still counts them.)"""
+        row = self._con.execute(self.DATABASE_SIZE).fetchone()
+        if row is None:
+            return
+        block_size, blocks = int(row[0]), int(row[1])
+        expected, actual = _HEADER_BYTES + blocks * block_size, self.path.stat().st_size
+        if actual < expected:
+            raise self._damage(
+                f"it was cut short: it has {actual:,} bytes, too few for the {blocks} "
+                f"blocks in use its header counts ({expected:,} bytes; a copy or "
+                "download that stopped, or a full disk)",
+                f"PRAGMA database_size: {blocks} blocks of {block_size} bytes in use",
+            )
+
+    def _verify(self) -> None:
+        """Read every table whole once, so a block with a bad checksum stops the store
+        now rather than losing the first write that meets it."""
+        if self.path.stat().st_size > self.VERIFY_MAX_BYTES:
+            return
+        for (table,) in self._con.execute(self.USER_TABLES).fetchall():
+            self._con.execute(self.VERIFY_TABLE.format(table=table.replace('"', '""'))).fetchall()
+
+    def _open_failed(self, exc: duckdb.Error) -> Exception:
+        """DuckDB's error at open as what it means for the store, or itself if unknown."""
+        message = str(exc)
+        lowered = message.lower()
+        locked = _locked_error(self.path, exc)
+        if locked is not exc:
+            return locked
+        if "not a valid duckdb database" in lowered:
+            other = (
+                " If it is a file of yours, point RAYTHA_NB_DB (or raytha_nb.configure(db=...)) "
+                "at another path instead."
+            )
+            return self._damage(self._not_duckdb(), message, other)
+        if any(word in lowered for word in _DAMAGE):
+            return self._damage_from(message)
+        if "is a directory" in lowered:
+            return StoreUnusable(
+                str(self.path), "it is a directory", "Point RAYTHA_NB_DB at a file.", message
+            )
+        if any(word in lowered for word in _NOT_ALLOWED):
+            return StoreUnusable(
+                str(self.path),
+                "this user may not write it or its folder",
+                "Make both writable (chmod u+w), or use another store (RAYTHA_NB_DB).",
+                message,
+            )
+        if any(word in lowered for word in _IO):
+            return StoreWriteError(str(self.path), message, self._write_fix(message))
+        return exc
+
+    def _not_duckdb(self) -> str:
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(48)
+        except OSError:
+            head = b""
+        if not head:
+            return "it is empty (0 bytes), not a DuckDB database"
+        text = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
+        shown = f"; it begins {text!r}" if text.isprintable() and text else ""
+        return f"it is not a DuckDB database{shown}"
+
+    def _damage_from(self, message: str) -> StoreDamaged:
+        """StoreDamaged for one of DuckDB's damage messages (see _DAMAGE)."""
+        lowered = message.lower()
+        if "replaying wal" in lowered or "corrupt wal" in lowered:
+            wal = shlex.quote(str(self.wal))
+            return StoreDamaged(
+                str(self.path),
+                f"its write-ahead log {self.wal} is corrupt",
+                f"Move the log aside: mv {wal} {shlex.quote(f'{self.wal}.damaged')}; the "
+                "store then opens as it was at its last checkpoint (only the changes "
+                "recorded in the log since then are lost).",
+                message,
+            )
+        if "could not read enough bytes" in lowered:
+            return self._damage("it was cut short: a block it uses lies past its end", message)
+        return self._damage("some of its blocks do not match their checksums", message)
+
+    def _damage(self, problem: str, detail: str, also: str = "") -> StoreDamaged:
+        """StoreDamaged saying how to move the file (and its WAL) aside."""
+        moves = [self.path] + ([self.wal] if self.wal.exists() else [])
+        command = " && ".join(
+            f"mv {shlex.quote(str(p))} {shlex.quote(f'{p}.damaged')}" for p in moves
+        )
+        return StoreDamaged(
+            str(self.path),
+            problem,
+            "raytha_nb does not write to a damaged store. Move it aside and raytha_nb "
+            f"starts a fresh, empty store at the same path: {command} (DuckDB may still "
+            f"read parts of the old file).{also}",
+            detail,
+        )
+
     # -- plumbing ----------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor; reopens the database first if DuckDB invalidated it."""
         if self._closed:
             raise StoreClosed(f"the task store {self.path} is closed")
+        if self._invalid:
+            with self._write_lock:
+                if self._invalid:
+                    self._reopen()
         cur = getattr(self._local, "cur", None)
-        if cur is None:
+        if cur is None or self._local.generation != self._generation:
             cur = self._con.cursor()
-            self._local.cur = cur
+            self._local.cur, self._local.generation = cur, self._generation
         return cur
+
+    def _reopen(self) -> None:
+        """After a fatal write error (e.g. a checkpoint the disk refused) DuckDB answers
+        every query with "database has been invalidated" until the database is opened
+        again; a fresh open replays the WAL, so nothing committed is lost."""
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()  # closes every cursor of it too
+        try:
+            self._con = self._connect()
+        except duckdb.Error as exc:
+            error = self._write_failed(exc)
+            if error is None:
+                raise
+            raise error from exc
+        self._generation += 1
+        self._invalid = False
+        log.warning("raytha_nb: reopened the task store %s after a failed write", self.path)
 
     @property
     def schema_version(self) -> int:
@@ -229,49 +484,180 @@ class Store:
                 f"The task store {self.path} has schema version {current}, newer than this "
                 f"raytha_nb understands ({len(self.MIGRATIONS)}): upgrade raytha_nb."
             )
-        with self._write_lock:
-            for version in range(current + 1, len(self.MIGRATIONS) + 1):
-                cur.execute("BEGIN")
+        for version in range(current + 1, len(self.MIGRATIONS) + 1):
+            with self._transaction() as cur:
                 cur.execute(self.MIGRATIONS[version - 1])
                 cur.execute(
                     "INSERT OR REPLACE INTO raytha_meta VALUES ('schema_version', ?)",
                     [str(version)],
                 )
-                cur.execute("COMMIT")
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._con.close()
+            try:
+                self._con.close()  # DuckDB checkpoints here
+            except duckdb.Error as exc:  # e.g. no room for that checkpoint: the WAL has it all
+                log.warning("raytha_nb: closing the task store %s: %s", self.path, exc)
+
+    # -- transactions ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self, views: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN ... COMMIT on this thread's cursor under the write lock.
+
+        On failure: ROLLBACK (whose own failure, e.g. after a COMMIT the disk refused,
+        must not replace the real error), unregister ``views`` (only then: inside the
+        failed transaction that raises too), and raise StoreDamaged / StoreWriteError
+        when the file or the disk is the cause, with DuckDB's message.
+        """
+        with self._write_lock:
+            if self._damaged is not None:  # a fresh exception per write: they cross threads
+                raise copy.copy(self._damaged)
+            cur = self._cursor()
+            try:
+                cur.execute("BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if not (isinstance(exc, duckdb.Error) and _DURABLE in str(exc).lower()):
+                    with contextlib.suppress(duckdb.Error):
+                        cur.execute("ROLLBACK")  # none is left after a failed COMMIT
+                    for name in views:
+                        with contextlib.suppress(duckdb.Error):
+                            cur.unregister(name)
+                    error = self._write_failed(exc) if isinstance(exc, duckdb.Error) else None
+                    if error is None:
+                        raise
+                    raise error from exc
+                # The commit stuck; only DuckDB's checkpoint after it failed (and
+                # invalidated the database): count it as written, reopen before next use.
+                self._invalid = True
+            self._after_commit()
+
+    def _write_failed(self, exc: duckdb.Error) -> Exception | None:
+        """What a failed write means: StoreDamaged (the store then stops taking writes),
+        StoreWriteError (the disk refused; DuckDB's message kept), or None (not the
+        file's fault: the error stands as it is)."""
+        message = str(exc)
+        lowered = message.lower()
+        if _INVALIDATED in lowered or isinstance(exc, duckdb.FatalException):
+            self._invalid = True
+        # An invalidated database repeats the error that invalidated it: show that one.
+        head, _, original = message.partition('Original error: "')
+        original = original[:-1] if original.endswith('"') else original or head
+        if any(word in lowered for word in _DAMAGE):
+            self._damaged = self._damage_from(original)
+            return self._damaged
+        if self._invalid or isinstance(exc, duckdb.IOException) or any(w in lowered for w in _IO):
+            return StoreWriteError(str(self.path), original, self._write_fix(original))
+        return None
+
+    def _write_fix(self, detail: str) -> str:
+        lowered = detail.lower()
+        folder = shlex.quote(str(self.path.parent))
+        if any(word in lowered for word in _NO_ROOM):
+            fix = f"Free disk space on the disk holding {folder} (or raise its quota or limit)."
+        elif any(word in lowered for word in _NOT_ALLOWED):
+            fix = (
+                f"Make {folder} and the store's files writable again (DuckDB writes its "
+                f"log {self.wal.name} beside the store)."
+            )
+        else:
+            fix = f"Check the disk holding {folder}."
+        return (
+            f"{fix} Nothing already stored is lost, and task state not yet stored stays "
+            "in memory and is retried: writes resume by themselves once the store can "
+            "be written again."
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _after_commit(self) -> None:
+        """Bookkeeping after each commit (under the write lock), and a checkpoint when
+        the WAL has grown past WAL_CHECKPOINT_BYTES or holds a change older than
+        CHECKPOINT_AGE. Cheap: a clock read and a stat."""
+        now = time.monotonic()
+        self._last_write = now
+        if self._unsaved_since is None:
+            self._unsaved_since = now
+            # The first commit since a checkpoint: DuckDB made a new WAL, with the
+            # umask's mode. Private, like the file it belongs to.
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                self.path.with_name(f"{self.path.name}.wal").chmod(0o600)
+        if now < self._retry_checkpoint_at:
+            return
+        if (
+            self._wal_bytes() >= self.WAL_CHECKPOINT_BYTES
+            or now - self._unsaved_since >= self.CHECKPOINT_AGE
+        ):
+            self._checkpoint()
+
+    def checkpoint_if_idle(self, idle_seconds: float | None = None) -> bool:
+        """Checkpoint if something was written since the last checkpoint and nothing for
+        ``idle_seconds`` (default IDLE_CHECKPOINT_SECONDS); True if it did.
+
+        DuckDB keeps every commit in the WAL until a checkpoint copies it into the file,
+        and on reopen it drops a WAL from its first bad byte on (a WAL one byte short
+        can bring back none of it). Call this from a periodic tick: it costs a clock
+        read and a stat when there is nothing to do.
+        """
+        idle = self.IDLE_CHECKPOINT_SECONDS if idle_seconds is None else idle_seconds
+        now = time.monotonic()
+        if self._closed or now - self._last_write < idle or now < self._retry_checkpoint_at:
+            return False
+        if self._unsaved_since is None and self._wal_bytes() == 0:
+            return False
+        with self._write_lock:
+            if self._closed or self._damaged is not None:
+                return False
+            return self._checkpoint()
+
+    def _checkpoint(self) -> bool:
+        """CHECKPOINT now (under the write lock). A failure is logged, never raised: the
+        commits are durable in the WAL, and the next try comes CHECKPOINT_RETRY later."""
+        try:
+            self._cursor().execute(self.CHECKPOINT)
+        except (duckdb.Error, StoreWriteError, StoreDamaged) as exc:
+            if isinstance(exc, duckdb.Error):
+                self._write_failed(exc)  # marks the database invalid or damaged
+            self._retry_checkpoint_at = time.monotonic() + self.CHECKPOINT_RETRY
+            self._checkpoint_failures += 1
+            log.log(
+                logging.WARNING if self._checkpoint_failures == 1 else logging.DEBUG,
+                "raytha_nb: could not checkpoint the task store %s (will retry; its WAL "
+                "keeps every commit meanwhile): %s",
+                self.path,
+                exc,
+            )
+            return False
+        self._unsaved_since = None
+        self._retry_checkpoint_at = 0.0
+        self._checkpoint_failures = 0
+        return True
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self.wal.stat().st_size
+        except OSError:
+            return 0
 
     # -- writes -----------------------------------------------------------------
     def apply(self, batch: Batch) -> None:
-        """Commit a batch in one transaction; raises (and commits nothing) on failure."""
+        """Commit a batch in one transaction; raises (and commits nothing) on failure:
+        StoreWriteError when the disk refused it, StoreDamaged when the file is damaged."""
         if not batch:
             return
-        cur = self._cursor()
-        with self._write_lock:
-            cur.execute("BEGIN")
-            try:
-                for name, columns, rows, sql in (
-                    ("batch_tasks", TASK_COLUMNS, batch.tasks, self.UPSERT_TASKS),
-                    ("batch_progress", PROGRESS_COLUMNS, batch.progress, self.UPDATE_PROGRESS),
-                    ("batch_history", HISTORY_COLUMNS, batch.history, self.INSERT_HISTORY),
-                    ("batch_logs", LOG_COLUMNS, batch.logs, self.INSERT_LOGS),
-                ):
-                    if rows:
-                        cur.register(name, _arrow(columns, rows))
-                        cur.execute(sql, [_micros()] if "?" in sql else [])
-                        cur.unregister(name)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                # Only now: unregistering inside the failed transaction would raise and
-                # hide the real error.
-                for name in ("batch_tasks", "batch_progress", "batch_history", "batch_logs"):
-                    with contextlib.suppress(duckdb.Error):
-                        cur.unregister(name)
-                raise
+        sections = (
+            ("batch_tasks", TASK_COLUMNS, batch.tasks, self.UPSERT_TASKS),
+            ("batch_progress", PROGRESS_COLUMNS, batch.progress, self.UPDATE_PROGRESS),
+            ("batch_history", HISTORY_COLUMNS, batch.history, self.INSERT_HISTORY),
+            ("batch_logs", LOG_COLUMNS, batch.logs, self.INSERT_LOGS),
+        )
+        with self._transaction(views=[name for name, *_ in sections]) as cur:
+            for name, columns, rows, sql in sections:
+                if rows:
+                    cur.register(name, _arrow(columns, rows))
+                    cur.execute(sql, [_micros()] if "?" in sql else [])
+                    cur.unregister(name)
 
     def interrupt(self, ids: Sequence[str], reason: str) -> list[str]:
         """Mark those of ``ids`` still enqueued or processing ``interrupted``; returns them.
@@ -280,25 +666,19 @@ class Store:
         """
         if not ids:
             return []
-        cur = self._cursor()
         with self._write_lock:
             active = [
                 row[0]
-                for row in cur.execute(
-                    f"{self.SELECT_ACTIVE} AND id IN (SELECT unnest(?))", [list(ids)]
-                ).fetchall()
+                for row in self._cursor()
+                .execute(f"{self.SELECT_ACTIVE} AND id IN (SELECT unnest(?))", [list(ids)])
+                .fetchall()
             ]
             if not active:
                 return []
             values = {"ids": active, "reason": reason, "now": _micros()}
-            cur.execute("BEGIN")
-            try:
+            with self._transaction() as cur:
                 cur.execute(self.INTERRUPT_HISTORY, values)
                 cur.execute(self.INTERRUPT_TASKS, values)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
         return active
 
     def revive(self, ids: Sequence[str], reason: str) -> None:
@@ -306,39 +686,27 @@ class Store:
         dead but spoke again, so it still runs them."""
         if not ids:
             return
-        cur = self._cursor()
         values = {"ids": list(ids), "reason": reason, "now": _micros()}
-        with self._write_lock:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(self.REVIVE_HISTORY, values)
-                cur.execute(self.REVIVE_TASKS, values)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._transaction() as cur:
+            cur.execute(self.REVIVE_HISTORY, values)
+            cur.execute(self.REVIVE_TASKS, values)
 
     def request_cancel(self, job_id: str) -> None:
-        with self._write_lock:
-            self._cursor().execute(
-                "UPDATE tasks SET cancel_requested = true WHERE id = ?", [job_id]
-            )
+        with self._transaction() as cur:
+            cur.execute("UPDATE tasks SET cancel_requested = true WHERE id = ?", [job_id])
 
     def delete(self, job_id: str) -> bool:
         """Remove a task with its history, logs and result file; False if unknown."""
         record = self.get(job_id)
         if record is None:
             return False
-        cur = self._cursor()
-        with self._write_lock:
-            cur.execute("BEGIN")
+        with self._transaction() as cur:
             for table, key in (
                 ("tasks", "id"),
                 ("task_events", "task_id"),
                 ("task_logs", "task_id"),
             ):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [job_id])
-            cur.execute("COMMIT")
         if isinstance(record.result, dict) and "path" in record.result:
             path = Path(record.result["path"])
             if path.parent == self.results_dir:  # ours; a user's export file stays
@@ -476,7 +844,8 @@ _PID = re.compile(r"\(PID (\d+)\)")
 
 def _locked_error(path: Path, exc: Exception) -> Exception:
     message = str(exc)
-    if "lock" not in message.lower():
+    # Not just "lock": DuckDB's checksum errors say "block".
+    if not re.search(r"\block\b", message, re.IGNORECASE):
         return exc
     match = _PID.search(message)
     return StoreLockedError(str(path), int(match.group(1)) if match else None, message)

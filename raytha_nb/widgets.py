@@ -3,7 +3,9 @@
 Its state lives in the kernel-side models, so a reloaded page gets it back from a live
 kernel like any ipywidget. It never polls by itself: one refresher thread
 (:mod:`raytha_nb._refresher`) pulls the task's live state and updates every open widget.
-Front ends without widgets get a one-line text form, like tqdm's.
+Front ends without widgets get a one-line text form, like tqdm's. While this process
+cannot store its tasks' state (a full disk, a damaged store), a widget of its own task
+says so in one line instead of looking merely stuck.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import _text
+from ._live import LiveTask
 from ._manager import manager
 from ._refresher import refresher
 from .api import cancel, get_task, logs
@@ -50,6 +53,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         )
         self._cancel.on_click(self._on_cancel)
         self._info = w.HTML()
+        self._warning = w.HTML(layout=w.Layout(display="none"))
         self._outcome = w.HTML(layout=w.Layout(display="none"))
         self._log_view = w.HTML()
         self._log_box = w.Accordion(children=[self._log_view], selected_index=None)
@@ -61,6 +65,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
                     [self._bar, self._numbers, self._cancel], layout=w.Layout(align_items="center")
                 ),
                 self._info,
+                self._warning,
                 self._outcome,
                 self._log_box,
             ],
@@ -90,6 +95,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             self._add_log(live.log_tail(self._log_seq))  # in memory: no query
         self.record = record
         self._render(record)
+        self._show_store_warning(live)
         if record.finished and live is None:
             self._done = True  # stored final state and every log line are shown
 
@@ -140,6 +146,24 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         elif record.cancel_requested:
             self._cancel.description = "Cancelling…"
             self._cancel.disabled = True
+
+    def _show_store_warning(self, live: LiveTask | None) -> None:
+        """One line while the publisher cannot store this process's task (the task runs
+        on, its state kept in memory): the store's error, e.g. a full disk, in full in
+        the tooltip. Tasks of other processes are not this process's to report."""
+        error = None if live is None else manager().publisher.last_error
+        if error is None:
+            if self._warning.layout.display != "none":
+                self._warning.layout.display = "none"
+            return
+        said = str(error).strip().splitlines()
+        line = f"⚠ Task state not stored yet ({type(error).__name__}): {said[0] if said else ''}"
+        self._warning.value = (
+            f'<div title="{_text.esc(str(error))}" style="color:#b26a00;white-space:nowrap;'
+            f'overflow:hidden;text-overflow:ellipsis">{_text.esc(line)}</div>'
+        )
+        if self._warning.layout.display != "block":
+            self._warning.layout.display = "block"
 
     def _show_outcome(self, record: TaskRecord) -> None:
         if record.status is TaskStatus.ERROR:

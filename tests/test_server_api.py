@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from raytha_nb import __version__
+from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
 from raytha_nb.protocol import Batch, ProgressRow, Publish
 from raytha_nb.server.events import PROGRESS_FIELDS
@@ -680,3 +682,39 @@ async def test_progress_publish_updates_reads_and_stream_like_the_store(
     delta = json.loads(data.removeprefix("data: "))
     assert set(delta) == {"id", *PROGRESS_FIELDS}
     assert same(delta) == {k: v for k, v in same(stored.to_json()).items() if k in delta}
+
+
+async def test_a_store_that_cannot_write_is_a_507_that_names_the_cause(
+    jp_fetch: Any,
+    secret: str,
+    service: TaskService,
+    jp_http_port: int,
+    jp_base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk on the server reaches the kernel as StoreWriteError with DuckDB's words
+    (so its wait() says why), never as a bare 500."""
+    from raytha_nb import _client
+    from raytha_nb.errors import StoreWriteError
+
+    def full(batch: Any) -> None:
+        raise StoreWriteError(
+            str(service.store.path), "Could not write file: File too large", "Free space."
+        )
+
+    monkeypatch.setattr(service.store, "apply", full)
+    task = live_task("job", status=TaskStatus.PROCESSING)
+    reply = await kernel(
+        jp_fetch, secret, "publish", method="POST", body=publish_body([task]), expect=507
+    )
+    assert "File too large" in reply["message"]
+    backend = _client.RemoteBackend(
+        _client.ServerAddress(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", secret, "/unused")
+    )
+    # This process's own client, with a task of its own (kernel None, this PID).
+    own = LiveTask(
+        str(uuid.uuid4()), "own", "t", None, kernel_id=None, notebook=None, pid=os.getpid()
+    )
+    batch = Batch(tasks=[own.row(time.time())])
+    with pytest.raises(StoreWriteError, match="File too large"):
+        await asyncio.get_running_loop().run_in_executor(None, backend.publish, batch, [own.id])

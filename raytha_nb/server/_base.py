@@ -29,7 +29,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..errors import NotTaskOwner, ProtocolError, TaskStateError
+from ..errors import NotTaskOwner, ProtocolError, StoreDamaged, StoreWriteError, TaskStateError
 from ..model import TaskRecord
 from .service import TaskService
 
@@ -128,6 +128,10 @@ class Base(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(409, str(exc), reason="Conflict") from None
         except NotTaskOwner as exc:
             raise web.HTTPError(403, str(exc), reason="Forbidden") from None
+        except StoreWriteError as exc:  # e.g. a full disk: the kernel keeps its state
+            raise web.HTTPError(507, str(exc), reason="Insufficient Storage") from None
+        except StoreDamaged as exc:
+            raise web.HTTPError(503, str(exc), reason="Service Unavailable") from None
         except RuntimeError:
             if not self.service.closed:
                 raise

@@ -4,6 +4,9 @@ Two signals: a kernel that stops heartbeating for longer than the timeout (it di
 was killed, or lost contact), and the server's own ``kernel_actions`` events (a
 kernel it shut down or restarted; an automatic restart after a crash is a restart
 too). Either marks that kernel's active tasks ``interrupted`` with the reason.
+
+The same tick lets the store checkpoint when it has been idle, so a quiet server's
+history is in the DuckDB file itself and not only in its write-ahead log.
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ _WHY = {
 
 
 class Reaper:
-    """Runs :meth:`TaskService.reap` every ``interval`` seconds and listens to kernels."""
+    """Runs :meth:`TaskService.reap` and :meth:`Store.checkpoint_if_idle` every
+    ``interval`` seconds, and listens to kernels."""
 
     def __init__(
-        self, service: TaskService, executor: Executor, interval: float, log: logging.Logger
+        self,
+        service: TaskService,
+        executor: Executor,
+        interval: float,
+        log: logging.Logger,
+        *,
+        checkpoint_idle: float | None = None,
     ) -> None:
         self.service = service
         self.executor = executor
         self.log = log
+        #: Seconds without writes after which the store checkpoints (None: its default).
+        self.checkpoint_idle = checkpoint_idle
         self._periodic = PeriodicCallback(self._tick, interval * 1000)
 
     def start(self, event_logger: EventLogger | None) -> None:
@@ -53,13 +65,22 @@ class Reaper:
         self._periodic.stop()
 
     async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            ids = await asyncio.get_running_loop().run_in_executor(self.executor, self.service.reap)
+            ids = await loop.run_in_executor(self.executor, self.service.reap)
         except Exception:
             self.log.exception("raytha_nb: orphan sweep failed")
-            return
-        if ids:
-            self.log.warning("raytha_nb: marked %d orphaned task(s) interrupted", len(ids))
+        else:
+            if ids:
+                self.log.warning("raytha_nb: marked %d orphaned task(s) interrupted", len(ids))
+        try:
+            # Costs a clock read and a stat unless the store is idle with unsaved writes;
+            # a failed checkpoint is logged by the store and retried there.
+            await loop.run_in_executor(
+                self.executor, self.service.store.checkpoint_if_idle, self.checkpoint_idle
+            )
+        except Exception:  # e.g. the store closed during server shutdown
+            self.log.debug("raytha_nb: idle checkpoint skipped", exc_info=True)
 
     async def _kernel_action(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
         why = _WHY.get(str(data.get("action")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 import requests
 import schemathesis
 
+from raytha_nb.protocol import Batch
 from raytha_nb.store import Store
 
-from .._server_helpers import ROOT, JupyterServer, run
+from .._server_helpers import ROOT, JupyterServer, live_task, run
 
 SCHEMA = schemathesis.openapi.from_path(str(ROOT / "docs" / "rest-api.yaml"))
 #: A file no task result should expose (/etc/shadow when this user may read it).
@@ -151,16 +153,15 @@ def test_a_new_store_folder_is_private(tmp_path: Path) -> None:
     assert mode(tmp_path / "new") == 0o700
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DuckDB deletes its WAL at every checkpoint and recreates it 0666 & ~umask; "
-    "Store.__init__ alone cannot keep it 0600 (needs a chmod after commits)",
-)
 def test_the_wal_stays_private_after_a_checkpoint(tmp_path: Path) -> None:
+    """DuckDB deletes its WAL at every checkpoint and makes a new one with the umask's
+    mode at the next commit: the store makes it private again."""
     store = Store(tmp_path / "tasks.duckdb")
     try:
-        store.sql("CHECKPOINT")
-        store.sql("CREATE TABLE scratch (x INTEGER)")  # a new WAL
-        assert mode(store.path.with_name(store.path.name + ".wal")) == 0o600
+        store.apply(Batch(tasks=[live_task("before").row(time.time())]))
+        assert store.checkpoint_if_idle(idle_seconds=0)
+        store.apply(Batch(tasks=[live_task("after").row(time.time())]))  # a new WAL
+        wal = store.path.with_name(store.path.name + ".wal")
+        assert wal.exists() and mode(wal) == 0o600
     finally:
         store.close()
