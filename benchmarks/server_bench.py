@@ -181,7 +181,8 @@ def main() -> dict[str, Any]:
             rows = 0
             for b in range(10):
                 batch = [
-                    live_task(f"bulk-{b}-{i}", status=TaskStatus.COMPLETE) for i in range(1000)
+                    live_task(f"bulk-{b}-{i}", status=TaskStatus.COMPLETE, kernel_id="bench")
+                    for i in range(1000)
                 ]
                 body = publish_body(batch, session=f"bench-{b}", kernel_id="bench")
                 spent += kernel_api.call("POST", "raytha-nb/kernel-api/publish", body)[0]

@@ -195,9 +195,6 @@ class Store:
                updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
     """
-    SELECT_FINISHED = (
-        f"SELECT id FROM tasks WHERE id IN (SELECT unnest(?)) AND status IN {tuple(_FINISHED)!r}"
-    )
     SELECT_FINISHED_BEFORE = (
         f"SELECT id FROM tasks WHERE status IN {tuple(_FINISHED)!r} "
         "AND (CAST(? AS BIGINT) IS NULL OR completed_at < make_timestamp(CAST(? AS BIGINT)))"
@@ -738,13 +735,6 @@ class Store:
         if kernel_id is not None:
             sql, params = f"{sql} AND kernel_id = ?", [kernel_id]
         return [row[0] for row in self._cursor().execute(sql, params).fetchall()]
-
-    def finished_ids(self, ids: Sequence[str]) -> set[str]:
-        """Those of ``ids`` whose stored status is final."""
-        if not ids:
-            return set()
-        rows = self._cursor().execute(self.SELECT_FINISHED, [list(ids)]).fetchall()
-        return {row[0] for row in rows}
 
     def finished_before(self, ts: float | None) -> list[str]:
         """Ids of finished tasks (that finished before epoch second ``ts``, if given)."""

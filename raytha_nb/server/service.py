@@ -96,9 +96,9 @@ class TaskService:
             known.active = set(message.active)
             for job_id in known.active:
                 self._unclaimed.pop(job_id, None)
-            self._check_owner(batch, known)
+            stored = self._check_owner(batch, known)
             received = {(row.task_id, row.ts, row.status) for row in batch.history}
-            finished = self._drop_finished(batch, known)
+            finished = self._drop_finished(batch, known, stored)
             batch.history = [
                 row
                 for row in batch.history
@@ -127,19 +127,27 @@ class TaskService:
                     self._log_seq[row.task_id] = max(row.seq, self._log_seq.get(row.task_id, 0))
         return sorted(cancels)
 
-    def _drop_finished(self, batch: Batch, known: KernelSession) -> set[str]:
+    def _drop_finished(
+        self, batch: Batch, known: KernelSession, stored: dict[str, TaskRecord]
+    ) -> set[str]:
         """Remove rows and history of tasks already finished in the store, and log lines
         already stored (a batch re-sent after a lost reply); return the finished ids.
 
         A task marked ``interrupted`` while its kernel was silent, which that same
         kernel process still reports running, is revived instead: the kernel was busy,
-        not dead, and its task's real end is still to come."""
-        # Active in the store (kept current under the lock): no query needed, which
-        # spares the common progress-only publish a round trip to DuckDB.
-        ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
-        ids |= {row.task_id for row in batch.logs}
-        finished = self.store.finished_ids(sorted(ids - self._active.keys()))
-        revived = self._revivable(finished & known.active, known)
+        not dead, and its task's real end is still to come.
+
+        ``stored``: the stored rows of the batch's tasks not held in memory (active
+        tasks are, and are kept current under the lock: the common progress-only
+        publish needs no query)."""
+        finished = {job_id for job_id, record in stored.items() if record.finished}
+        revived = {
+            job_id
+            for job_id in finished & known.active
+            if known.pid is not None
+            and stored[job_id].status.value == "interrupted"
+            and (stored[job_id].kernel_id, stored[job_id].pid) == (known.kernel_id, known.pid)
+        }
         if revived:
             self.store.revive(sorted(revived), "its kernel spoke again: still running")
             finished -= revived
@@ -155,11 +163,11 @@ class TaskService:
             batch.logs = [row for row in batch.logs if row.seq > last.get(row.task_id, 0)]
         return finished
 
-    def _check_owner(self, batch: Batch, known: KernelSession) -> None:
+    def _check_owner(self, batch: Batch, known: KernelSession) -> dict[str, TaskRecord]:
         """Refuse the whole batch if it touches a task another kernel created: a kernel
         session creates tasks only in its own name (kernel id, PID) and writes only
         those. Active tasks are checked in memory; others (finished, or from before a
-        server restart) against their stored row."""
+        server restart) against their stored row, which it returns by id."""
         me = (known.kernel_id, known.pid)
         for row in batch.tasks:
             if (row.kernel_id, row.pid) != me:
@@ -170,25 +178,15 @@ class TaskService:
         ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
         ids |= {row.task_id for row in batch.history} | {row.task_id for row in batch.logs}
         held = {i: self._active[i] for i in ids if i in self._active}
-        rest = sorted(ids - held.keys())
-        for record in [*held.values(), *self.store.get_many(rest)]:
+        stored = {r.id: r for r in self.store.get_many(sorted(ids - held.keys()))}
+        for record in [*held.values(), *stored.values()]:
             if (record.kernel_id, record.pid) != me:
                 raise NotTaskOwner(
                     f"task {record.name} ({record.id}) belongs to kernel {record.kernel_id} "
                     f"(PID {record.pid}); kernel {me[0]} (PID {me[1]}) may read and cancel "
                     "it, but only its own kernel changes its state"
                 )
-
-    def _revivable(self, ids: set[str], known: KernelSession) -> set[str]:
-        if not ids or known.pid is None:
-            return set()
-        return {
-            r.id
-            for r in self.store.get_many(sorted(ids))
-            if r.status.value == "interrupted"
-            and r.pid == known.pid
-            and r.kernel_id == known.kernel_id
-        }
+        return stored
 
     # -- users -------------------------------------------------------------------------
     def live(self, job_id: str) -> TaskRecord | None:
