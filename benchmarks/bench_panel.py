@@ -8,6 +8,15 @@
    the frame showing its rows (first render), JS heap and DOM nodes (CDP
    Performance.getMetrics), rows in the DOM (virtualised), and frame times while
    scrolling the whole list.
+3. Per-event cost in the page with those 1,000 tasks held, per progress update of one
+   running task (published to the kernel API by tests/browser/_feed.py), with the list
+   shown, with the list under a text filter, with the task's details open, and with
+   the panel closed (another sidebar tab shown; the status bar still counts): the
+   renderer main thread's CPU time (Chrome trace `tdur`, so a shared, busy machine
+   does not inflate it as wall-clock durations are), of which style + layout and
+   paint + compositing, minus an idle window of the same length; and the (wall-clock)
+   script time of the events stream's listeners and of animation-frame callbacks
+   (where the panel draws).
 
 Run: /work/main/.venv/bin/python benchmarks/bench_panel.py [--tasks 1000] [--updates 50]
 """
@@ -27,11 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.browser import _lab  # noqa: E402
+from tests.browser._feed import Feed  # noqa: E402
 from tests.browser._ui import (  # noqa: E402
     PANEL,
     TAB,
     open_notebook,
     open_panel,
+    percent,
     row,
     run_cell,
     wait_lab,
@@ -135,6 +146,138 @@ SCROLL = """async () => {
 }"""
 
 
+# Installed before the page loads: times the events stream's listeners and every
+# animation-frame callback (where the panel renders) while window.__rnbCost.on is set.
+COST_HOOK = """(() => {
+  const cost = window.__rnbCost = {on: false, events: 0, listenerMs: 0, rafMs: 0};
+  const add = EventSource.prototype.addEventListener;
+  EventSource.prototype.addEventListener = function (type, listener, options) {
+    if (typeof listener !== 'function') return add.call(this, type, listener, options);
+    return add.call(this, type, function (ev) {
+      if (!cost.on) return listener.call(this, ev);
+      const t0 = performance.now();
+      try { return listener.call(this, ev); } finally {
+        cost.listenerMs += performance.now() - t0;
+        cost.events++;
+      }
+    }, options);
+  };
+  const raf = window.requestAnimationFrame.bind(window);
+  window.requestAnimationFrame = cb => raf(now => {
+    if (!cost.on) return cb(now);
+    const t0 = performance.now();
+    try { return cb(now); } finally { cost.rafMs += performance.now() - t0; }
+  });
+})()"""
+
+COST_RESET = "() => Object.assign(window.__rnbCost, {on: true, events: 0, listenerMs: 0, rafMs: 0})"
+COST_READ = "() => { const c = window.__rnbCost; c.on = false; return {...c}; }"
+#: How the panel shows while progress events come: list, filtered list, details, closed.
+VIEWS = ("list", "filtered", "details", "closed")
+#: Chrome trace categories with the main thread's tasks (RunTask) and what they did.
+TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline"]
+#: Trace event names (nested in the main thread's RunTask) summed per kind of work.
+WORK = {
+    "main": ("RunTask",),
+    "layout": ("UpdateLayoutTree", "Layout"),
+    "paint": ("PrePaint", "Paint", "Layerize", "Commit"),
+}
+
+
+def traced_cpu(browser: Any, page: Any, body: Any) -> dict[str, float]:
+    """Renderer main-thread CPU ms (by kind, see WORK) spent while ``body()`` runs."""
+    path = Path(tempfile.mkdtemp(prefix="bench-trace-")) / "trace.json"
+    browser.start_tracing(page=page, path=str(path), categories=TRACE_CATEGORIES)
+    try:
+        body()
+    finally:
+        browser.stop_tracing()
+    data = json.loads(path.read_text())
+    path.unlink()
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    main = {
+        (e["pid"], e["tid"])
+        for e in events
+        if e.get("name") == "thread_name" and e.get("args", {}).get("name") == "CrRendererMain"
+    }
+    cpu: dict[str, float] = dict.fromkeys(WORK, 0.0)
+    for e in events:
+        if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in main and "tdur" in e:
+            for kind, names in WORK.items():
+                if e["name"] in names:
+                    cpu[kind] += e["tdur"] / 1000
+    return cpu
+
+
+def event_cost(browser: Any, page: Any, lab: Any, events: int, gap: float) -> dict[str, Any]:
+    """Main-thread ms per progress event of one running task, in three views."""
+    feed = Feed(lab, kernel_id="kernel-bench")
+    live = feed.start("job-running", {"rows": 10**6}, percent=1, info="starting")
+    panel = page.locator(PANEL)
+    # The scroll measurement left the list at its end: the newest task is at the top.
+    page.evaluate(
+        f"() => {{ document.querySelector('{PANEL} .jp-RaythaPanel-list').scrollTop = 0; }}"
+    )
+    running = row(page, "job-running")
+    running.wait_for(timeout=10_000)
+    text_filter = panel.locator(".jp-RaythaPanel-textFilter")
+    fields = panel.locator(".jp-RaythaDetails-fields")
+    page.evaluate(COST_RESET)
+    idle_cpu = traced_cpu(browser, page, lambda: page.wait_for_timeout(events * gap * 1000 + 300))
+    idle = page.evaluate(COST_READ)
+    out: dict[str, Any] = {
+        "events": events,
+        "gap_s": gap,
+        "idle_raf_ms": idle["rafMs"],
+        "idle_cpu_ms": idle_cpu["main"],
+    }
+    step = 0
+    for view in VIEWS:
+        if view == "filtered":
+            text_filter.fill("job-")
+            wait_until(lambda: panel.locator(".jp-RaythaTask").count() > 5, 10, "filtered rows")
+        if view == "details":
+            text_filter.fill("")
+            running.locator(".jp-RaythaTask-name").click()
+            panel.locator(".jp-RaythaDetails").wait_for(state="visible")
+        if view == "closed":
+            wait_until(
+                lambda w=f"row {step * 1000} of 1000000": w in fields.inner_text(),
+                10,
+                "the last progress in the details",
+            )
+            page.locator(f"{PANEL} .jp-RaythaDetails-back").click()
+            page.locator(".jp-SideBar.jp-mod-left li[data-id='filebrowser']").click()
+            panel.wait_for(state="hidden")
+        page.evaluate(COST_RESET)
+
+        def send() -> None:
+            nonlocal step
+            t0 = time.monotonic()
+            for i in range(events):
+                step += 1
+                live.report(min(99.0, step / 10), f"row {step * 1000} of 1000000", step)
+                feed.publish()  # a progress-only row, as a kernel's publisher sends
+                time.sleep(max(0.0, t0 + (i + 1) * gap - time.monotonic()))
+            page.wait_for_timeout(300)
+
+        cpu = traced_cpu(browser, page, send)
+        c = page.evaluate(COST_READ)
+        seen = max(1, c["events"])
+        per = {k: max(0.0, cpu[k] - idle_cpu[k]) / seen for k in WORK}
+        out[view] = {
+            "events_seen": c["events"],
+            "cpu_ms_per_event": per["main"],
+            "layout_ms_per_event": per["layout"],
+            "paint_ms_per_event": per["paint"],
+            "listener_ms_per_event": c["listenerMs"] / seen,
+            "raf_ms_per_event": max(0.0, c["rafMs"] - idle["rafMs"]) / seen,
+        }
+    page.locator(TAB).click()  # open again: the rows show the last progress
+    wait_until(lambda: percent(running) == round(min(99.0, step / 10)), 10, "the last progress")
+    return out
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -159,7 +302,7 @@ def seed(db: Path, n: int) -> None:
     )
 
 
-def panel_load(browser: Any, n: int) -> dict[str, Any]:
+def panel_load(browser: Any, n: int, events: int = 0, gap: float = 0.05) -> dict[str, Any]:
     """Open Lab with n tasks in the store; time until the panel lists them all."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-panel-"))
     lab_dir = tmp / "lab"
@@ -169,6 +312,7 @@ def panel_load(browser: Any, n: int) -> dict[str, Any]:
     lab = _lab.start_lab(lab_dir)
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.add_init_script(COST_HOOK)
         page.goto(lab.page("lab?reset"))
         wait_lab(page)
         # The model loads the list at start-up, panel closed: wait for that load.
@@ -204,6 +348,8 @@ def panel_load(browser: Any, n: int) -> dict[str, Any]:
             )
             _lab.OUTPUT.mkdir(exist_ok=True)
             page.screenshot(path=str(_lab.OUTPUT / f"bench-panel-{n}.png"))
+            if events:
+                out["event_cost"] = event_cost(browser, page, lab, events, gap)
         page.close()
         return out
     finally:
@@ -261,6 +407,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--updates", type=int, default=50)
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between report() calls")
+    parser.add_argument(
+        "--events", type=int, default=200, help="progress events per view for the per-event cost"
+    )
+    parser.add_argument(
+        "--event-gap", type=float, default=0.05, help="seconds between those progress events"
+    )
     opts = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -271,7 +423,7 @@ def main() -> None:
         t0 = time.monotonic()
         lat = latency(browser, opts.updates, opts.gap)
         empty = panel_load(browser, 0)
-        full = panel_load(browser, opts.tasks)
+        full = panel_load(browser, opts.tasks, opts.events, opts.event_gap)
         browser.close()
     print(
         f"== latency: report() in the kernel -> panel DOM ({lat['updates']} updates, "
@@ -300,6 +452,21 @@ def main() -> None:
         f"p95 {full['scroll_frame_p95_ms']:.1f} ms, max {full['scroll_frame_max_ms']:.1f} ms; "
         f"at most {full['scroll_rows_in_dom_max']} rows in the DOM"
     )
+    cost = full.get("event_cost")
+    if cost:
+        print(
+            f"== per progress event, {full['tasks']} tasks held ({cost['events']} events per "
+            f"view, one every {cost['gap_s']} s; idle window: main thread CPU "
+            f"{cost['idle_cpu_ms']:.1f} ms, frames {cost['idle_raf_ms']:.1f} ms)"
+        )
+        for view in VIEWS:
+            c = cost[view]
+            print(
+                f"   {view:9s} main-thread CPU {c['cpu_ms_per_event']:6.3f} ms/event (style+layout "
+                f"{c['layout_ms_per_event']:5.3f}, paint {c['paint_ms_per_event']:5.3f}); "
+                f"script: listeners {c['listener_ms_per_event']:5.3f}, frames "
+                f"{c['raf_ms_per_event']:5.3f}  ({c['events_seen']} events seen)"
+            )
     print(f"   total bench time {time.monotonic() - t0:.0f} s")
     print(json.dumps({"latency": lat, "empty": empty, "full": full}))
 

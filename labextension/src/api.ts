@@ -42,10 +42,21 @@ export interface ITask {
   created_at: string | null;
   started_at: string | null;
   completed_at: string | null;
+  heartbeat_at: string | null;
   updated_at: string | null;
   kernel_id: string | null;
   notebook: string | null;
   cancel_requested: boolean;
+}
+
+/** An `event: progress` of the events stream: only a running task's progress moved. */
+export interface ITaskProgress {
+  id: string;
+  task_step: number;
+  status_info: string | null;
+  percent_complete: number;
+  heartbeat_at: string | null;
+  updated_at: string | null;
 }
 
 export interface ITaskPage {
@@ -77,23 +88,24 @@ export function isActive(task: ITask): boolean {
   return task.status === 'enqueued' || task.status === 'processing';
 }
 
-export function isFinished(task: ITask): boolean {
-  return !isActive(task);
-}
-
 /** An error the API answered with, or a failure to reach it at all. */
 export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number,
-    readonly reason: string = ''
+    /** The answer was a JSON error (`{"message", "reason"}`), as raytha_nb's routes send. */
+    readonly fromApi = false
   ) {
     super(message);
   }
 
-  /** True when the server answered but has no raytha_nb routes. */
+  /**
+   * True when the Jupyter server answered but has no raytha_nb routes: its own 404
+   * page for an unknown URL (HTML). raytha_nb's own 404s (an unknown task, a result
+   * file gone) are JSON errors.
+   */
   get notInstalled(): boolean {
-    return this.status === 404 && this.reason !== 'unknown task';
+    return this.status === 404 && !this.fromApi;
   }
 
   /** True when no HTTP answer came back at all. */
@@ -134,15 +146,17 @@ export class TasksApi {
     }
     if (!response.ok) {
       let message = `${response.status} ${response.statusText}`;
-      let reason = '';
+      let fromApi = false;
       try {
-        const body = (await response.json()) as { message?: string; reason?: string };
-        message = body.message || message;
-        reason = body.reason || '';
+        const body = (await response.json()) as { message?: unknown } | null;
+        if (body && typeof body.message === 'string') {
+          message = body.message || message;
+          fromApi = true;
+        }
       } catch {
-        // Not JSON (e.g. Tornado's 404 page when the extension is absent).
+        // Not JSON: Jupyter's own error page (e.g. its 404 when the extension is absent).
       }
-      throw new ApiError(message, response.status, reason);
+      throw new ApiError(message, response.status, fromApi);
     }
     return response;
   }

@@ -50,10 +50,6 @@ export class TaskDetails {
     );
   }
 
-  get taskId(): string | null {
-    return this._id;
-  }
-
   show(): void {
     this.node.hidden = false;
   }
@@ -66,7 +62,7 @@ export class TaskDetails {
   setTask(id: string | null): void {
     window.clearTimeout(this._pollTimer);
     this._id = id;
-    this._key = '';
+    this._shown = null;
     this._lastSeq = 0;
     this._log.textContent = '';
     this._logLines = 0;
@@ -85,15 +81,21 @@ export class TaskDetails {
     }
     const task = this.model.get(this._id);
     if (!task) {
+      this._shown = null;
       this._head.textContent = `Task ${this._id} was deleted.`;
       this._buttons.replaceChildren();
+      this._actionsKey = '';
       return;
     }
-    const key = JSON.stringify([task.updated_at, task.status, task.percent_complete, task.cancel_requested]);
-    if (key === this._key) {
+    const shown = this._shown;
+    if (task === shown) {
       return;
     }
-    this._key = key;
+    this._shown = task;
+    if (shown && progressOnly(shown, task)) {
+      this._showProgress(task);
+      return;
+    }
     this.node.dataset.status = task.status;
     this.node.dataset.taskId = task.id;
     this._head.replaceChildren(
@@ -102,16 +104,14 @@ export class TaskDetails {
       el('span', 'jp-RaythaDetails-status', task.status)
     );
     this._head.dataset.status = task.status;
-    this._fill.style.width = `${Math.max(0, Math.min(100, task.percent_complete))}%`;
     const actions = actionsKey(task);
     if (actions !== this._actionsKey) {
       this._actionsKey = actions;
       this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
     }
-    const duration = durationOf(task);
     const rows: [string, string][] = [
-      ['Progress', `${percentText(task)}${task.task_step ? ` · step ${task.task_step}` : ''}`],
-      ['Info', task.status_info || '—'],
+      ['Progress', ''],
+      ['Info', ''],
       ['Task', task.task],
       ['Id', task.id],
       ['Notebook', task.notebook || '—'],
@@ -119,11 +119,13 @@ export class TaskDetails {
       ['Created', localTime(task.created_at)],
       ['Started', localTime(task.started_at)],
       ['Finished', localTime(task.completed_at)],
-      ['Duration', duration === null ? '—' : formatSeconds(duration)]
+      ['Duration', '']
     ];
-    this._fields.replaceChildren(
-      ...rows.flatMap(([k, v]) => [el('dt', '', k), el('dd', '', v)])
-    );
+    const values = rows.map(([, v]) => el('dd', '', v));
+    [this._progress, this._info] = values;
+    this._duration = values[values.length - 1];
+    this._fields.replaceChildren(...rows.flatMap(([k], i) => [el('dt', '', k), values[i]]));
+    this._showProgress(task);
     this._args.textContent = JSON.stringify(task.args ?? null, null, 2);
     this._sections.result.hidden = task.status !== 'complete';
     this._result.textContent = describeResult(task);
@@ -134,6 +136,15 @@ export class TaskDetails {
       : '';
     // The exception line (and the user's own frame) are at the end: show them.
     this._error.scrollTop = this._error.scrollHeight;
+  }
+
+  /** The parts a progress event moves: bar, percent and step, info (and the duration so far). */
+  private _showProgress(task: ITask): void {
+    const duration = durationOf(task);
+    this._duration.textContent = duration === null ? '—' : formatSeconds(duration);
+    this._fill.style.width = `${Math.max(0, Math.min(100, task.percent_complete))}%`;
+    this._progress.textContent = `${percentText(task)}${task.task_step ? ` · step ${task.task_step}` : ''}`;
+    this._info.textContent = task.status_info || '—';
   }
 
   /** Fetch new log lines; again in a second while the task runs. */
@@ -188,7 +199,11 @@ export class TaskDetails {
   }
 
   private _id: string | null = null;
-  private _key = '';
+  /** The version of the task drawn (null: draw it all). */
+  private _shown: ITask | null = null;
+  private _progress = el('dd');
+  private _info = el('dd');
+  private _duration = el('dd');
   private _actionsKey = '';
   private _lastSeq = 0;
   private _logLines = 0;
@@ -205,6 +220,25 @@ export class TaskDetails {
   private _error: HTMLElement;
   private _log: HTMLElement;
   private _sections: Record<'args' | 'result' | 'error' | 'log', HTMLElement>;
+}
+
+/** Fields a progress event moves (`event: progress` of the events stream). */
+const PROGRESS_FIELDS = new Set<string>([
+  'task_step',
+  'status_info',
+  'percent_complete',
+  'heartbeat_at',
+  'updated_at'
+]);
+
+/** Whether `b` differs from `a` only in progress (a delta applied to the same record). */
+function progressOnly(a: ITask, b: ITask): boolean {
+  for (const key of Object.keys(b) as (keyof ITask)[]) {
+    if (!PROGRESS_FIELDS.has(key) && a[key] !== b[key]) {
+      return false;
+    }
+  }
+  return true;
 }
 
 function section(title: string, body: HTMLElement): HTMLElement {

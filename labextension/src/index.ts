@@ -88,7 +88,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         align: 'left',
         rank: 5,
         isActive: () => model.activeCount > 0,
-        activeStateChanged: model.changed
+        activeStateChanged: model.activeCountChanged
       });
     }
 

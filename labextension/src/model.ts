@@ -4,7 +4,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, ITask, TasksApi, isActive } from './api';
+import { ApiError, ITask, ITaskProgress, TasksApi, isActive } from './api';
 
 export type ConnectionState = 'connecting' | 'ready' | 'unavailable';
 
@@ -14,12 +14,28 @@ export interface ITaskChange {
   task: ITask;
 }
 
+/**
+ * What changed since the model last signalled, so views can keep what still holds.
+ * Changes are coalesced: one per animation frame at most.
+ */
+export interface ITasksChange {
+  /** Tasks were added or deleted, or the list was reloaded: membership and order may differ. */
+  membership: boolean;
+  /** Tasks replaced in place (same place in the order: created_at never changes). */
+  updated: ReadonlySet<string>;
+}
+
 /** Most tasks loaded at once; the panel says so when there are more. */
 const MAX_TASKS = 20_000;
 const PAGE = 500;
 
 function time(value: string | null): number {
   return value ? Date.parse(value) : 0;
+}
+
+/** Newest first; ties (same created_at) by id, descending. */
+function before(aTime: number, aId: string, bTime: number, bId: string): boolean {
+  return aTime > bTime || (aTime === bTime && aId > bId);
 }
 
 export class TaskModel {
@@ -39,18 +55,18 @@ export class TaskModel {
     return Math.max(this._total, this._tasks.size);
   }
 
+  /** Tasks running or queued; kept as tasks come, change and go, not recounted. */
   get activeCount(): number {
-    let n = 0;
-    for (const task of this._tasks.values()) {
-      if (isActive(task)) {
-        n++;
-      }
-    }
-    return n;
+    return this._active;
+  }
+
+  /** The active count changed (signalled with the change that moved it). */
+  get activeCountChanged(): ISignal<this, void> {
+    return this._activeCountChanged;
   }
 
   /** Any change to the list or to the connection state. */
-  get changed(): ISignal<this, void> {
+  get changed(): ISignal<this, ITasksChange> {
     return this._changed;
   }
 
@@ -63,14 +79,22 @@ export class TaskModel {
     return this._tasks.get(id);
   }
 
-  /** Every task held, newest first. */
-  sorted(): ITask[] {
-    if (this._sorted === null) {
-      this._sorted = [...this._tasks.values()].sort(
-        (a, b) => time(b.created_at) - time(a.created_at) || (b.id < a.id ? -1 : 1)
-      );
+  /**
+   * The ids of every task held, newest first. The array is the model's own: it
+   * changes when membership changes (a change with `membership` set says so), and may
+   * then still hold ids of deleted tasks until the next call.
+   */
+  order(): readonly string[] {
+    if (this._order === null) {
+      const keyed = [...this._tasks.values()].map(t => ({ id: t.id, t: time(t.created_at) }));
+      keyed.sort((a, b) => (before(a.t, a.id, b.t, b.id) ? -1 : 1));
+      this._order = keyed.map(k => k.id);
+      this._compact = false;
+    } else if (this._compact) {
+      this._order = this._order.filter(id => this._tasks.has(id));
+      this._compact = false;
     }
-    return this._sorted;
+    return this._order;
   }
 
   /** Connect (or reconnect): open the stream, then load the list. */
@@ -131,9 +155,15 @@ export class TaskModel {
     }
     this._tasks = fresh;
     this._total = total;
-    this._sorted = null;
+    this._order = null;
+    this._active = 0;
+    for (const task of fresh.values()) {
+      this._active += Number(isActive(task));
+    }
+    this._membership = true;
     performance.measure('raytha-nb:load', 'raytha-nb:load-start');
     this._setState('ready', '');
+    this._emitSoon(); // the state may not have changed, the list has
   }
 
   /** Apply a task the stream or an action returned. */
@@ -142,30 +172,53 @@ export class TaskModel {
     if (previous && time(previous.updated_at) > time(task.updated_at)) {
       return;
     }
+    if (!previous) {
+      // Before it is held: compacting the order then drops an earlier, deleted copy.
+      this._insert(task);
+      this._total++;
+      this._membership = true;
+    } else if (previous.created_at !== task.created_at) {
+      this._order = null; // never expected (created_at is set once), but then re-sort
+      this._membership = true;
+    } else {
+      this._updated.add(task.id);
+    }
     this._tasks.set(task.id, task);
     this._streamed?.add(task.id);
-    if (!previous) {
-      this._sorted = null;
-      this._total++;
-    } else if (this._sorted) {
-      // Same place in the order (created_at never changes): swap the object in.
-      const at = this._sorted.indexOf(previous);
-      if (at >= 0) {
-        this._sorted[at] = task;
-      } else {
-        this._sorted = null;
-      }
-    }
+    this._active += Number(isActive(task)) - Number(previous !== undefined && isActive(previous));
     if (live) {
       this._taskChanged.emit({ previous, task });
     }
     this._emitSoon();
   }
 
+  /**
+   * Apply an `event: progress` to the task held. An id not held is ignored (its `task`
+   * event or a reload brings it), and so is a stale one: older than what is held, or
+   * for a task held as finished (progress is only sent while a task runs).
+   */
+  applyProgress(progress: ITaskProgress): void {
+    const held = this._tasks.get(progress.id);
+    if (!held || !isActive(held) || time(held.updated_at) > time(progress.updated_at)) {
+      return;
+    }
+    this.upsert({
+      ...held,
+      task_step: progress.task_step,
+      status_info: progress.status_info,
+      percent_complete: progress.percent_complete,
+      heartbeat_at: progress.heartbeat_at,
+      updated_at: progress.updated_at
+    });
+  }
+
   remove(id: string): void {
-    if (this._tasks.delete(id)) {
-      this._sorted = null;
+    const task = this._tasks.get(id);
+    if (task && this._tasks.delete(id)) {
+      this._active -= Number(isActive(task));
+      this._compact = true; // dropped from the order on its next read: one pass for many
       this._total = Math.max(0, this._total - 1);
+      this._membership = true;
       this._emitSoon();
     }
   }
@@ -191,6 +244,9 @@ export class TaskModel {
     let opened = false;
     source.addEventListener('task', ev => {
       this.upsert(JSON.parse((ev as MessageEvent).data) as ITask);
+    });
+    source.addEventListener('progress', ev => {
+      this.applyProgress(JSON.parse((ev as MessageEvent).data) as ITaskProgress);
     });
     source.addEventListener('deleted', ev => {
       this.remove((JSON.parse((ev as MessageEvent).data) as { id: string }).id);
@@ -249,11 +305,33 @@ export class TaskModel {
     this._retryDelay = Math.min(this._retryDelay * 2, 30_000);
   }
 
+  /** Put a new task in its place in the order (when the order is built). */
+  private _insert(task: ITask): void {
+    if (this._order === null) {
+      return;
+    }
+    const order = this.order() as string[];
+    const t = time(task.created_at);
+    // Binary search (log n lookups); a new task is usually the newest: index 0.
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const other = this._tasks.get(order[mid]);
+      if (other && before(time(other.created_at), other.id, t, task.id)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    order.splice(lo, 0, task.id);
+  }
+
   private _setState(state: ConnectionState, message: string): void {
     if (state !== this._state || message !== this._message) {
       this._state = state;
       this._message = message;
-      this._changed.emit();
+      this._emit();
     }
   }
 
@@ -265,14 +343,34 @@ export class TaskModel {
     this._pending = true;
     requestAnimationFrame(() => {
       this._pending = false;
-      this._changed.emit();
+      this._emit();
     });
+  }
+
+  /** Signal what changed since the last signal, and start collecting afresh. */
+  private _emit(): void {
+    const change: ITasksChange = { membership: this._membership, updated: this._updated };
+    this._membership = false;
+    this._updated = new Set();
+    this._changed.emit(change);
+    if (this._active !== this._signalledActive) {
+      this._signalledActive = this._active;
+      this._activeCountChanged.emit();
+    }
   }
 
   private _tasks = new Map<string, ITask>();
   /** Ids upserted while a reload runs (its pages may predate them). */
   private _streamed: Set<string> | null = null;
-  private _sorted: ITask[] | null = null;
+  /** Ids newest first, built on first use; null: sort again. */
+  private _order: string[] | null = null;
+  /** Tasks were deleted: the order still lists them. */
+  private _compact = false;
+  private _active = 0;
+  private _signalledActive = 0;
+  /** Not yet signalled: membership changed, tasks replaced in place. */
+  private _membership = false;
+  private _updated = new Set<string>();
   private _total = 0;
   private _state: ConnectionState = 'connecting';
   private _message = '';
@@ -280,6 +378,7 @@ export class TaskModel {
   private _retryTimer = 0;
   private _retryDelay = 1000;
   private _pending = false;
-  private _changed = new Signal<this, void>(this);
+  private _changed = new Signal<this, ITasksChange>(this);
+  private _activeCountChanged = new Signal<this, void>(this);
   private _taskChanged = new Signal<this, ITaskChange>(this);
 }

@@ -10,7 +10,7 @@ import { TaskActions, actionButtons, actionsKey } from './actions';
 import { TaskDetails } from './details';
 import { STATUS_GLYPH, basename, el, percentText, timeLabel } from './format';
 import { tasksIcon } from './icons';
-import { TaskModel } from './model';
+import { ITasksChange, TaskModel } from './model';
 
 /** Row height in pixels; fixed so the list can be virtualised by arithmetic. */
 export const ROW_HEIGHT = 66;
@@ -94,28 +94,50 @@ export class TasksPanel extends Widget {
     this._scheduleRender();
   }
 
-  /** The tasks the filters let through, newest first. */
-  visibleTasks(): ITask[] {
+  /**
+   * The ids of the tasks the filters let through, newest first. Kept between changes:
+   * built again only when the tasks held change or a change can move a task in or out.
+   */
+  visibleIds(): readonly string[] {
     if (this._filtered === null) {
       const status = this._statusFilter.value;
       const text = this._textFilter.value.trim().toLowerCase();
-      this._filtered = this.model.sorted().filter(task => {
-        if (status === 'active' ? !isActive(task) : status === 'finished' ? isActive(task) : status && task.status !== status) {
-          return false;
-        }
-        if (!text) {
-          return true;
-        }
-        return [task.name, task.task, task.notebook, task.status_info, task.status, task.id].some(
-          v => v && v.toLowerCase().includes(text)
-        );
-      });
+      this._filter = status || text ? { status, text } : null;
+      if (this._filter) {
+        const ids = this.model.order().filter(id => {
+          const task = this.model.get(id);
+          return task !== undefined && this._passes(task);
+        });
+        this._members = new Set(ids);
+        this._filtered = ids;
+      } else {
+        this._members = null;
+        this._filtered = this.model.order(); // no filter: the model's own order, no copy
+      }
     }
     return this._filtered;
   }
 
+  /** Whether a task passes the filters the visible list was built with. */
+  private _passes(task: ITask): boolean {
+    if (!this._filter) {
+      return true;
+    }
+    const { status, text } = this._filter;
+    if (status === 'active' ? !isActive(task) : status === 'finished' ? isActive(task) : status && task.status !== status) {
+      return false;
+    }
+    if (!text) {
+      return true;
+    }
+    return [task.name, task.task, task.notebook, task.status_info, task.status, task.id].some(
+      v => v && v.toLowerCase().includes(text)
+    );
+  }
+
   protected onAfterShow(): void {
-    this._scheduleRender();
+    // Not drawn while hidden: draw now, so the first frame shown has the rows.
+    this._renderNow();
     this._startTicker();
   }
 
@@ -140,9 +162,22 @@ export class TasksPanel extends Widget {
     super.dispose();
   }
 
-  private _onModelChanged(): void {
-    this._filtered = null;
-    this._scheduleRender();
+  private _onModelChanged(_: TaskModel, change: ITasksChange): void {
+    if (change.membership) {
+      this._filtered = null;
+    } else if (this._filtered !== null && this._members !== null) {
+      // Rows are redrawn in place; the list changes only if a task moved in or out.
+      for (const id of change.updated) {
+        const task = this.model.get(id);
+        if (task && this._members.has(id) !== this._passes(task)) {
+          this._filtered = null;
+          break;
+        }
+      }
+    }
+    if (this.isVisible) {
+      this._renderNow(); // the model signals once per animation frame: draw in that one
+    }
   }
 
   private _refilter(): void {
@@ -187,23 +222,35 @@ export class TasksPanel extends Widget {
     });
   }
 
+  private _renderNow(): void {
+    if (this._frame) {
+      cancelAnimationFrame(this._frame);
+      this._frame = 0;
+    }
+    this._render();
+  }
+
   private _render(): void {
+    // Geometry first: read after the writes below, it would force a layout each render.
+    let view = this._viewport();
     const { state, message } = this.model;
     this.node.dataset.state = state;
     const problem = state === 'unavailable';
     this._banner.classList.toggle('jp-mod-visible', problem);
-    this._bannerText.textContent = message;
+    setText(this._bannerText, message);
     this._retry.hidden = !problem;
 
-    const tasks = this.visibleTasks();
+    const tasks = this.visibleIds();
     const active = this.model.activeCount;
     const shown = tasks.length === this.model.total ? `${tasks.length}` : `${tasks.length} of ${this.model.total}`;
-    this._summary.textContent =
+    setText(
+      this._summary,
       state === 'connecting'
         ? 'connecting…'
         : problem && !this.model.total
           ? 'unavailable'
-          : `${shown} ${this.model.total === 1 ? 'task' : 'tasks'} · ${active} running`;
+          : `${shown} ${this.model.total === 1 ? 'task' : 'tasks'} · ${active} running`
+    );
 
     let empty = '';
     if (state === 'connecting') {
@@ -213,25 +260,36 @@ export class TasksPanel extends Widget {
         ? 'No task matches the filter.'
         : 'No background tasks yet. Start one with %%background or raytha_nb.enqueue().';
     }
-    this._empty.textContent = empty;
+    setText(this._empty, empty);
     this._empty.hidden = !empty;
     this._list.hidden = state === 'connecting' || (problem && tasks.length === 0);
-    this._renderRows(false);
+    if (!view.height && !this._list.hidden) {
+      view = this._viewport(); // the list was hidden, so had no height: measure it shown
+    }
+    this._renderRows(false, view);
     this._details.refresh();
   }
 
+  /** Where the list is scrolled to, and how tall it shows (0 while hidden). */
+  private _viewport(): { top: number; height: number } {
+    return { top: this._list.scrollTop, height: this._list.clientHeight };
+  }
+
   /** Make the DOM hold exactly the rows in view, each up to date. */
-  private _renderRows(tickOnly: boolean): void {
-    const tasks = this.visibleTasks();
-    this._spacer.style.height = `${tasks.length * ROW_HEIGHT}px`;
-    const top = this._list.scrollTop;
-    const height = this._list.clientHeight || 600;
+  private _renderRows(tickOnly: boolean, view = this._viewport()): void {
+    const ids = this.visibleIds();
+    this._spacer.style.height = `${ids.length * ROW_HEIGHT}px`;
+    const top = view.top;
+    const height = view.height || 600;
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
-    const last = Math.min(tasks.length, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
+    const last = Math.min(ids.length, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
     const keep = new Set<string>();
     const now = Date.now();
     for (let i = first; i < last; i++) {
-      const task = tasks[i];
+      const task = this.model.get(ids[i]);
+      if (!task) {
+        continue; // deleted since the list was built; the next render drops it
+      }
       keep.add(task.id);
       let row = this._rows.get(task.id);
       if (!row) {
@@ -278,7 +336,7 @@ export class TasksPanel extends Widget {
   }
 
   private _fillRow(row: IRow, task: ITask, now: number): void {
-    row.time.textContent = timeLabel(task, now);
+    setText(row.time, timeLabel(task, now));
     const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}`;
     if (key === row.key) {
       return;
@@ -322,9 +380,19 @@ export class TasksPanel extends Widget {
   private _empty: HTMLElement;
   private _details: TaskDetails;
   private _rows = new Map<string, IRow>();
-  private _filtered: ITask[] | null = null;
+  /** Visible ids (null: build again), which of them (null: all, no filter), and by what. */
+  private _filtered: readonly string[] | null = null;
+  private _members: Set<string> | null = null;
+  private _filter: { status: string; text: string } | null = null;
   private _frame = 0;
   private _ticker = 0;
+}
+
+/** Set a node's text only when it differs: an equal write still invalidates layout. */
+function setText(node: HTMLElement, text: string): void {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
 }
 
 interface IRow {

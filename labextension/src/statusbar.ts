@@ -12,7 +12,7 @@ export class TaskStatusItem extends Widget {
     this.addClass('jp-RaythaStatus');
     this.node.title = 'Background tasks running or queued: click to show them';
     this.node.addEventListener('click', onClick);
-    model.changed.connect(this.update, this);
+    model.activeCountChanged.connect(this.update, this);
     this.update();
   }
 
@@ -27,7 +27,7 @@ export class TaskStatusItem extends Widget {
   }
 
   dispose(): void {
-    this.model.changed.disconnect(this.update, this);
+    this.model.activeCountChanged.disconnect(this.update, this);
     super.dispose();
   }
 }

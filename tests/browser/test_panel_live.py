@@ -3,6 +3,7 @@ bar and notifications. Task state comes in through the server's kernel API (see 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
 
+from .._server_helpers import FAKE_PID
 from ._feed import Feed
 from ._lab import Lab
 from ._ui import PANEL, open_panel, percent, row, wait_lab, wait_until, widen_sidebar
@@ -227,7 +229,7 @@ def test_a_thousand_tasks_render_only_the_rows_in_view(lab: Lab, page: Any) -> N
 def _finished(feed: Feed, name: str, created: float) -> Any:
     """A task that ran and completed, created at ``created`` (so the order is known)."""
     live = LiveTask(str(uuid.uuid4()), name, "tests.bulk", {}, kernel_id=feed.kernel_id,
-                    notebook=feed.notebook, pid=1)  # fmt: skip
+                    notebook=feed.notebook, pid=FAKE_PID)  # fmt: skip
     live.created_at = created
     live.transition(TaskStatus.PROCESSING)
     live.transition(TaskStatus.COMPLETE, percent_complete=100.0)
@@ -276,3 +278,113 @@ def test_completion_notified_only_for_tasks_longer_than_the_setting(lab: Lab, pa
     toast.wait_for(timeout=10_000)
     wait_until(lambda: row(page, "quick-one").get_attribute("data-status") == "complete", 5)
     assert page.locator(".Toastify__toast", has_text='"quick-one"').count() == 0
+
+
+# Counts the events stream's messages by type, so a test knows which path it exercised.
+COUNT_EVENTS = """(() => {
+  const counts = window.__rnbEvents = {};
+  const add = EventSource.prototype.addEventListener;
+  EventSource.prototype.addEventListener = function (type, listener, options) {
+    return add.call(this, type, function (ev) {
+      counts[type] = (counts[type] || 0) + 1;
+      return listener.call(this, ev);
+    }, options);
+  };
+})()"""
+
+
+def _field(details: Any, name: str) -> str:
+    """The value of one row of the details view's fields (Progress, Info, ...)."""
+    dt = details.locator(".jp-RaythaDetails-fields dt", has_text=re.compile(f"^{name}$"))
+    return str(dt.evaluate("e => e.nextElementSibling.textContent"))
+
+
+def test_progress_events_update_row_details_and_status_bar_in_place(lab: Lab, page: Any) -> None:
+    """Progress-only publishes reach the browser as ``event: progress`` deltas: the row,
+    the open details and the status bar follow them; the filtered list keeps its rows
+    unless a change moves a task in or out of the filter."""
+    page.add_init_script(COUNT_EVENTS)
+    panel = open_lab(lab, page)
+    counts = lab.api("status")["tasks"]
+    base = counts["processing"] + counts["enqueued"]  # anything earlier tests left running
+    feed = Feed(lab, kernel_id="kernel-progress")
+    live = feed.start("progress-live", {"rows": 9000}, percent=5, info="phase-a row 450 of 9000")
+    other = feed.start("progress-other", percent=50, info="phase-b")
+    r = row(page, "progress-live")
+    r.wait_for(timeout=10_000)
+    status = page.locator(".jp-RaythaStatus")
+    summary = panel.locator(".jp-RaythaPanel-summary")
+    wait_until(lambda: status.inner_text() == f"⟳ {base + 2} tasks", 5, "status bar counts 2")
+    assert summary.inner_text().endswith(f"· {base + 2} running")
+    progress_events = lambda: page.evaluate("() => window.__rnbEvents.progress || 0")  # noqa: E731
+    before = progress_events()
+
+    # Row: percent, bar, step and info move; the row element and its buttons stay.
+    node = r.element_handle()
+    button = r.locator("[data-action='cancel']").element_handle()
+    live.report(42, "phase-a row 3780 of 9000", 2)
+    feed.publish()
+    wait_until(lambda: percent(r) == 42, 5, "42% in the row")
+    assert r.locator(".jp-RaythaTask-fill").evaluate("e => e.style.width") == "42%"
+    info = r.locator(".jp-RaythaTask-info").inner_text()
+    assert "step 2" in info and "phase-a row 3780 of 9000" in info and "feed.ipynb" in info
+    assert node.evaluate("n => n.isConnected") and button.evaluate("b => b.isConnected")
+    # _feed posts a progress-only row here, so the server sent a delta, not the record.
+    wait_until(lambda: progress_events() > before, 5, "an event: progress")
+    assert status.inner_text() == f"⟳ {base + 2} tasks"  # progress moves no count
+
+    # A text filter matching the info: a progress that changes the info moves the task
+    # out of the list and back in; others' progress leaves the list alone.
+    panel.locator(".jp-RaythaPanel-textFilter").fill("phase-a")
+    names = lambda: panel.locator(".jp-RaythaTask-name").all_inner_texts()  # noqa: E731
+    wait_until(lambda: names() == ["progress-live"], 5, "only the phase-a task")
+    other.report(60, "phase-b still")
+    live.report(50, "phase-b row 4500 of 9000", 3)
+    feed.publish()
+    wait_until(lambda: names() == [], 5, "the task left the filter")
+    assert "No task matches the filter." in panel.locator(".jp-RaythaPanel-empty").inner_text()
+    live.report(55, "phase-a again", 3)
+    feed.publish()
+    wait_until(lambda: names() == ["progress-live"], 5, "the task back in the filter")
+    wait_until(lambda: percent(r) == 55, 5, "55% in the filtered row")
+    panel.locator(".jp-RaythaPanel-textFilter").fill("")
+    wait_until(lambda: len(names()) >= 2, 5, "the whole list again")
+    widen_sidebar(page)
+    shot(page, "panel-progress.png")
+
+    # Details: percent, step, info and bar follow progress in place.
+    r.locator(".jp-RaythaTask-name").click()
+    details = panel.locator(".jp-RaythaDetails")
+    details.wait_for(state="visible")
+    assert details.get_attribute("data-task-id") == live.id
+    wait_until(lambda: _field(details, "Progress") == "55% · step 3", 5, "details 55%")
+    head = details.locator(".jp-RaythaDetails-name").element_handle()
+    live.report(77, "phase-a row 6930 of 9000", 4)
+    feed.publish()
+    wait_until(lambda: _field(details, "Progress") == "77% · step 4", 5, "details 77%")
+    assert _field(details, "Info") == "phase-a row 6930 of 9000"
+    bar = details.locator(".jp-RaythaTask-fill")
+    assert bar.evaluate("e => e.style.width") == "77%"
+    assert head.evaluate("e => e.isConnected")  # redrawn in place, not rebuilt
+    assert '"rows": 9000' in details.locator(".jp-RaythaDetails-args").inner_text()
+
+    # The status bar across a task finishing, progress of the other still coming.
+    other.transition(TaskStatus.COMPLETE, percent_complete=100.0, result={"ok": True})
+    live.report(88, "phase-a row 7920 of 9000", 4)
+    feed.publish()
+    wait_until(lambda: status.inner_text() == f"⟳ {base + 1} task" + ("s" if base else ""), 5,
+               "status bar counts 1 after a task finished")  # fmt: skip
+    wait_until(lambda: _field(details, "Progress") == "88% · step 4", 5, "details 88%")
+    live.report(95, "phase-a row 8550 of 9000", 5)
+    feed.publish()
+    wait_until(lambda: _field(details, "Progress") == "95% · step 5", 5, "details 95%")
+    assert status.inner_text() == f"⟳ {base + 1} task" + ("s" if base else "")
+    live.transition(TaskStatus.COMPLETE, percent_complete=100.0, result={"rows": 9000})
+    feed.publish()
+    wait_until(lambda: details.get_attribute("data-status") == "complete", 5, "details complete")
+    assert _field(details, "Progress") == "100% · step 5"
+    if base == 0:
+        wait_until(lambda: not status.is_visible(), 5, "status bar item hidden when idle")
+    details.locator(".jp-RaythaDetails-back").click()
+    wait_until(lambda: r.get_attribute("data-status") == "complete", 5, "row complete")
+    assert summary.inner_text().endswith(f"· {base} running")
