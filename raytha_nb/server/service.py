@@ -76,6 +76,9 @@ class TaskService:
         self._undelivered: set[str] = set()
         # Tasks left active by an earlier server run: deadline for a kernel to claim them.
         self._unclaimed: dict[str, float] = {}
+        # Tasks interrupted only because their kernel went silent (presumed dead, not
+        # seen to end): the same kernel process may speak again and take them back.
+        self._presumed_dead: set[str] = set()
         deadline = clock() + heartbeat_timeout
         for job_id in store.active_ids():
             self._unclaimed[job_id] = deadline
@@ -133,8 +136,9 @@ class TaskService:
         """Remove rows and history of tasks already finished in the store, and log lines
         already stored (a batch re-sent after a lost reply); return the finished ids.
 
-        A task marked ``interrupted`` while its kernel was silent, which that same
-        kernel process still reports running, is revived instead: the kernel was busy,
+        A task marked ``interrupted`` only because its kernel was silent (not one whose
+        kernel was seen to shut down or restart), which that same kernel process still
+        reports running, is revived instead: the kernel was busy,
         not dead, and its task's real end is still to come.
 
         ``stored``: the stored rows of the batch's tasks not held in memory (active
@@ -143,13 +147,14 @@ class TaskService:
         finished = {job_id for job_id, record in stored.items() if record.finished}
         revived = {
             job_id
-            for job_id in finished & known.active
+            for job_id in finished & known.active & self._presumed_dead
             if known.pid is not None
             and stored[job_id].status.value == "interrupted"
             and (stored[job_id].kernel_id, stored[job_id].pid) == (known.kernel_id, known.pid)
         }
         if revived:
             self.store.revive(sorted(revived), "its kernel spoke again: still running")
+            self._presumed_dead -= revived
             finished -= revived
         if finished:
             batch.tasks = [row for row in batch.tasks if row.id not in finished]
@@ -290,26 +295,31 @@ class TaskService:
                     continue
                 del self.sessions[key]
                 who = f"kernel {known.kernel_id}" if known.kernel_id else "its process"
-                interrupted += self._interrupt(
+                silent = self._interrupt(
                     known.active,
                     f"{who} (PID {{pid}}) sent no heartbeat for over "
                     f"{self.heartbeat_timeout:g} s: it died or lost contact with the server",
                 )
+                self._presumed_dead.update(silent)
+                interrupted += silent
             owned = set().union(*(s.active for s in self.sessions.values()))
             due = [i for i, t in self._unclaimed.items() if t < now and i not in owned]
             alive = {r.id for r in self.store.get_many(due) if r.pid and self._alive(r.pid)}
             stale = [job_id for job_id in due if job_id not in alive]
             for job_id in stale:
                 del self._unclaimed[job_id]
-            interrupted += self._interrupt(
+            unclaimed = self._interrupt(
                 stale,
                 "the Jupyter server restarted and the kernel that ran it (PID {pid}) did "
                 f"not reconnect within {self.heartbeat_timeout:g} s",
             )
+            self._presumed_dead.update(unclaimed)
+            interrupted += unclaimed
         return interrupted
 
     def kernel_gone(self, kernel_id: str, why: str) -> list[str]:
-        """Interrupt the active tasks of a kernel the server shut down or restarted."""
+        """Interrupt the active tasks of a kernel the server shut down or restarted (seen
+        to end: never revived)."""
         with self._lock:
             for key in [k for k, s in self.sessions.items() if s.kernel_id == kernel_id]:
                 del self.sessions[key]
