@@ -203,9 +203,6 @@ class TaskQuery:
     limit: int | None = 100
     offset: int = 0
 
-    #: The filters (besides limit and offset), as keyword names and query parameters.
-    FILTERS = ("status", "name", "kernel_id", "notebook", "q")
-
     @classmethod
     def of(
         cls,
@@ -253,17 +250,8 @@ class TaskQuery:
 
         def number(key: str, default: int, high: int) -> int:
             values = get(key)
-            if not values:
-                return default
-            raw = values[-1]
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ValueError(f"query parameter {key}={raw!r} is not an integer") from None
             low = 1 if key == "limit" else 0
-            if not low <= value <= high:
-                raise ValueError(f"query parameter {key}={value} must be between {low} and {high}")
-            return value
+            return default if not values else int_param(key, values[-1], low, high)
 
         statuses = [s.strip() for arg in get("status") for s in arg.split(",") if s.strip()]
         return cls.of(
@@ -307,6 +295,17 @@ class TaskQuery:
             )
             return self.q.lower() in haystack.lower()
         return True
+
+
+def int_param(name: str, raw: str, low: int, high: int) -> int:
+    """A whole-number query parameter, or ``ValueError`` saying what is wrong with it."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"query parameter {name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"query parameter {name}={value} must be between {low} and {high}")
+    return value
 
 
 def _status(value: str | TaskStatus) -> TaskStatus:

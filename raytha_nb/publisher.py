@@ -126,9 +126,6 @@ class Publisher:
                 return True
         return False
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # -- the loop -------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():

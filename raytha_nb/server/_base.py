@@ -30,7 +30,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from ..errors import NotTaskOwner, ProtocolError, StoreDamaged, StoreWriteError, TaskStateError
-from ..model import TaskRecord
+from ..model import TaskRecord, int_param
 from .service import TaskService
 
 T = TypeVar("T")
@@ -58,6 +58,16 @@ def check_id(job_id: str) -> str:
             f"{job_id!r} is not a task id: ids are UUIDs such as "
             "'0f8fad5b-d9cb-469f-a165-70867728950e'"
         ) from None
+
+
+def offered(handler: type[web.RequestHandler]) -> list[str]:
+    """The HTTP methods a handler class serves: those it defines."""
+    plain = web.RequestHandler
+    return [
+        m
+        for m in ("GET", "POST", "DELETE")
+        if getattr(handler, m.lower()) is not getattr(plain, m.lower())
+    ]
 
 
 def guarded(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -144,12 +154,7 @@ class Base(ExtensionHandlerMixin, APIHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 405:  # RFC 9110: say which methods this URL supports
-            allowed = [
-                m
-                for m in ("GET", "POST", "DELETE")
-                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())
-                and (self.methods is None or m in self.methods)
-            ]
+            allowed = [m for m in offered(type(self)) if self.methods is None or m in self.methods]
             self.set_header("Allow", ", ".join(allowed))
         super().write_error(status_code, **kwargs)
 
@@ -163,12 +168,9 @@ class Base(ExtensionHandlerMixin, APIHandler):
         if raw is None:
             return default
         try:
-            value = int(raw)
-        except ValueError:
-            raise bad_request(f"query parameter {name}={raw!r} is not an integer") from None
-        if not low <= value <= high:
-            raise bad_request(f"query parameter {name}={value} must be between {low} and {high}")
-        return value
+            return int_param(name, raw, low, high)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
 
     def kernel(self) -> tuple[str | None, int | None] | None:
         """On kernel routes, the calling kernel as its client names itself (kernel id,

@@ -23,7 +23,7 @@ from .._identity import ENV_RESULTS, ENV_TOKEN, ENV_URL, default_db_path, runtim
 from ..errors import StoreLockedError
 from ..store import Store
 from . import handlers
-from ._base import Base, guarded
+from ._base import Base, guarded, offered
 from .events import EventHub
 from .reaper import Reaper
 from .service import TaskService
@@ -227,18 +227,8 @@ def off_handlers(
     """``routes`` served by :class:`OffHandler`, each offering its own resource's
     methods, so that other methods stay a 405."""
     return [
-        (pattern, OffHandler, {"methods": _methods(resource), **kwargs})
+        (pattern, OffHandler, {"methods": offered(resource), **kwargs})
         for pattern, resource, kwargs in routes
-    ]
-
-
-def _methods(resource: type[Base]) -> list[str]:
-    """The HTTP methods a handler class serves: those it defines."""
-    plain = web.RequestHandler
-    return [
-        m
-        for m in ("GET", "POST", "DELETE")
-        if getattr(resource, m.lower()) is not getattr(plain, m.lower())
     ]
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
+
+from ..model import TaskRecord, iso
 
 #: The fields of a ``progress`` event besides ``id``: what a progress-only publish moves.
 PROGRESS_FIELDS = ("task_step", "status_info", "percent_complete", "heartbeat_at", "updated_at")
@@ -22,10 +25,6 @@ class EventHub:
         self._loop = loop
         self._queues: set[asyncio.Queue[tuple[str, str] | None]] = set()
 
-    @property
-    def listening(self) -> bool:
-        return bool(self._queues)
-
     def subscribe(self) -> asyncio.Queue[tuple[str, str] | None]:
         queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(QUEUE_SIZE)
         self._queues.add(queue)
@@ -34,13 +33,19 @@ class EventHub:
     def unsubscribe(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
         self._queues.discard(queue)
 
-    def task(self, record: dict[str, Any]) -> None:
+    def task(self, record: TaskRecord) -> None:
         """A task appeared or its row changed (status, cancel, result): the whole record."""
-        self._send("task", record)
+        if self._queues:
+            self._send("task", record.to_json())
 
-    def progress(self, delta: dict[str, Any]) -> None:
+    def progress(self, record: TaskRecord) -> None:
         """Only a running task's progress moved: ``id`` and the fields in PROGRESS_FIELDS."""
-        self._send("progress", delta)
+        if self._queues:
+            delta: dict[str, Any] = {"id": record.id}
+            for name in PROGRESS_FIELDS:
+                value = getattr(record, name)
+                delta[name] = iso(value) if isinstance(value, datetime) else value
+            self._send("progress", delta)
 
     def deleted(self, job_id: str) -> None:
         self._send("deleted", {"id": job_id})

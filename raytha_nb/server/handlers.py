@@ -18,15 +18,13 @@ from urllib.parse import quote
 from tornado import iostream, web
 
 from ..errors import ProtocolError
-from ..model import TaskQuery, TaskRecord, iso
+from ..model import BIGINT, TaskQuery, TaskRecord, iso
 from ..protocol import Publish
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from .events import sse
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
-#: DuckDB's BIGINT, the bound of integer query parameters: DuckDB refuses more.
-_BIGINT = 2**63 - 1
 #: Seconds between keep-alive comments on the event stream.
 KEEPALIVE = 15.0
 #: Media types of stored results by kind, when the descriptor names none.
@@ -98,7 +96,7 @@ class LogsHandler(Base):
 
     @guarded
     async def get(self, job_id: str) -> None:
-        since = self.int_arg("since", 0, 0, _BIGINT)
+        since = self.int_arg("since", 0, 0, BIGINT)
         limit = self.int_arg("limit", 10_000, 1, 100_000)
         record = await self.record(job_id)
         lines = await self.call(self.service.logs, record.id, since, limit)

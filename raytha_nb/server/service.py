@@ -19,7 +19,7 @@ from typing import Any
 from .._identity import pid_alive
 from .._version import __version__
 from ..errors import NotTaskOwner, StoreClosed, TaskStateError
-from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, iso, stored_utc, utc
+from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, stored_utc, utc
 from ..protocol import Batch, Publish
 from ..store import Store
 from .events import EventHub
@@ -370,17 +370,7 @@ class TaskService:
                 heartbeat_at=stored_utc(row.heartbeat_at),
                 updated_at=stamped,
             )
-            if self.hub.listening:
-                self.hub.progress(
-                    {
-                        "id": row.id,
-                        "task_step": row.task_step,
-                        "status_info": row.status_info,
-                        "percent_complete": row.percent_complete,
-                        "heartbeat_at": iso(record.heartbeat_at),
-                        "updated_at": iso(stamped),
-                    }
-                )
+            self.hub.progress(record)
         return stale
 
     def _announce(self, ids: set[str]) -> None:
@@ -396,8 +386,7 @@ class TaskService:
                 self._log_seq.pop(record.id, None)
             else:
                 self._active[record.id] = record
-            if self.hub.listening:
-                self.hub.task(record.to_json())
+            self.hub.task(record)
 
     def close(self) -> None:
         self.closed = True
