@@ -33,6 +33,7 @@ from .api import (
 from .context import TaskContext, bind, check_cancelled, current, log, progress, track
 from .errors import (
     NotJsonable,
+    NotPicklable,
     NotTaskOwner,
     ProtocolError,
     ResultUnavailable,
@@ -68,6 +69,7 @@ __all__ = [
     "BackgroundTask",
     "LogLine",
     "NotJsonable",
+    "NotPicklable",
     "NotTaskOwner",
     "ProtocolError",
     "ResultFile",

@@ -37,11 +37,11 @@ class LiveTask:
 
     __slots__ = (
         "args", "args_json", "cancel_requested", "committed", "completed_at", "created_at",
-        "error_message", "error_type", "history", "id", "kernel_id", "lock", "log_seq",
+        "error_message", "error_type", "executor", "history", "id", "kernel_id", "lock", "log_seq",
         "logs", "logs_dropped", "name", "notebook", "on_cancel", "on_change", "outbox",
         "percent_complete", "pid", "room",
         "result", "result_kind", "row_version", "started_at", "status", "status_info",
-        "task", "task_step", "traceback", "version", "waiter",
+        "task", "task_step", "traceback", "version", "waiter", "worker",
     )  # fmt: skip
 
     def __init__(
@@ -54,6 +54,7 @@ class LiveTask:
         kernel_id: str | None,
         notebook: str | None,
         pid: int,
+        executor: str = "thread",
     ) -> None:
         self.id = job_id
         self.name = name
@@ -76,6 +77,9 @@ class LiveTask:
         self.notebook = notebook
         self.pid = pid
         self.cancel_requested = False
+        self.executor = executor
+        #: The worker running it, once one does ("thread raytha-nb-worker-2", "pid 1234").
+        self.worker: str | None = None
         # Bumped by every change; progress reports bump only this (the publisher scans
         # running tasks), to keep report() to attribute assignments.
         self.version = 1
@@ -84,8 +88,9 @@ class LiveTask:
         self.row_version = 1
         #: Called (outside the lock) after a change that is more than progress.
         self.on_change: Callable[[LiveTask], None] | None = None
-        #: Called once when a running task is asked to cancel: its executor enforces it.
-        self.on_cancel: Callable[[LiveTask], None] | None = None
+        #: Called when a running task is asked to cancel (once, and again with
+        #: ``force=True``): its executor enforces it.
+        self.on_cancel: Callable[[LiveTask, bool], None] | None = None
         self.lock = threading.Lock()
         # True once the terminal state is committed: wait() returns only then. The
         # Event is made only when someone waits (most tasks are never waited on).
@@ -149,9 +154,10 @@ class LiveTask:
             hook(self)
         return True
 
-    def request_cancel(self) -> bool:
+    def request_cancel(self, force: bool = False) -> bool:
         """Cancel this task: a queued one ends at once, a running one is asked to stop
-        (``on_cancel`` lets its executor force it later); False if it already finished."""
+        (``on_cancel`` lets its executor force it later, or at once with ``force``);
+        False if it already finished."""
         if self.transition(
             TaskStatus.CANCELLED,
             only_from=TaskStatus.ENQUEUED,
@@ -165,8 +171,8 @@ class LiveTask:
             self.cancel_requested = True
         self.mark()
         hook = self.on_cancel
-        if first and hook is not None:
-            hook(self)
+        if (first or force) and hook is not None:
+            hook(self, force)
         return True
 
     def set_committed(self) -> None:
@@ -242,6 +248,7 @@ class LiveTask:
             self.result_kind, self.created_at, self.started_at, self.completed_at,
             now if self.status is TaskStatus.PROCESSING else None,
             self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
+            self.executor, self.worker,
         )  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:
@@ -281,6 +288,8 @@ class LiveTask:
             notebook=self.notebook,
             pid=self.pid,
             cancel_requested=self.cancel_requested,
+            executor=self.executor,
+            worker=self.worker,
         )
 
 

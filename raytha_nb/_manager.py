@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from ._identity import default_db_path, discover, kernel_identity
 from ._jsonable import to_jsonable
 from ._live import LiveTask
 from .backend import EmbeddedBackend, TaskBackend
+from .context import TaskContext
 from .errors import (
     ResultUnavailable,
     StoreDamaged,
@@ -41,6 +43,11 @@ from .publisher import Publisher
 from .registry import check_signature, make_runner, resolve, task_label
 from .store import Store
 from .threads import ThreadExecutor
+
+#: Where tasks can run: ``enqueue(..., executor=...)``.
+EXECUTORS = ("thread", "process")
+#: Executors the issue plans that are not built yet.
+_LATER = ("dask", "server")
 
 log = logging.getLogger("raytha_nb")
 
@@ -61,7 +68,15 @@ class TaskManager:
         cancel_grace: float = 1.0,
         backend: TaskBackend | None = None,
         result_cache_mb: float = 256,
+        executor: str = "thread",
+        process_workers: int | None = None,
     ) -> None:
+        check_executor(executor)
+        #: Where enqueue() runs a task unless told: "thread" or "process".
+        self.default_executor = executor
+        self._process_workers = process_workers
+        self._cancel_grace = cancel_grace
+        self._process: Executor | None = None
         self.backend = backend if backend is not None else open_backend(db)
         # This process's tasks, oldest first: the active ones and up to _RECENT finished.
         self._tasks: OrderedDict[str, LiveTask] = OrderedDict()
@@ -79,35 +94,60 @@ class TaskManager:
         self._closed = False
 
     # -- starting tasks ------------------------------------------------------------
-    def enqueue(self, task: Any, args: Any = None, *, name: str | None = None) -> str:
-        """Queue ``task`` (class, function or registered name) with JSON ``args``; return its id."""
+    def enqueue(
+        self, task: Any, args: Any = None, *, name: str | None = None, executor: str | None = None
+    ) -> str:
+        """Queue ``task`` (class, function or registered name) with JSON ``args``; return
+        its id. ``executor``: "thread" or "process" (default: ``default_executor``)."""
         target = resolve(task)
         plain = to_jsonable(args)
         check_signature(target, plain)
         label = task if isinstance(task, str) else task_label(target)
-        return self._submit(lambda ctx: make_runner(target, ctx)(), name or label, label, plain)
+        body = functools.partial(_run_task, target)
+        return self._submit(body, name or label, label, plain, executor)
 
-    def submit(self, body: Body, *, name: str, task: str, args: Any = None) -> str:
+    def submit(
+        self, body: Body, *, name: str, task: str, args: Any = None, executor: str | None = None
+    ) -> str:
         """Queue ``body(ctx)`` directly: for magics and data jobs whose inputs (a cell's
         code, a DataFrame) live in memory rather than in JSON ``args``."""
-        return self._submit(body, name, task, to_jsonable(args))
+        return self._submit(body, name, task, to_jsonable(args), executor)
 
-    def _submit(self, body: Body, name: str, task: str, args: Any) -> str:
+    def _submit(self, body: Body, name: str, task: str, args: Any, executor: str | None) -> str:
         if self._closed:
             raise RuntimeError(
                 "this TaskManager is shut down; use raytha_nb.configure() for a new one"
             )
+        where = executor or self.default_executor
+        runner = self._executor(where)
+        body = runner.ship(body, f"task {task}")  # fails here, before a task exists
         job_id = str(uuid.uuid4())
         live = LiveTask(
             job_id, name, task, args,
-            kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(),
+            kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(), executor=where,
         )  # fmt: skip
         with self._tasks_lock:
             self._tasks[job_id] = live
             self._forget_old()
         self.publisher.track(live)
-        self.executor.submit(live, body)
+        runner.submit(live, body)
         return job_id
+
+    def _executor(self, name: str) -> Executor:
+        """The executor called ``name``, started on first use."""
+        check_executor(name)
+        if name == "thread":
+            return self.executor
+        if self._process is None:
+            from .processes import ProcessExecutor
+
+            self._process = ProcessExecutor(
+                self._process_workers, lambda: self.backend.results_dir, grace=self._cancel_grace
+            )
+        return self._process
+
+    def _executors(self) -> list[Executor]:
+        return [self.executor] + ([self._process] if self._process is not None else [])
 
     def _forget_old(self) -> None:
         """Keep about _RECENT finished tasks in memory (their state is stored); called
@@ -239,11 +279,15 @@ class TaskManager:
         return _results.decode(job_id, record.result, record.result_kind)
 
     # -- changing tasks ------------------------------------------------------------------
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a queued or running task; False if it had already finished."""
+    def cancel(self, job_id: str, force: bool = False) -> bool:
+        """Cancel a queued or running task; False if it had already finished.
+
+        Cooperative first (``check_cancelled`` raises), forced after the grace period;
+        ``force=True`` forces it at once (a process task's worker is killed). A task of
+        another kernel gets the cooperative request (its kernel forces it later)."""
         live = self._tasks.get(job_id)
         if live is not None:
-            return live.request_cancel()
+            return live.request_cancel(force)
         record = self.get_task(job_id)
         if record.finished:
             return False
@@ -273,13 +317,34 @@ class TaskManager:
         if self._closed:
             return
         self._closed = True
-        for live in self.executor.drop_pending() + self.executor.running():
-            live.transition(TaskStatus.INTERRUPTED, status_info=reason)
+        for runner in self._executors():
+            for live in runner.drop_pending() + runner.running():
+                live.transition(TaskStatus.INTERRUPTED, status_info=reason)
         for live in list(self._tasks.values()):
             live.transition(TaskStatus.INTERRUPTED, status_info=reason)
-        self.executor.shutdown()
+        for runner in self._executors():
+            runner.shutdown()
         self.publisher.stop(flush=True)
         self.backend.close()
+
+
+def _run_task(target: Any, ctx: TaskContext) -> Any:
+    """One job of an enqueued task (module level, so it pickles by reference)."""
+    return make_runner(target, ctx)()
+
+
+def check_executor(name: Any) -> None:
+    """``ValueError`` for an unknown executor name; "not available yet" for planned ones."""
+    if name in EXECUTORS:
+        return
+    if name in _LATER:
+        raise NotImplementedError(
+            f"executor={name!r} is not available yet; use 'thread' (the default) or 'process'"
+        )
+    raise ValueError(
+        f"unknown executor {name!r}: choose one of {', '.join(map(repr, EXECUTORS))} "
+        f"({', '.join(map(repr, _LATER))} are planned)"
+    )
 
 
 def _slice(deadline: float | None, step: float = 0.25) -> float:
@@ -346,9 +411,14 @@ def configure(
     flush_interval: float = 0.2,
     cancel_grace: float = 1.0,
     result_cache_mb: float = 256,
+    executor: str = "thread",
+    process_workers: int | None = None,
 ) -> TaskManager:
     """Replace the process-wide manager (e.g. another store file or worker count;
-    ``result_cache_mb``: how much of its tasks' returned objects it keeps in memory)."""
+    ``result_cache_mb``: how much of its tasks' returned objects it keeps in memory;
+    ``executor``: where tasks run unless enqueue() says; ``process_workers``: the
+    process pool's size, by default the number of cores)."""
+    check_executor(executor)
     global _default
     with _default_lock:
         old = _default
@@ -365,6 +435,8 @@ def configure(
             flush_interval=flush_interval,
             cancel_grace=cancel_grace,
             result_cache_mb=result_cache_mb,
+            executor=executor,
+            process_workers=process_workers,
         )
         return _default
 

@@ -12,18 +12,25 @@ from .executor import Body
 from .model import LogLine, TaskRecord
 
 
-def enqueue(task: Any, args: Any = None, *, name: str | None = None) -> str:
+def enqueue(
+    task: Any, args: Any = None, *, name: str | None = None, executor: str | None = None
+) -> str:
     """Queue a task (Raytha's ``EnqueueAsync<T>``) and return its job id (a UUID string).
 
     ``task`` is a :class:`BackgroundTask` subclass, a function (called as ``fn(**args)``)
-    or a registered name; ``args`` must be JSON-serialisable.
+    or a registered name; ``args`` must be JSON-serialisable. ``executor``: "thread" (a
+    worker thread of this kernel) or "process" (a worker process this kernel owns);
+    default as ``configure(executor=...)`` set it, else "thread".
     """
-    return manager().enqueue(task, args, name=name)
+    return manager().enqueue(task, args, name=name, executor=executor)
 
 
-def submit(body: Body, *, name: str, task: str, args: Any = None) -> str:
-    """Queue ``body(ctx)``, a callable that takes the task's context."""
-    return manager().submit(body, name=name, task=task, args=args)
+def submit(
+    body: Body, *, name: str, task: str, args: Any = None, executor: str | None = None
+) -> str:
+    """Queue ``body(ctx)``, a callable that takes the task's context (``executor`` as
+    for :func:`enqueue`; for "process" the body and what it holds must pickle)."""
+    return manager().submit(body, name=name, task=task, args=args, executor=executor)
 
 
 def get_task(job_id: str) -> TaskRecord:
@@ -45,9 +52,12 @@ def list_tasks(
     return manager().list_tasks(status, name, limit, **filters)
 
 
-def cancel(job_id: str) -> bool:
-    """Cancel a queued or running task; False if it had already finished."""
-    return manager().cancel(job_id)
+def cancel(job_id: str, force: bool = False) -> bool:
+    """Cancel a queued or running task; False if it had already finished.
+
+    Cooperative first, forced after the grace period; ``force=True`` stops it at once
+    (kills a process task's worker; raises in a thread task between bytecodes)."""
+    return manager().cancel(job_id, force)
 
 
 def wait(job_id: str, timeout: float | None = None) -> TaskRecord:

@@ -63,6 +63,20 @@ class NotJsonable(TypeError):
         self.path = path
 
 
+class NotPicklable(TypeError):
+    """A task bound for a worker process holds something that cannot be pickled;
+    ``where`` names it (a closure variable, a global, an argument)."""
+
+    def __init__(self, where: str, value: Any, why: str = "") -> None:
+        kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+        super().__init__(
+            f"{where} is a {kind}, which cannot be sent to a worker process ({why}). "
+            "Create it inside the task instead, pass something picklable (a path, a "
+            "number), or run the task with executor='thread'."
+        )
+        self.where = where
+
+
 class ResultUnavailable(LookupError):
     """The task has no loadable result (not finished, failed, or not storable)."""
 

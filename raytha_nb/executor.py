@@ -23,14 +23,19 @@ Body = Callable[[TaskContext], Any]
 class Executor(ABC):
     """Runs queued tasks; stops them when asked."""
 
+    def ship(self, body: Body, what: str = "the task") -> Body:
+        """``body`` as ``submit`` will take it, checked at enqueue before any task exists
+        (the process executor pickles it here, so an unpicklable one fails now)."""
+        return body
+
     @abstractmethod
     def submit(self, live: LiveTask, body: Body) -> None:
         """Queue ``live`` to run ``body``; the executor moves it to its final state."""
 
     @abstractmethod
-    def cancel(self, live: LiveTask) -> None:
+    def cancel(self, live: LiveTask, force: bool = False) -> None:
         """``live`` (running here) was asked to cancel: make sure it stops, by force
-        once a grace period has passed."""
+        once a grace period has passed (at once with ``force``)."""
 
     @abstractmethod
     def running(self) -> list[LiveTask]:

@@ -88,6 +88,10 @@ class TaskRecord:
     notebook: str | None = None
     pid: int | None = None
     cancel_requested: bool = False
+    #: Where it runs: the executor ("thread", "process") and the worker in it
+    #: ("thread raytha-nb-worker-2", "pid 1234"); None for tasks of older kernels.
+    executor: str | None = None
+    worker: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -27,7 +27,7 @@ from .model import TaskRecord, TaskStatus, stored_utc, utc
 
 #: (major, minor). A server accepts kernels of the same major version whose minor
 #: version is at most one away; a change that breaks that bumps the major version.
-PROTOCOL = (1, 0)
+PROTOCOL = (1, 1)
 
 
 class TaskRow(NamedTuple):
@@ -54,6 +54,9 @@ class TaskRow(NamedTuple):
     notebook: str | None = None
     pid: int | None = None
     cancel_requested: bool = False
+    #: Since protocol 1.1 (optional: 1.0 kernels do not send them).
+    executor: str | None = None
+    worker: str | None = None
 
     def record(self, updated_at: float) -> TaskRecord:
         """The task as readers see it once this row is stored (what the store would
@@ -81,6 +84,8 @@ class TaskRow(NamedTuple):
             notebook=self.notebook,
             pid=self.pid,
             cancel_requested=self.cancel_requested,
+            executor=self.executor,
+            worker=self.worker,
         )
 
 

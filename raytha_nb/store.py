@@ -150,6 +150,11 @@ class Store:
             text VARCHAR NOT NULL
         );
         """,
+        # 2: where a task runs (protocol 1.1); older rows keep nulls.
+        """
+        ALTER TABLE tasks ADD COLUMN executor VARCHAR;
+        ALTER TABLE tasks ADD COLUMN worker VARCHAR;
+        """,
     )
 
     UPSERT_TASKS = (

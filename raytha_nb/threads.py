@@ -81,8 +81,12 @@ class ThreadExecutor(Executor):
         self._workers.append(worker)
         thread.start()
 
-    def cancel(self, live: LiveTask) -> None:
-        """A running task was asked to stop: force it after the grace period."""
+    def cancel(self, live: LiveTask, force: bool = False) -> None:
+        """A running task was asked to stop: force it after the grace period (now with
+        ``force``)."""
+        if force:
+            self._force(live)
+            return
         timer = threading.Timer(self.grace, self._force, args=(live,))
         timer.daemon = True
         timer.start()
@@ -124,6 +128,7 @@ class ThreadExecutor(Executor):
             return  # cancelled while it waited
         with self._slot_lock:
             worker.job = live
+        live.worker = f"thread {worker.thread.name}"
         live.on_cancel = self.cancel  # before it runs: a cancel may come at once
         if not live.transition(TaskStatus.PROCESSING):
             self._leave(worker)

@@ -1,0 +1,180 @@
+"""What runs inside a worker process of the process executor.
+
+The worker's main thread runs one task at a time with the whole task API (a real
+``LiveTask`` and ``TaskContext`` of its own, output capture, the tqdm bridge); a
+reader thread takes the kernel's messages (a task to run, a cancel flag); a sender
+thread ships the task's progress and log lines, coalesced, every ``SEND_INTERVAL``.
+
+Messages (tuples over one duplex ``multiprocessing`` connection):
+kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir)``,
+``("cancel", job_id)``, ``("stop",)``; worker -> kernel ``("progress", job_id,
+step, percent, info, logs)`` and one of ``("done", job_id, stored, kind)``,
+``("error", job_id, type, message, text, tb)``, ``("cancelled", job_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+#: Seconds between progress messages while a task runs (latest wins in between).
+SEND_INTERVAL = 0.05
+#: Log lines per progress message at most.
+LOG_BATCH = 5_000
+
+
+class _Worker:
+    """The worker process's state: its connection, the task running now."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.live: Any = None  # the LiveTask running now
+        self.sent = 0  # its version at the last progress message
+        self.runs: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self.wake = threading.Event()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def read(self) -> None:
+        """The reader thread: runs go to the main thread; a cancel sets the task's flag."""
+        try:
+            while True:
+                message = self.conn.recv()
+                if message[0] == "run":
+                    self.runs.put(message)
+                elif message[0] == "cancel":
+                    live = self.live
+                    if live is not None and live.id == message[1]:
+                        live.cancel_requested = True
+                else:
+                    break
+        except (EOFError, OSError):
+            pass  # the kernel went away
+        self.runs.put(None)
+
+    def ship(self) -> None:
+        """The sender thread: progress and logs of the running task, coalesced."""
+        while True:
+            self.wake.wait(SEND_INTERVAL)
+            self.wake.clear()
+            live = self.live
+            if live is not None:
+                try:
+                    self.flush(live)
+                except (OSError, ValueError):
+                    return
+
+    def flush(self, live: Any) -> None:
+        """Send ``live``'s progress and unsent log lines if anything changed."""
+        with self.send_lock:  # one flusher at a time keeps the lines in order
+            version = live.version
+            if version == self.sent and not live.outbox:
+                return
+            logs = [(stream, text) for _, _, stream, text in live.take_logs(LOG_BATCH)]
+            step, pct, info = live.reported()
+            self.sent = version
+            self.conn.send(("progress", live.id, step, pct, info, logs))
+
+    def run(self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str) -> None:
+        import cloudpickle
+
+        from . import _results
+        from ._live import LiveTask
+        from .context import TaskContext, _enter, flush_task_output
+        from .errors import TaskCancelled
+        from .threads import _user_traceback
+
+        live = LiveTask(job_id, name, name, None, kernel_id=None, notebook=None, pid=os.getpid())
+        live.args = args
+        self.live, self.sent = live, live.version
+        outcome: tuple[Any, ...]
+        try:
+            try:
+                body = cloudpickle.loads(payload)
+                ctx = TaskContext(live, args)
+                _enter(ctx)
+                value = body(ctx)
+            finally:
+                flush_task_output()
+                _enter(None)
+            stored, kind = _results.encode(value, job_id, Path(results_dir))
+            outcome = ("done", job_id, stored, kind)
+        except TaskCancelled:
+            outcome = ("cancelled", job_id)
+        except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
+            kind_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+            outcome = (
+                "error", job_id, kind_name.removeprefix("builtins."), str(exc),
+                _user_traceback(exc), _tb_dict(exc),
+            )  # fmt: skip
+        self.flush(live)
+        self.live = None
+        self.send(outcome)
+
+
+def _tb_dict(exc: BaseException) -> dict[str, Any] | None:
+    """The user's frames as plain data (tblib), for the kernel to format against its
+    own source cache (notebook cells); None for chained errors (the text keeps those)."""
+    if exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        return None
+    only = "".join(traceback.format_exception_only(type(exc), exc))
+    try:
+        from tblib import Traceback
+
+        from .threads import _PACKAGE
+
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE + os.sep):
+            tb = tb.tb_next
+        return None if tb is None else {"tb": Traceback(tb).as_dict(), "only": only}
+    except Exception:  # noqa: BLE001 - the text form is there anyway
+        return None
+
+
+def format_traceback(text: str, tb: dict[str, Any] | None) -> str:
+    """The traceback as the kernel shows it: ``tb``'s frames formatted here, where the
+    notebook's cells are in the line cache, with the worker's last (exception) line."""
+    if tb is None:
+        return text
+    try:
+        frames, node = [], tb["tb"]
+        while node is not None:
+            code = node["tb_frame"]["f_code"]
+            frames.append((code["co_filename"], node["tb_lineno"], code["co_name"], None))
+            node = node["tb_next"]
+        # line=None: each frame's source line is looked up here, in the kernel's cache.
+        shown = traceback.StackSummary.from_list(frames).format()
+    except (KeyError, TypeError):
+        return text
+    return "Traceback (most recent call last):\n" + "".join(shown) + str(tb["only"])
+
+
+def main(conn: Connection) -> None:
+    """The worker process's entry point: serve runs until the kernel stops it."""
+    from . import _tqdm
+    from .context import install_output_capture
+
+    install_output_capture()
+    _tqdm.install()
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    worker = _Worker(conn)
+    threading.Thread(target=worker.read, name="raytha-nb-reader", daemon=True).start()
+    threading.Thread(target=worker.ship, name="raytha-nb-sender", daemon=True).start()
+    while True:
+        message = worker.runs.get()
+        if message is None:
+            return
+        _, job_id, name, args, payload, results_dir = message
+        worker.run(job_id, name, args, payload, results_dir)

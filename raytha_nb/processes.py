@@ -1,0 +1,389 @@
+"""The process executor: a pool of worker processes this kernel owns runs tasks FIFO.
+
+Each worker is a ``forkserver`` child (never a fork of the kernel, which has threads)
+with one duplex ``multiprocessing`` Pipe to a *slot thread* here that feeds it tasks and
+turns its messages into the task's live state. Bodies travel as cloudpickle bytes, so
+notebook functions, lambdas and classes work. Cancel sends a flag the worker's
+``check_cancelled`` sees, then kills the process after the grace period (at once with
+``force``); a killed or dead worker is replaced by a fresh one for the next task.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import types
+import weakref
+from collections import ChainMap, deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from . import _worker
+from ._live import LiveTask
+from .context import TaskContext
+from .errors import NotPicklable
+from .executor import Body, Executor
+from .model import TaskStatus
+from .threads import _cancel_info
+
+log = logging.getLogger("raytha_nb")
+
+
+class Shipped:
+    """A body pickled at enqueue (so that an unpicklable one fails there, not later)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __call__(self, ctx: TaskContext) -> Any:
+        return cloudpickle.loads(self.payload)(ctx)
+
+
+def _code_reduce(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, keeping its file name (cloudpickle
+    writes ``<dynamic-code>``): tracebacks from workers then name the notebook cell."""
+    ctor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` pickled by value where needed (cloudpickle), file names kept."""
+    out = io.BytesIO()
+    _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return out.getvalue()
+
+
+def ship(body: Any, what: str) -> Shipped:
+    """``body`` as cloudpickle bytes; ``NotPicklable`` naming the part that cannot be."""
+    try:
+        return Shipped(dumps(body))
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is the same answer
+        where, value = culprit(body, what)
+        raise NotPicklable(where, value, f"{type(exc).__name__}: {exc}") from None
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        dumps(value)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def culprit(value: Any, where: str, depth: int = 4) -> tuple[str, Any]:
+    """The innermost part of ``value`` that cannot be pickled, and where it sits: a
+    closure variable, a global the function reads, a default, an argument."""
+    if depth == 0:
+        return where, value
+    parts: list[tuple[str, Any]] = []
+    if hasattr(value, "func") and hasattr(value, "args"):  # functools.partial
+        parts += [(where, value.func)] + [(where, a) for a in value.args]
+    code = getattr(value, "__code__", None)
+    if code is not None:
+        label = getattr(value, "__qualname__", where)
+        cells = getattr(value, "__closure__", None) or ()
+        for name, cell in zip(code.co_freevars, cells):
+            try:
+                parts.append((f"{label}: variable {name!r}", cell.cell_contents))
+            except ValueError:
+                continue
+        globs = getattr(value, "__globals__", {})
+        for name in _names(code):
+            if name in globs:
+                parts.append((f"{label}: global {name!r}", globs[name]))
+        parts += [(f"{label}: a default", d) for d in getattr(value, "__defaults__", None) or ()]
+    elif isinstance(value, dict):
+        parts += [(f"{where}[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        parts += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    for inner_where, inner in parts:
+        if inner is not value and not _picklable(inner):
+            return culprit(inner, inner_where, depth - 1)
+    return where, value
+
+
+def _names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
+
+
+class _Slot:
+    """One worker process and the kernel thread that feeds it."""
+
+    __slots__ = ("conn", "job", "killed", "lock", "number", "process", "thread")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.job: LiveTask | None = None
+        self.killed: LiveTask | None = None  # the task whose cancel killed the process
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+
+class ProcessExecutor(Executor):
+    """A FIFO of tasks and up to ``workers`` worker processes, started lazily, reused."""
+
+    def __init__(
+        self,
+        workers: int | None,
+        results_dir: Callable[[], Path],
+        grace: float = 1.0,
+    ) -> None:
+        workers = workers or os.cpu_count() or 1
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.size = workers
+        self.grace = grace
+        self._results_dir = results_dir
+        self._pending: deque[tuple[LiveTask, Shipped]] = deque()
+        self._cond = threading.Condition()
+        self._slots: list[_Slot] = []
+        self._stopping = False
+        self._context = multiprocessing.get_context("forkserver")
+        # The fork server imports raytha_nb once; each worker is then a cheap fork of it.
+        self._context.set_forkserver_preload(["raytha_nb._worker"])
+        self._atexit = False
+
+    # -- submitting and cancelling ---------------------------------------------
+    def ship(self, body: Body, what: str = "the task") -> Shipped:
+        return body if isinstance(body, Shipped) else ship(body, what)
+
+    def submit(self, live: LiveTask, body: Body) -> None:
+        shipped = self.ship(body, live.task)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the task queue is shut down")
+            self._pending.append((live, shipped))
+            if len(self._slots) < self.size:
+                self._start_slot()
+            self._cond.notify()
+
+    def _start_slot(self) -> None:
+        if not self._atexit:
+            # Registered after multiprocessing's own exit hook, so it runs first and
+            # the workers are gone before that hook joins them.
+            atexit.register(_shutdown_at_exit, weakref.ref(self))
+            self._atexit = True
+        slot = _Slot(len(self._slots) + 1)
+        slot.thread = threading.Thread(
+            target=self._loop, args=(slot,), name=f"raytha-nb-process-{slot.number}", daemon=True
+        )
+        self._slots.append(slot)
+        slot.thread.start()
+
+    def cancel(self, live: LiveTask, force: bool = False) -> None:
+        """Tell the worker (its ``check_cancelled`` sees it); kill it after the grace
+        period, or now with ``force``."""
+        for slot in self._slots:
+            with slot.lock:
+                if slot.job is not live or slot.conn is None:
+                    continue
+                try:
+                    slot.conn.send(("cancel", live.id))
+                except (OSError, ValueError):
+                    pass  # it died: its slot thread reports that
+        if force:
+            self._kill(live)
+            return
+        timer = threading.Timer(self.grace, self._kill, args=(live,))
+        timer.daemon = True
+        timer.start()
+
+    def _kill(self, live: LiveTask) -> None:
+        for slot in self._slots:
+            with slot.lock:
+                if slot.job is live and slot.process is not None:
+                    slot.killed = live
+                    slot.process.kill()
+
+    # -- the slot loop -------------------------------------------------------------
+    def _loop(self, slot: _Slot) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                live, shipped = self._pending.popleft()
+            try:
+                self._run(slot, live, shipped)
+            except BaseException:
+                log.exception("raytha_nb process slot failed while running task %s", live.id)
+                self._reap(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        if slot.process is not None and slot.process.is_alive():
+            return
+        self._reap(slot)
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker.main, args=(theirs,), name=f"raytha-nb-worker-{slot.number}"
+        )
+        process.start()
+        theirs.close()
+        slot.process, slot.conn = process, ours
+
+    def _reap(self, slot: _Slot) -> None:
+        """Forget the slot's process (killing it if it lives) and its connection."""
+        process, conn = slot.process, slot.conn
+        slot.process = slot.conn = None
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+        if conn is not None:
+            conn.close()
+
+    def _run(self, slot: _Slot, live: LiveTask, shipped: Shipped) -> None:
+        if live.status is not TaskStatus.ENQUEUED:
+            return  # cancelled while it waited
+        self._spawn(slot)
+        assert slot.process is not None and slot.conn is not None
+        with slot.lock:
+            slot.job, slot.killed = live, None
+        live.worker = f"pid {slot.process.pid}"
+        live.on_cancel = self.cancel
+        if not live.transition(TaskStatus.PROCESSING):
+            slot.job = None
+            return
+        args = live.args
+        message = ("run", live.id, live.task, args, shipped.payload, str(self._results_dir()))
+        try:
+            with slot.lock:
+                slot.conn.send(message)
+        except (OSError, ValueError):
+            pass  # it died as we sent: _watch reports it
+        self._watch(slot, live)
+
+    def _watch(self, slot: _Slot, live: LiveTask) -> None:
+        """Apply the worker's messages to ``live`` until its task ends or the worker dies."""
+        conn, process = slot.conn, slot.process
+        assert conn is not None and process is not None
+        while True:
+            ready = wait([conn, process.sentinel])
+            if conn in ready:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    break
+                if self._apply(slot, live, message):
+                    return
+            elif not conn.poll():
+                break
+        self._died(slot, live)
+
+    def _apply(self, slot: _Slot, live: LiveTask, message: tuple[Any, ...]) -> bool:
+        """One worker message; True once the task ended."""
+        kind = message[0]
+        if kind == "progress":
+            _, _, step, percent, info, logs = message
+            for stream, text in logs:
+                live.add_log(stream, text)
+            live.report(percent, info, step)
+            return False
+        with slot.lock:
+            slot.job = None
+        if kind == "done":
+            stored, result_kind = message[2], message[3]
+            live.transition(
+                TaskStatus.COMPLETE, result=stored, result_kind=result_kind,
+                percent_complete=100.0,
+            )  # fmt: skip
+        elif kind == "cancelled":
+            live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
+        else:
+            _, _, error_type, error_message, text, tb = message
+            live.transition(
+                TaskStatus.ERROR,
+                error_type=error_type,
+                error_message=error_message,
+                traceback=_worker.format_traceback(text, tb),
+            )
+        return True
+
+    def _died(self, slot: _Slot, live: LiveTask) -> None:
+        """The worker ended mid-task: killed for a cancel, or it crashed."""
+        process = slot.process
+        assert process is not None
+        process.join(5)
+        with slot.lock:
+            slot.job = None
+            killed = slot.killed is live
+        code = process.exitcode
+        self._reap(slot)
+        if killed:
+            info = f"{_cancel_info(live)} (worker process stopped)"
+            live.transition(TaskStatus.CANCELLED, status_info=info)
+            return
+        reason = "worker process died: " + (
+            f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        )
+        live.transition(
+            TaskStatus.ERROR,
+            error_type="raytha_nb.WorkerDied",
+            error_message=reason,
+            status_info=reason,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+    def drop_pending(self) -> list[LiveTask]:
+        with self._cond:
+            items = [live for live, _ in self._pending]
+            self._pending.clear()
+            return items
+
+    def running(self) -> list[LiveTask]:
+        return [slot.job for slot in self._slots if slot.job is not None]
+
+    def workers(self) -> list[int]:
+        """The pids of the worker processes alive now."""
+        return [s.process.pid for s in self._slots if s.process is not None and s.process.pid]
+
+    def shutdown(self, wait: float = 0) -> None:
+        with self._cond:
+            if self._stopping and not self._slots:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + wait
+        for slot in self._slots:
+            if slot.conn is not None and slot.job is None:
+                try:
+                    slot.conn.send(("stop",))
+                except (OSError, ValueError):
+                    pass
+        for slot in list(self._slots):
+            process = slot.process
+            if process is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join(1)
+
+
+def _shutdown_at_exit(ref: weakref.ref[ProcessExecutor]) -> None:
+    executor = ref()
+    if executor is not None:
+        executor.shutdown()
