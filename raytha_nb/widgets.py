@@ -139,6 +139,9 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             details.append(f"step {record.task_step}")
         if record.status_info:
             details.append(_text.esc(record.status_info))
+        where = _where(record)
+        if where:
+            details.append(f'<span style="opacity:.6">{_text.esc(where)}</span>')
         self._info.value = " · ".join(details)
         if record.finished:
             self._cancel.layout.display = "none"
@@ -245,3 +248,11 @@ def show(job_id: str) -> None:
     from IPython.display import display
 
     display(progress_widget(job_id))
+
+
+def _where(record: TaskRecord) -> str | None:
+    """Where the task runs, for its details: "thread raytha-nb-worker-2", "process pid 42"."""
+    worker, executor = record.worker, record.executor
+    if worker is None:
+        return executor
+    return worker if executor is None or worker.startswith(executor) else f"{executor} {worker}"

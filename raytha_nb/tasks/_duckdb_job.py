@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from .._manager import check_executor
 from .._results import staged
 from .._sql import literal
 from ..api import submit
@@ -179,10 +180,24 @@ def start(
     name: str,
     task: str,
     args: dict[str, Any],
+    executor: str = "thread",
 ) -> str:
-    """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails."""
+    """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails.
+
+    Data jobs run on the kernel's threads only: ``body`` holds the DuckDB connection
+    opened (and checked) here, which cannot move to another process, and DuckDB lets
+    only one process open a database file read-write. DuckDB uses every core anyway."""
     try:
-        return submit(body, name=name, task=task, args=args)
+        if executor != "thread":
+            check_executor(executor)
+            raise ValueError(
+                f"{task}: executor={executor!r} is not possible for data jobs: the job's "
+                "DuckDB connection (opened and checked in this kernel, perhaps on your own "
+                "database) cannot move to another process, and DuckDB lets one process at "
+                "a time open a database file. DuckDB already runs the statement on every "
+                "core: leave executor='thread'"
+            )
+        return submit(body, name=name, task=task, args=args, executor="thread")
     except BaseException:
         con.close()
         raise

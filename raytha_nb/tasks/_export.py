@@ -59,6 +59,7 @@ def export(
     format: str | None = None,
     database: job.Database = None,
     name: str | None = None,
+    executor: str = "thread",
     **options: Any,
 ) -> str:
     """Export ``source`` to the file ``path`` in the background; returns the job id.
@@ -115,7 +116,9 @@ def export(
             )
             return ResultFile(target, rows=rows, media_type=media_type)
 
-    return job.start(con, body, name=name or f"export {target.name}", task="export", args=args)
+    return job.start(
+        con, body, name=name or f"export {target.name}", task="export", args=args, executor=executor
+    )
 
 
 def _format(target: Path, format: str | None) -> str:

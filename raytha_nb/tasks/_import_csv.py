@@ -39,6 +39,7 @@ def import_csv(
     mode: str = "append",
     rejects: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    executor: str = "thread",
     **options: Any,
 ) -> str:
     """Load the CSV file ``path`` into ``table`` of ``database`` in the background.
@@ -124,7 +125,14 @@ def import_csv(
             )
             return ResultFile(out, rows=rejected, media_type="text/csv")
 
-    return job.start(con, body, name=name or f"import {source.name}", task="import_csv", args=args)
+    return job.start(
+        con,
+        body,
+        name=name or f"import {source.name}",
+        task="import_csv",
+        args=args,
+        executor=executor,
+    )
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str] | None:

@@ -23,6 +23,7 @@ def sql(
     database: job.Database = None,
     load_as: str = "pandas",
     name: str | None = None,
+    executor: str = "thread",
 ) -> str:
     """Run one SQL statement in the background on ``database``; returns the job id.
 
@@ -63,7 +64,7 @@ def sql(
             ctx.report(100.0, f"{rows:,} rows", job.FINALISING)
             return ResultFile(out, rows=rows, load_as=load_as)
 
-    return job.start(con, body, name=name or _name(text), task="sql", args=args)
+    return job.start(con, body, name=name or _name(text), task="sql", args=args, executor=executor)
 
 
 def _describe(kind: str) -> Any:

@@ -1,0 +1,322 @@
+"""The executors' contract, on threads and on worker processes: progress, logs, results,
+errors, cancel; then what only processes do (parallel CPU, killing a blocked call,
+surviving a dying worker), the record's executor/worker fields and the store migration."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+from tqdm import tqdm
+
+import raytha_nb as rnb
+from raytha_nb import _manager
+from raytha_nb.protocol import Batch, check_version
+from raytha_nb.store import Store
+
+pytestmark = pytest.mark.timeout(60)
+
+GRACE = 0.3
+EXECUTORS = ["thread", "process"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rnb.TaskManager]:
+    """One manager for the module, its two worker processes started once."""
+    db = tmp_path_factory.mktemp("executors") / "tasks.duckdb"
+    manager = rnb.configure(db, workers=4, flush_interval=0.05, cancel_grace=GRACE,
+                            process_workers=2)  # fmt: skip
+    warm = [rnb.enqueue(_noop, executor="process") for _ in range(2)]
+    for job in warm:
+        rnb.wait(job, 30)
+    yield manager
+    manager.shutdown()
+    _manager._default = None
+
+
+def _noop() -> None:
+    return None
+
+
+def _chatty(n: int) -> dict[str, Any]:
+    rnb.progress(10.0, "starting", step=1)
+    print("printed line")
+    rnb.log("logged line")
+    total = 0
+    for i in tqdm(range(n), desc="items"):
+        total += i
+    for _ in rnb.track(range(3)):
+        pass
+    return {"total": total}
+
+
+def _cooperative() -> None:
+    while True:
+        rnb.check_cancelled()
+        time.sleep(0.01)
+
+
+def _spin() -> None:
+    x = 0
+    while True:
+        x += 1
+
+
+def _fails() -> None:
+    value = {"a": 1}
+    value["missing"]  # the line the traceback must show
+
+
+def _frame(rows: int) -> pd.DataFrame:
+    return pd.DataFrame({"x": range(rows), "y": [f"r{i}" for i in range(rows)]})
+
+
+def _done(job: str, timeout: float = 10) -> rnb.TaskRecord:
+    return rnb.wait(job, timeout)
+
+
+def _started(job: str) -> None:
+    deadline = time.monotonic() + 10
+    while rnb.get_task(job).status is rnb.TaskStatus.ENQUEUED:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.01)
+    time.sleep(0.05)
+
+
+# -- the contract, on both executors ---------------------------------------------------
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_progress_logs_prints_tqdm_and_json_result(pool: Any, executor: str) -> None:
+    job = rnb.enqueue(_chatty, {"n": 1000}, executor=executor)
+    record = _done(job)
+    assert record.status is rnb.TaskStatus.COMPLETE, record.traceback
+    assert rnb.result(job) == {"total": sum(range(1000))}
+    assert record.percent_complete == 100.0
+    assert record.executor == executor
+    assert record.worker is not None
+    assert record.worker.startswith("pid " if executor == "process" else "thread raytha-nb-")
+    texts = [(line.stream, line.text) for line in rnb.logs(job)]
+    assert ("stdout", "printed line") in texts
+    assert ("log", "logged line") in texts
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_dataframe_result_comes_back_as_a_frame(pool: Any, executor: str) -> None:
+    job = rnb.enqueue(_frame, {"rows": 50}, executor=executor)
+    assert _done(job).result_kind == "parquet"
+    rnb.manager().values.pop(job)  # read it back from the Parquet file, as a new kernel would
+    pd.testing.assert_frame_equal(rnb.result(job), _frame(50))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_error_traceback_names_the_users_function_and_line(pool: Any, executor: str) -> None:
+    record = _done(rnb.enqueue(_fails, executor=executor))
+    assert record.status is rnb.TaskStatus.ERROR
+    assert record.error_type == "KeyError"
+    assert record.traceback is not None
+    assert "in _fails" in record.traceback
+    assert 'value["missing"]  # the line the traceback must show' in record.traceback
+    assert "raytha_nb" not in record.traceback
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_cooperative_cancel(pool: Any, executor: str) -> None:
+    job = rnb.enqueue(_cooperative, executor=executor)
+    _started(job)
+    start = time.monotonic()
+    assert rnb.cancel(job)
+    record = _done(job)
+    assert record.status is rnb.TaskStatus.CANCELLED
+    assert time.monotonic() - start < GRACE + 0.3
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_forced_cancel_after_the_grace_period(pool: Any, executor: str) -> None:
+    job = rnb.enqueue(_spin, executor=executor)
+    _started(job)
+    start = time.monotonic()
+    rnb.cancel(job)
+    assert _done(job).status is rnb.TaskStatus.CANCELLED
+    assert GRACE * 0.9 <= time.monotonic() - start < GRACE + 0.5
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_force_true_stops_at_once(pool: Any, executor: str) -> None:
+    job = rnb.enqueue(_spin, executor=executor)
+    _started(job)
+    start = time.monotonic()
+    rnb.cancel(job, force=True)
+    assert _done(job).status is rnb.TaskStatus.CANCELLED
+    assert time.monotonic() - start < GRACE * 0.9
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("bad", [threading.Lock(), (i for i in range(3))], ids=["lock", "gen"])
+def test_unpicklable_args_fail_at_enqueue(pool: Any, executor: str, bad: Any) -> None:
+    before = len(rnb.list_tasks(limit=None))
+    with pytest.raises(TypeError, match=r"args\['data'\] is a "):
+        rnb.enqueue(_noop, {"data": bad}, executor=executor)
+    assert len(rnb.list_tasks(limit=None)) == before
+
+
+# -- processes only ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("bad", "kind"), [(threading.Lock(), "_thread.lock"), ((i for i in range(3)), "generator")]
+)
+def test_a_task_holding_something_unpicklable_fails_at_enqueue(
+    pool: Any, bad: Any, kind: str
+) -> None:
+    def uses_it() -> Any:
+        return bad
+
+    with pytest.raises(rnb.NotPicklable, match=rf"uses_it: variable 'bad' is a {kind}, "):
+        rnb.enqueue(uses_it, executor="process")
+    with pytest.raises(rnb.NotPicklable, match="variable 'bad'"):
+        rnb.submit(lambda ctx: bad, name="x", task="x", executor="process")
+
+
+def test_notebook_functions_lambdas_classes_and_registered_tasks_run(pool: Any) -> None:
+    scale = 3
+
+    class Double(rnb.BackgroundTask):
+        def execute(self, job_id: str, args: Any, ctx: rnb.TaskContext) -> Any:
+            ctx.report(50, "half")
+            return args["x"] * 2 * scale
+
+    @rnb.register(name="tests.triple")
+    def triple(x: int) -> int:
+        return x * scale
+
+    jobs = [
+        rnb.enqueue(Double, {"x": 2}, executor="process"),
+        rnb.enqueue("tests.triple", {"x": 2}, executor="process"),
+        rnb.enqueue(lambda x: x + scale, [1], executor="process"),
+        rnb.submit(lambda ctx: ctx.job_id, name="body", task="body", executor="process"),
+    ]
+    assert [rnb.result(j, timeout=10) for j in jobs] == [12, 6, 4, jobs[3]]
+
+
+def test_progress_is_coalesced_and_logging_reaches_the_log(pool: Any) -> None:
+    def hammer() -> None:
+        logging.getLogger("user.code").info("from logging")
+        end = time.monotonic() + 0.5
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            rnb.progress(n % 100, f"item {n}")
+
+    job = rnb.enqueue(hammer, executor="process")
+    live = rnb.manager().live(job)
+    assert live is not None
+    start = live.version
+    record = _done(job)
+    assert record.status is rnb.TaskStatus.COMPLETE, record.traceback
+    # ~0.5 s at one message per 50 ms, however many thousands of report() calls.
+    assert live.version - start < 60
+    assert any("from logging" in line.text for line in rnb.logs(job))
+
+
+def _burn(seconds: float) -> int:
+    end, n = time.process_time() + seconds, 0
+    while time.process_time() < end:
+        n += 1
+    return n
+
+
+def test_cpu_bound_tasks_run_in_parallel(pool: Any) -> None:
+    start = time.monotonic()
+    rnb.wait(rnb.enqueue(_burn, [0.8], executor="process"), 10)
+    one = time.monotonic() - start
+    start = time.monotonic()
+    jobs = [rnb.enqueue(_burn, [0.8], executor="process") for _ in range(2)]
+    for job in jobs:
+        rnb.wait(job, 10)
+    two = time.monotonic() - start
+    assert two < 1.6 * one, (one, two)
+
+
+def test_a_blocking_c_call_is_stopped_within_the_grace_period(pool: Any) -> None:
+    job = rnb.enqueue(time.sleep, [60], executor="process")
+    _started(job)
+    start = time.monotonic()
+    rnb.cancel(job)
+    record = _done(job)
+    assert record.status is rnb.TaskStatus.CANCELLED
+    assert time.monotonic() - start < GRACE + 0.5
+    assert "worker process stopped" in (record.status_info or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (lambda: ctypes.string_at(0), "worker process died: signal 11"),
+        (lambda: os._exit(3), "worker process died: exit code 3"),
+        (lambda: os.kill(os.getpid(), 9), "worker process died: signal 9"),
+    ],
+    ids=["segfault", "exit", "kill-9"],
+)
+def test_a_dying_worker_ends_its_task_only(pool: Any, body: Any, reason: str) -> None:
+    other = rnb.enqueue(_burn, [0.4], executor="process")
+    record = _done(rnb.enqueue(body, executor="process"))
+    assert record.status is rnb.TaskStatus.ERROR
+    assert record.error_message == reason
+    assert _done(other).status is rnb.TaskStatus.COMPLETE
+    assert rnb.result(rnb.enqueue(lambda: "next", executor="process"), timeout=10) == "next"
+
+
+def test_executor_names_and_the_default(pool: Any) -> None:
+    with pytest.raises(ValueError, match="unknown executor 'gpu': choose one of 'thread'"):
+        rnb.enqueue(_noop, executor="gpu")
+    for later in ("dask", "server"):
+        with pytest.raises(NotImplementedError, match="not available yet"):
+            rnb.enqueue(_noop, executor=later)
+    with pytest.raises(ValueError, match="not possible for data jobs"):
+        rnb.sql("SELECT 1", executor="process")
+
+
+def test_configure_sets_the_default_executor(tmp_path: Path) -> None:
+    old = _manager._default
+    _manager._default = None
+    try:
+        manager = rnb.configure(tmp_path / "t.duckdb", executor="process", process_workers=1)
+        assert _done(rnb.enqueue(_noop), 30).executor == "process"
+        manager.shutdown()
+    finally:
+        _manager._default = old
+
+
+# -- the record's new fields: wire, store ---------------------------------------------
+def test_a_protocol_1_0_batch_without_the_new_columns_is_accepted() -> None:
+    check_version("1.0", "0.1.0")
+    columns = ["id", "name", "task", "status", "created_at"]
+    row = ["0b6e3c1e-3a6f-4e2a-9d5c-2f1d3c4b5a69", "old", "old", "enqueued", 1.0]
+    batch = Batch.from_json({"tasks": {"columns": columns, "rows": [row]}})
+    assert batch.tasks[0].executor is None and batch.tasks[0].worker is None
+
+
+def test_a_store_of_schema_1_opens_and_gains_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(Store.MIGRATIONS[0])
+    con.execute("INSERT INTO raytha_meta VALUES ('schema_version', '1')")
+    con.execute(
+        "INSERT INTO tasks (id, name, task, status, created_at, updated_at) VALUES "
+        "('0b6e3c1e-3a6f-4e2a-9d5c-2f1d3c4b5a69', 'old', 'old', 'complete', now(), now())"
+    )
+    con.close()
+    store = Store(path)
+    try:
+        assert store.schema_version == 2
+        old = store.get("0b6e3c1e-3a6f-4e2a-9d5c-2f1d3c4b5a69")
+        assert old is not None and old.executor is None and old.worker is None
+        assert old.to_json()["executor"] is None
+    finally:
+        store.close()
