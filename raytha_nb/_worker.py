@@ -1,28 +1,37 @@
 """What runs inside a worker process of the process executor.
 
-The worker's main thread runs one task at a time with the whole task API (a real
-``LiveTask`` and ``TaskContext`` of its own, output capture, the tqdm bridge); a
-reader thread takes the kernel's messages (a task to run, a cancel flag); a sender
-thread ships the task's progress and log lines, coalesced, every ``SEND_INTERVAL``.
+The worker's main thread reads the kernel's messages and runs one task at a time with
+the whole task API (a ``LiveTask`` and ``TaskContext`` of its own, output capture, the
+tqdm bridge); a sender thread ships the task's progress and log lines, coalesced,
+every ``SEND_INTERVAL``. A cancel is a byte of shared memory the kernel sets, read by
+``check_cancelled`` (no message to wait for while the task runs).
 
 Messages (tuples over one duplex ``multiprocessing`` connection):
-kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir)``,
-``("cancel", job_id)``, ``("stop",)``; worker -> kernel ``("progress", job_id,
-step, percent, info, logs)`` and one of ``("done", job_id, stored, kind)``,
-``("error", job_id, type, message, text, tb)``, ``("cancelled", job_id)``.
+kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir)`` and
+``("stop",)``; worker -> kernel ``("progress", job_id, step, percent, info, logs)``
+and then one of ``("done", job_id, stored, kind)``, ``("error", job_id, type,
+message, text, tb)``, ``("cancelled", job_id)``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import cloudpickle
+
+from . import _results, _tqdm
+from ._live import LiveTask
+from .context import TaskContext, _enter, flush_task_output, install_output_capture
+from .errors import TaskCancelled
+from .threads import _PACKAGE, _user_traceback
 
 #: Seconds between progress messages while a task runs (latest wins in between).
 SEND_INTERVAL = 0.05
@@ -33,40 +42,17 @@ LOG_BATCH = 5_000
 class _Worker:
     """The worker process's state: its connection, the task running now."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, flag: Any) -> None:
         self.conn = conn
+        self.flag = flag
         self.send_lock = threading.Lock()
-        self.live: Any = None  # the LiveTask running now
+        self.live: LiveTask | None = None  # the task running now
         self.sent = 0  # its version at the last progress message
-        self.runs: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
-        self.wake = threading.Event()
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        with self.send_lock:
-            self.conn.send(message)
-
-    def read(self) -> None:
-        """The reader thread: runs go to the main thread; a cancel sets the task's flag."""
-        try:
-            while True:
-                message = self.conn.recv()
-                if message[0] == "run":
-                    self.runs.put(message)
-                elif message[0] == "cancel":
-                    live = self.live
-                    if live is not None and live.id == message[1]:
-                        live.cancel_requested = True
-                else:
-                    break
-        except (EOFError, OSError):
-            pass  # the kernel went away
-        self.runs.put(None)
 
     def ship(self) -> None:
         """The sender thread: progress and logs of the running task, coalesced."""
         while True:
-            self.wake.wait(SEND_INTERVAL)
-            self.wake.clear()
+            time.sleep(SEND_INTERVAL)
             live = self.live
             if live is not None:
                 try:
@@ -74,9 +60,11 @@ class _Worker:
                 except (OSError, ValueError):
                     return
 
-    def flush(self, live: Any) -> None:
+    def flush(self, live: LiveTask) -> None:
         """Send ``live``'s progress and unsent log lines if anything changed."""
         with self.send_lock:  # one flusher at a time keeps the lines in order
+            if self.live is not live:
+                return  # it ended meanwhile: its last flush was sent with its outcome
             version = live.version
             if version == self.sent and not live.outbox:
                 return
@@ -86,17 +74,10 @@ class _Worker:
             self.conn.send(("progress", live.id, step, pct, info, logs))
 
     def run(self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str) -> None:
-        import cloudpickle
-
-        from . import _results
-        from ._live import LiveTask
-        from .context import TaskContext, _enter, flush_task_output
-        from .errors import TaskCancelled
-        from .threads import _user_traceback
-
-        live = LiveTask(job_id, name, name, None, kernel_id=None, notebook=None, pid=os.getpid())
-        live.args = args
-        self.live, self.sent = live, live.version
+        live = _Task(self.flag, job_id, name, name, args, kernel_id=None, notebook=None,
+                     pid=os.getpid())  # fmt: skip
+        with self.send_lock:
+            self.live, self.sent = live, live.version
         outcome: tuple[Any, ...]
         try:
             try:
@@ -118,8 +99,28 @@ class _Worker:
                 _user_traceback(exc), _tb_dict(exc),
             )  # fmt: skip
         self.flush(live)
-        self.live = None
-        self.send(outcome)
+        with self.send_lock:
+            self.live = None
+            self.conn.send(outcome)
+
+
+class _Task(LiveTask):
+    """The worker's live task: ``cancel_requested`` is the flag the kernel sets in
+    shared memory, so ``check_cancelled`` sees a cancel at once, with no reader."""
+
+    __slots__ = ("_flag",)
+
+    def __init__(self, flag: Any, *args: Any, **kwargs: Any) -> None:
+        self._flag = flag
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def cancel_requested(self) -> bool:
+        return bool(self._flag.value)
+
+    @cancel_requested.setter
+    def cancel_requested(self, value: bool) -> None:
+        pass  # only the kernel sets it
 
 
 def _tb_dict(exc: BaseException) -> dict[str, Any] | None:
@@ -130,8 +131,6 @@ def _tb_dict(exc: BaseException) -> dict[str, Any] | None:
     only = "".join(traceback.format_exception_only(type(exc), exc))
     try:
         from tblib import Traceback
-
-        from .threads import _PACKAGE
 
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE + os.sep):
@@ -159,22 +158,21 @@ def format_traceback(text: str, tb: dict[str, Any] | None) -> str:
     return "Traceback (most recent call last):\n" + "".join(shown) + str(tb["only"])
 
 
-def main(conn: Connection) -> None:
-    """The worker process's entry point: serve runs until the kernel stops it."""
-    from . import _tqdm
-    from .context import install_output_capture
-
+def main(conn: Connection, flag: Any) -> None:
+    """The worker process's entry point: run tasks until the kernel stops it."""
     install_output_capture()
     _tqdm.install()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    worker = _Worker(conn)
-    threading.Thread(target=worker.read, name="raytha-nb-reader", daemon=True).start()
+    worker = _Worker(conn, flag)
     threading.Thread(target=worker.ship, name="raytha-nb-sender", daemon=True).start()
     while True:
-        message = worker.runs.get()
-        if message is None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the kernel went away
+        if message[0] != "run":
             return
         _, job_id, name, args, payload, results_dir = message
         worker.run(job_id, name, args, payload, results_dir)

@@ -130,12 +130,13 @@ def _names(code: Any) -> set[str]:
 class _Slot:
     """One worker process and the kernel thread that feeds it."""
 
-    __slots__ = ("conn", "job", "killed", "lock", "number", "process", "thread")
+    __slots__ = ("conn", "flag", "job", "killed", "lock", "number", "process", "thread")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.flag: Any = None  # the running task's cancel flag, shared with the worker
         self.job: LiveTask | None = None
         self.killed: LiveTask | None = None  # the task whose cancel killed the process
         self.lock = threading.Lock()
@@ -198,12 +199,8 @@ class ProcessExecutor(Executor):
         period, or now with ``force``."""
         for slot in self._slots:
             with slot.lock:
-                if slot.job is not live or slot.conn is None:
-                    continue
-                try:
-                    slot.conn.send(("cancel", live.id))
-                except (OSError, ValueError):
-                    pass  # it died: its slot thread reports that
+                if slot.job is live and slot.flag is not None:
+                    slot.flag.value = 1
         if force:
             self._kill(live)
             return
@@ -238,12 +235,13 @@ class ProcessExecutor(Executor):
             return
         self._reap(slot)
         ours, theirs = self._context.Pipe(duplex=True)
+        flag = self._context.RawValue("b", 0)
         process = self._context.Process(
-            target=_worker.main, args=(theirs,), name=f"raytha-nb-worker-{slot.number}"
+            target=_worker.main, args=(theirs, flag), name=f"raytha-nb-worker-{slot.number}"
         )
         process.start()
         theirs.close()
-        slot.process, slot.conn = process, ours
+        slot.process, slot.conn, slot.flag = process, ours, flag
 
     def _reap(self, slot: _Slot) -> None:
         """Forget the slot's process (killing it if it lives) and its connection."""
@@ -263,6 +261,7 @@ class ProcessExecutor(Executor):
         assert slot.process is not None and slot.conn is not None
         with slot.lock:
             slot.job, slot.killed = live, None
+            slot.flag.value = 0
         live.worker = f"pid {slot.process.pid}"
         live.on_cancel = self.cancel
         if not live.transition(TaskStatus.PROCESSING):
@@ -297,6 +296,8 @@ class ProcessExecutor(Executor):
     def _apply(self, slot: _Slot, live: LiveTask, message: tuple[Any, ...]) -> bool:
         """One worker message; True once the task ended."""
         kind = message[0]
+        if message[1] != live.id:
+            return False  # cannot happen (one task at a time); never apply it to another
         if kind == "progress":
             _, _, step, percent, info, logs = message
             for stream, text in logs:

@@ -135,7 +135,8 @@ def test_cooperative_cancel(pool: Any, executor: str) -> None:
     assert rnb.cancel(job)
     record = _done(job)
     assert record.status is rnb.TaskStatus.CANCELLED
-    assert time.monotonic() - start < GRACE + 0.3
+    assert time.monotonic() - start < GRACE * 0.9  # it stopped itself: nothing was forced
+    assert record.status_info == "cancelled at 0%"
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
