@@ -52,6 +52,12 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
     )
     @argument("--result", metavar="VAR", help="also assign the last expression's value to VAR")
     @argument("--no-widget", action="store_true", help="print one line instead of the widget")
+    @argument(
+        "--executor",
+        default="thread",
+        help="'thread' (default: in this namespace) or 'process' (a worker process: the "
+        "names the cell reads are copied in, those it assigns copied back when it ends)",
+    )
     @cell_magic
     def background(self, line: str, cell: str) -> None:
         """Run the cell as a background task in this notebook's namespace.
@@ -85,9 +91,14 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
                 return
             cancel(running.id)
         shell: Any = self.shell
-        body = _body(shell.user_ns, code, result_var)
         args = {"code": cell, "cell_id": cell_id}
-        job_id = submit(body, name=name, task="%%background", args=args)
+        if opts.executor == "thread":
+            body = _body(shell.user_ns, code, result_var)
+            job_id = submit(body, name=name, task="%%background", args=args)
+        else:
+            from ._cell_process import submit_cell
+
+            job_id = submit_cell(shell, code, result_var, opts.executor, name=name, args=args)
         self._started[identity] = job_id
         self._show(job_id, opts.no_widget)
 
@@ -243,13 +254,15 @@ class JobsTable:
 
 
 class _Code:
-    """A cell compiled in the foreground: statements, and the last expression if any."""
+    """A cell compiled in the foreground: statements, the last expression if any, and
+    its syntax tree (which names it reads and assigns, for a worker process)."""
 
-    __slots__ = ("body", "last")
+    __slots__ = ("body", "last", "tree")
 
-    def __init__(self, body: CodeType, last: CodeType | None) -> None:
+    def __init__(self, body: CodeType, last: CodeType | None, tree: ast.Module) -> None:
         self.body = body
         self.last = last
+        self.tree = tree
 
 
 def _compile_cell(shell: Any, cell: str) -> _Code:
@@ -262,17 +275,20 @@ def _compile_cell(shell: Any, cell: str) -> _Code:
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     try:
         tree = ast.parse(source, filename=filename)
+        statements = ast.Module(body=list(tree.body), type_ignores=[])
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        tail_stmt = statements.body[-1] if statements.body else None
+        if isinstance(tail_stmt, ast.Expr):
+            statements.body.pop()
+            last = ast.Expression(tail_stmt.value)
+        body = compile(statements, filename, "exec", flags=flags, dont_inherit=True)
         tail = None if last is None else compile(last, filename, "eval", flags=flags)
     except SyntaxError as exc:
         where = f"line {exc.lineno}: " if exc.lineno else ""
         raise UsageError(
             f"the cell was not started: syntax error at {where}{exc.msg}\n    {exc.text or ''}"
         ) from None
-    return _Code(body, tail)
+    return _Code(body, tail, tree)
 
 
 def _run(code: CodeType, namespace: dict[str, Any]) -> Any:

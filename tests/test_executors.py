@@ -321,3 +321,27 @@ def test_a_store_of_schema_1_opens_and_gains_the_columns(tmp_path: Path) -> None
         assert old.to_json()["executor"] is None
     finally:
         store.close()
+
+
+# -- %%background --executor process, in a real kernel --------------------------------
+def test_background_cell_in_a_process_copies_names_in_and_out(tmp_path: Path) -> None:
+    from ._kernel import running_kernel
+
+    with running_kernel(tmp_path / "k.duckdb") as k:
+        k.execute("import os, threading, raytha_nb as rnb\nx = 21\nlock = threading.Lock()")
+        k.execute(
+            "%%background --executor process --no-widget --name in-process\n"
+            "y = x * 2\nworker_pid = os.getpid()\ndef helper(): return y\nprint('hi')\ny + 1"
+        )
+        job = str(k.value("rnb.list_tasks(name='in-process')[0].id"))
+        assert k.value(f"rnb.result({job!r}, timeout=20)") == 43
+        deadline = time.monotonic() + 10  # names come back once the final state is stored
+        while not k.value("'helper' in globals()"):
+            assert time.monotonic() < deadline, "the assigned names never came back"
+            time.sleep(0.05)
+        assert k.value("(y, helper(), worker_pid != os.getpid())") == (42, 42, True)
+        assert k.value(f"rnb.get_task({job!r}).executor") == "process"
+        refused = k.execute(
+            "%%background --executor process --no-widget\nwith lock:\n    pass", check=False
+        )
+        assert "variable 'lock' is a _thread.lock" in refused.text
