@@ -233,15 +233,20 @@ def _burn(seconds: float) -> int:
 
 
 def test_cpu_bound_tasks_run_in_parallel(pool: Any) -> None:
-    start = time.monotonic()
-    rnb.wait(rnb.enqueue(_burn, [0.8], executor="process"), 10)
-    one = time.monotonic() - start
-    start = time.monotonic()
-    jobs = [rnb.enqueue(_burn, [0.8], executor="process") for _ in range(2)]
-    for job in jobs:
-        rnb.wait(job, 10)
-    two = time.monotonic() - start
-    assert two < 1.6 * one, (one, two)
+    """Two CPU-bound tasks take about as long as one (best of three: cores are shared)."""
+
+    def timed(n: int) -> float:
+        start = time.monotonic()
+        for job in [rnb.enqueue(_burn, [0.6], executor="process") for _ in range(n)]:
+            rnb.wait(job, 10)
+        return time.monotonic() - start
+
+    ratios = []
+    for _ in range(3):
+        ratios.append(timed(2) / timed(1))
+        if ratios[-1] < 1.6:
+            break
+    assert min(ratios) < 1.6, ratios
 
 
 def test_a_blocking_c_call_is_stopped_within_the_grace_period(pool: Any) -> None:
