@@ -12,6 +12,7 @@ import ast
 import builtins
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -22,7 +23,6 @@ from ._manager import manager
 from .api import submit
 from .context import TaskContext
 from .errors import NotPicklable
-from .magics import _Code, _run
 from .processes import _picklable, culprit, dumps
 
 
@@ -62,10 +62,19 @@ def _top_level(tree: ast.AST) -> list[ast.AST]:
 
 
 def submit_cell(
-    shell: Any, code: _Code, result_var: str | None, executor: str, *, name: str, args: Any
+    shell: Any,
+    code: tuple[CodeType, CodeType | None, ast.Module],
+    run: Callable[[CodeType, dict[str, Any]], Any],
+    result_var: str | None,
+    executor: str,
+    *,
+    name: str,
+    args: Any,
 ) -> str:
-    """Queue the cell in a worker process; copy its assigned names back when it ends."""
-    read, assigned = cell_names(code.tree)
+    """Queue the cell (its statements, last expression and tree) in a worker process,
+    where ``run`` runs each part; copy its assigned names back when it ends."""
+    statements, last, tree = code
+    read, assigned = cell_names(tree)
     if result_var is not None:
         assigned.add(result_var)
     namespace = shell.user_ns
@@ -81,7 +90,7 @@ def submit_cell(
             )
     out = Path(manager().backend.results_dir)
     body = functools.partial(
-        _cell_body, code.body, code.last, inputs, sorted(assigned), result_var, str(out)
+        _cell_body, run, statements, last, inputs, sorted(assigned), result_var, str(out)
     )
     job_id = submit(body, name=name, task="%%background", args=args, executor=executor)
     threading.Thread(
@@ -91,6 +100,7 @@ def submit_cell(
 
 
 def _cell_body(
+    run: Callable[[CodeType, dict[str, Any]], Any],
     body: CodeType,
     last: CodeType | None,
     inputs: dict[str, Any],
@@ -102,8 +112,8 @@ def _cell_body(
     """Runs in the worker: the cell over a namespace of its inputs; what it assigned is
     pickled to ``<job>.names.pickle`` (each name checked, so a failure names it)."""
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **inputs}
-    _run(body, namespace)
-    value = None if last is None else _run(last, namespace)
+    run(body, namespace)
+    value = None if last is None else run(last, namespace)
     if result_var is not None:
         namespace[result_var] = value
     names = {n: namespace[n] for n in assigned if n in namespace}

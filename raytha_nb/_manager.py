@@ -39,6 +39,7 @@ from .errors import (
 )
 from .executor import Body, Executor
 from .model import ACTIVE, LogLine, TaskQuery, TaskRecord, TaskStatus
+from .processes import ProcessExecutor
 from .publisher import Publisher
 from .registry import check_signature, make_runner, resolve, task_label
 from .store import Store
@@ -139,8 +140,6 @@ class TaskManager:
         if name == "thread":
             return self.executor
         if self._process is None:
-            from .processes import ProcessExecutor
-
             self._process = ProcessExecutor(
                 self._process_workers, lambda: self.backend.results_dir, grace=self._cancel_grace
             )

@@ -21,7 +21,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _kernel_io, _text, _tqdm
+from . import _cell_process, _kernel_io, _text, _tqdm
 from ._manager import manager
 from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
@@ -96,9 +96,10 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
             body = _body(shell.user_ns, code, result_var)
             job_id = submit(body, name=name, task="%%background", args=args)
         else:
-            from ._cell_process import submit_cell
-
-            job_id = submit_cell(shell, code, result_var, opts.executor, name=name, args=args)
+            job_id = _cell_process.submit_cell(
+                shell, (code.body, code.last, code.tree), _run, result_var, opts.executor,
+                name=name, args=args,
+            )  # fmt: skip
         self._started[identity] = job_id
         self._show(job_id, opts.no_widget)
 
