@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -60,10 +62,23 @@ def _call(payload: bytes, *args: Any) -> Any:
 
 
 def _finished(job: str) -> None:
-    """Spin until ``job`` reached its final state in this process."""
+    """Block until ``job`` reached its final state in this process (woken by its change
+    hook, as a future's result() is by its condition: no polling delay)."""
     live = rnb.manager().live(job)
-    while live is not None and not live.status.finished:
-        time.sleep(0.0005)
+    if live is None or live.status.finished:
+        return
+    done = threading.Event()
+    hook = live.on_change
+
+    def changed(task: Any) -> None:
+        if hook is not None:
+            hook(task)
+        if task.status.finished:
+            done.set()
+
+    live.on_change = changed
+    if not live.status.finished:
+        done.wait()
 
 
 def _run(executor: str, fn: Any, args: Any, n: int) -> float:
@@ -152,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     quick = parser.parse_args().quick
+    sys.setswitchinterval(0.001)  # as in a kernel with raytha_nb loaded (magics.py)
     with tempfile.TemporaryDirectory() as tmp:
         rnb.configure(Path(tmp) / "bench.duckdb", process_workers=2, cancel_grace=GRACE)
         for job in [rnb.enqueue(_noop, executor="process") for _ in range(2)]:

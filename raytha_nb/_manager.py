@@ -58,7 +58,8 @@ _RECENT = 2_000
 
 
 class TaskManager:
-    """Runs tasks on worker threads and keeps their state in a backend."""
+    """Runs tasks on worker threads (or worker processes, ``executor="process"``) and
+    keeps their state in a backend."""
 
     def __init__(
         self,

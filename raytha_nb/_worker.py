@@ -28,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from . import _results, _tqdm
+from ._identity import pid_alive
 from ._live import LiveTask
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
@@ -42,17 +43,23 @@ LOG_BATCH = 5_000
 class _Worker:
     """The worker process's state: its connection, the task running now."""
 
-    def __init__(self, conn: Connection, flag: Any) -> None:
+    def __init__(self, conn: Connection, flag: Any, kernel: int) -> None:
         self.conn = conn
         self.flag = flag
+        self.kernel = kernel
         self.send_lock = threading.Lock()
         self.live: LiveTask | None = None  # the task running now
         self.sent = 0  # its version at the last progress message
 
     def ship(self) -> None:
-        """The sender thread: progress and logs of the running task, coalesced."""
+        """The sender thread: progress and logs of the running task, coalesced; and the
+        end of this worker if its kernel died (its task would otherwise run on)."""
+        turns = 0
         while True:
             time.sleep(SEND_INTERVAL)
+            turns += 1
+            if turns % 20 == 0 and not pid_alive(self.kernel):
+                os._exit(1)
             live = self.live
             if live is not None:
                 try:
@@ -158,14 +165,14 @@ def format_traceback(text: str, tb: dict[str, Any] | None) -> str:
     return "Traceback (most recent call last):\n" + "".join(shown) + str(tb["only"])
 
 
-def main(conn: Connection, flag: Any) -> None:
+def main(conn: Connection, flag: Any, kernel: int) -> None:
     """The worker process's entry point: run tasks until the kernel stops it."""
     install_output_capture()
     _tqdm.install()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    worker = _Worker(conn, flag)
+    worker = _Worker(conn, flag, kernel)
     threading.Thread(target=worker.ship, name="raytha-nb-sender", daemon=True).start()
     while True:
         try:

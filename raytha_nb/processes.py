@@ -237,7 +237,9 @@ class ProcessExecutor(Executor):
         ours, theirs = self._context.Pipe(duplex=True)
         flag = self._context.RawValue("b", 0)
         process = self._context.Process(
-            target=_worker.main, args=(theirs, flag), name=f"raytha-nb-worker-{slot.number}"
+            target=_worker.main,
+            args=(theirs, flag, os.getpid()),
+            name=f"raytha-nb-worker-{slot.number}",
         )
         process.start()
         theirs.close()
@@ -334,6 +336,9 @@ class ProcessExecutor(Executor):
             killed = slot.killed is live
         code = process.exitcode
         self._reap(slot)
+        if self._stopping:  # shut down under it: the manager marks it interrupted
+            live.transition(TaskStatus.INTERRUPTED, status_info="the kernel stopped while it ran")
+            return
         if killed:
             info = f"{_cancel_info(live)} (worker process stopped)"
             live.transition(TaskStatus.CANCELLED, status_info=info)

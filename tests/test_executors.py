@@ -350,3 +350,29 @@ def test_background_cell_in_a_process_copies_names_in_and_out(tmp_path: Path) ->
             "%%background --executor process --no-widget\nwith lock:\n    pass", check=False
         )
         assert "variable 'lock' is a _thread.lock" in refused.text
+
+
+def test_workers_end_when_their_kernel_is_killed(tmp_path: Path) -> None:
+    """A worker whose kernel died (kill -9: no clean shutdown) stops its task and exits."""
+    import subprocess
+    import sys
+
+    from raytha_nb._identity import pid_alive
+
+    script = (
+        "import os, time, raytha_nb as rnb\n"
+        "if __name__ == '__main__':\n"
+        f"    rnb.configure({str(tmp_path / 'k.duckdb')!r}, process_workers=1)\n"
+        "    job = rnb.enqueue(time.sleep, [60], executor='process')\n"
+        "    while rnb.get_task(job).worker is None: time.sleep(0.01)\n"
+        "    print(rnb.get_task(job).worker.split()[1], flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    path = tmp_path / "kernel.py"
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=30)
+    worker = int(out.stdout.strip())
+    deadline = time.monotonic() + 5
+    while pid_alive(worker):
+        assert time.monotonic() < deadline, "the orphaned worker ran on"
+        time.sleep(0.05)
