@@ -363,10 +363,6 @@ class ProcessExecutor(Executor):
     def running(self) -> list[LiveTask]:
         return [slot.job for slot in self._slots if slot.job is not None]
 
-    def workers(self) -> list[int]:
-        """The pids of the worker processes alive now."""
-        return [s.process.pid for s in self._slots if s.process is not None and s.process.pid]
-
     def shutdown(self, wait: float = 0) -> None:
         with self._cond:
             if self._stopping and not self._slots:
