@@ -21,6 +21,7 @@ from .._sql import literal
 from ..api import submit
 from ..context import TaskContext
 from ..errors import TaskCancelled
+from ..widgets import show_in_notebook
 
 T = TypeVar("T")
 
@@ -179,13 +180,20 @@ def start(
     name: str,
     task: str,
     args: dict[str, Any],
+    widget: bool = True,
 ) -> str:
-    """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails."""
+    """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails.
+
+    In a notebook kernel the job's progress widget is shown in the calling cell, as
+    ``%%background`` does (``widget=False``: not)."""
     try:
-        return submit(body, name=name, task=task, args=args)
+        job_id = submit(body, name=name, task=task, args=args)
     except BaseException:
         con.close()
         raise
+    if widget:
+        show_in_notebook(job_id)
+    return job_id
 
 
 def run(

@@ -17,6 +17,7 @@ import duckdb
 
 from .._manager import manager
 from .._results import ResultFile
+from .._text import byte_size
 from ..context import TaskContext
 from . import _duckdb_job as job
 
@@ -39,6 +40,7 @@ def import_csv(
     mode: str = "append",
     rejects: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    widget: bool = True,
     **options: Any,
 ) -> str:
     """Load the CSV file ``path`` into ``table`` of ``database`` in the background.
@@ -48,6 +50,7 @@ def import_csv(
     recreates it from the file. ``options`` pass through to DuckDB's ``read_csv``
     (``delim``, ``header``, ``types`` ...). The result is the rejects CSV file
     (``rejects``, default in the results folder) with the number of rejected rows.
+    In a notebook the cell shows the job's progress widget (``widget=False``: not).
     """
     source = Path(path).expanduser().resolve()
     if not source.is_file():
@@ -97,7 +100,7 @@ def import_csv(
     size = source.stat().st_size
 
     def describe(percent: float) -> str:
-        return f"loading {source.name} into {table}: about {percent:.0f}% of {size:,} bytes"
+        return f"loading {source.name} into {table}: about {percent:.0f}% of {byte_size(size)}"
 
     def body(ctx: TaskContext) -> ResultFile:
         with closing(con):
@@ -124,7 +127,9 @@ def import_csv(
             )
             return ResultFile(out, rows=rejected, media_type="text/csv")
 
-    return job.start(con, body, name=name or f"import {source.name}", task="import_csv", args=args)
+    return job.start(
+        con, body, name=name or f"import {source.name}", task="import_csv", args=args, widget=widget
+    )
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str] | None:
