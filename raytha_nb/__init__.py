@@ -29,6 +29,7 @@ from .api import (
     submit,
     task_store,
     wait,
+    wait_all,
 )
 from .context import TaskContext, bind, check_cancelled, current, log, progress, track
 from .errors import (
@@ -120,6 +121,7 @@ __all__ = [
     "task_store",
     "track",
     "wait",
+    "wait_all",
 ]
 
 

@@ -113,6 +113,15 @@ class RemoteBackend(TaskBackend):
             raise ServerError(f"the raytha_nb server answered {status}: {message}", status)
         return status, parsed
 
+    def ping(self) -> bool:
+        """Whether the server answers its kernel API and takes this secret (a runtime
+        file can outlive its server when the PID was reused)."""
+        try:
+            status, _ = self._request("GET", "info")
+        except ServerError:
+            return False
+        return status == 200
+
     def _task_path(self, job_id: str, *rest: str) -> str:
         return "/".join(("tasks", quote(job_id, safe=""), *rest))
 

@@ -14,6 +14,11 @@ from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 
 #: Environment variables every kernel a raytha_nb server starts inherits.
 ENV_URL, ENV_TOKEN, ENV_RESULTS = "RAYTHA_NB_URL", "RAYTHA_NB_TOKEN", "RAYTHA_NB_RESULTS"
+#: An explicit store file: this process embeds it and looks for no server.
+ENV_DB = "RAYTHA_NB_DB"
+#: The runtime file's key for the store the server holds. Only in the file: kernels must
+#: not inherit it as ``RAYTHA_NB_DB``, which would mean "embed this file".
+STORE_KEY = "store"
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,14 @@ class ServerAddress:
     url: str
     token: str
     results_dir: str | None = None
+    #: The server's PID, when found by :func:`find_server` (not for a kernel it started).
+    pid: int | None = None
 
 
 def discover() -> ServerAddress | None:
-    """The server that started this kernel, from the environment or its runtime file."""
+    """The server that started this kernel (environment, else its runtime file); for
+    any other process (a script, terminal IPython, papermill's kernel) a running server
+    that holds this user's store, unless ``RAYTHA_NB_DB`` names a store to embed."""
     url, token = os.environ.get(ENV_URL), os.environ.get(ENV_TOKEN)
     if url and token:
         return ServerAddress(url, token, os.environ.get(ENV_RESULTS) or None)
@@ -34,7 +43,55 @@ def discover() -> ServerAddress | None:
         data = json.loads(runtime_file(os.getppid()).read_text())
         return ServerAddress(data[ENV_URL], data[ENV_TOKEN], data[ENV_RESULTS])
     except (OSError, ValueError, KeyError):
+        pass
+    if os.environ.get(ENV_DB):
         return None
+    return find_server(default_db_path())
+
+
+def find_server(store: str | Path) -> ServerAddress | None:
+    """A running raytha_nb server on this machine that holds ``store``, from its runtime
+    file. Only files this user owns and nobody else may read count: they hold the kernel
+    secret, so a file another user could write or read is not trusted."""
+    target = _resolved(store)
+    try:
+        files = sorted(Path(jupyter_runtime_dir()).glob("raytha_nb-*.json"))
+    except OSError:
+        return None
+    for file in files:
+        pid_text = file.stem.removeprefix("raytha_nb-")
+        if not pid_text.isdigit() or not pid_alive(int(pid_text)):
+            continue  # left behind by a server that died
+        data = _private_json(file)
+        try:
+            if data is None or _resolved(data[STORE_KEY]) != target:
+                continue
+            return ServerAddress(data[ENV_URL], data[ENV_TOKEN], data[ENV_RESULTS], int(pid_text))
+        except (KeyError, TypeError, OSError):
+            continue  # a server of an older raytha_nb names no store
+    return None
+
+
+def _private_json(file: Path) -> dict[str, str] | None:
+    """The JSON object in ``file`` if this user owns it and only this user may read or
+    write it (opened without following a symlink), else None."""
+    try:
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd) as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        try:
+            data = json.loads(handle.read())
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
 
 
 def runtime_file(server_pid: int) -> Path:
@@ -44,7 +101,7 @@ def runtime_file(server_pid: int) -> Path:
 
 def default_db_path() -> Path:
     """``$RAYTHA_NB_DB``, else ``<jupyter data dir>/raytha_nb/tasks.duckdb``."""
-    override = os.environ.get("RAYTHA_NB_DB")
+    override = os.environ.get(ENV_DB)
     if override:
         return Path(override).expanduser()
     return Path(jupyter_data_dir()) / "raytha_nb" / "tasks.duckdb"

@@ -111,6 +111,10 @@ class LiveTask:
     def report(
         self, percent: float | None = None, info: str | None = None, step: int | None = None
     ) -> None:
+        if self.status in TERMINAL:
+            # A task thread still running after its task ended (interrupted at exit,
+            # forced cancel pending) must not overwrite the final state's info.
+            return
         if percent is not None:
             self.percent_complete = percent
         if info is not None:

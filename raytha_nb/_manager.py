@@ -14,17 +14,24 @@ import copy
 import functools
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+
+# pyarrow imports pandas, and pandas concurrent.futures.thread, at a process's first
+# store write; that import fails once exit has begun ("can't register atexit after
+# shutdown"), which is when a short script's first write happens.
+from concurrent.futures import thread as _futures_thread  # noqa: F401
 from pathlib import Path
 from typing import Any
 
 from . import _results
 from ._client import RemoteBackend
-from ._identity import default_db_path, discover, kernel_identity
+from ._identity import default_db_path, discover, find_server, kernel_identity
 from ._jsonable import to_jsonable
 from ._live import LiveTask
 from .backend import EmbeddedBackend, TaskBackend
@@ -32,6 +39,7 @@ from .context import TaskContext
 from .errors import (
     ResultUnavailable,
     StoreDamaged,
+    StoreLockedError,
     StoreWriteError,
     TaskFailed,
     TaskNotFound,
@@ -94,6 +102,8 @@ class TaskManager:
         )
         self.publisher = Publisher(self.backend, interval=flush_interval)
         self._closed = False
+        #: Tasks an earlier wait_all() already waited for (and reported).
+        self._waited_all: set[str] = set()
 
     # -- starting tasks ------------------------------------------------------------
     def enqueue(
@@ -261,6 +271,56 @@ class TaskManager:
                 )
             time.sleep(0.05)
 
+    def unwaited(self) -> list[LiveTask]:
+        """This process's tasks that no ``wait_all()`` has waited for yet, oldest first."""
+        return [t for t in list(self._tasks.values()) if t.id not in self._waited_all]
+
+    def wait_all(self, timeout: float | None = None) -> list[TaskRecord]:
+        """Wait until every task this process started since the last ``wait_all()`` has
+        ended and is stored (including tasks started meanwhile); return their records.
+
+        Raises ``TaskFailed`` naming each that ended ``error`` or ``interrupted`` (a
+        cancelled task was asked to stop, so it is not a failure); ``TimeoutError``
+        naming the unfinished ones after ``timeout`` s.
+        """
+        __tracebackhide__ = True  # IPython shows the TaskFailed, not this frame
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            tasks = self.unwaited()
+            pending = [t for t in tasks if not t.committed]
+            if not pending:
+                break
+            late = deadline is not None and time.monotonic() >= deadline
+            error = self._store_error(late)
+            if error is not None:
+                raise error
+            if late:
+                names = ", ".join(
+                    f"{t.name} ({t.id}, {t.status.value} {t.percent_complete:.0f}%)"
+                    for t in pending
+                )
+                raise TimeoutError(
+                    f"{len(pending)} task(s) still unfinished after {timeout}s: {names}"
+                )
+            pending[0].wait_committed(_slice(deadline))
+        records = [t.snapshot() for t in tasks]
+        self._waited_all.update(t.id for t in tasks)
+        self._waited_all.intersection_update(list(self._tasks))  # forgotten: no entry
+        failed = [r for r in records if r.status in (TaskStatus.ERROR, TaskStatus.INTERRUPTED)]
+        if failed:
+            raise TaskFailed(*failed)
+        return records
+
+    def _store_error(self, late: bool) -> Exception | None:
+        """The store's refusal to wait for: a damaged store at once, a failing write at
+        the deadline (writes resume by themselves). A copy: the publisher's is shared."""
+        error = self.publisher.last_error
+        if isinstance(error, StoreDamaged) or (late and isinstance(error, StoreWriteError)):
+            found = copy.copy(error)
+            found.__cause__ = error.__cause__
+            return found
+        return None
+
     def result(self, job_id: str, timeout: float | None = 0) -> Any:
         """The task's return value: JSON data, a DataFrame/Table, or an unpickled object.
 
@@ -379,15 +439,34 @@ def _check_id(job_id: Any) -> str:
 
 
 def open_backend(db: str | Path | None = None) -> TaskBackend:
-    """The server's store when this process was started by one, else an embedded store.
+    """The server's store when a server started this process or (for scripts, terminals
+    and papermill) a running server holds this user's store, else an embedded store.
 
-    An explicit ``db`` (``configure(db=...)``) always means embedded mode.
+    An explicit ``db`` (``configure(db=...)``) or ``RAYTHA_NB_DB`` means embedded mode.
     """
     if db is None:
         address = discover()
         if address is not None:
-            return RemoteBackend(address)
-    return EmbeddedBackend(Store(db or default_db_path()))
+            backend = RemoteBackend(address)
+            # A server found by its runtime file, not our parent: check it still serves.
+            if address.pid is None or backend.ping():
+                return backend
+            backend.close()
+    path = db or default_db_path()
+    try:
+        return EmbeddedBackend(Store(path))
+    except StoreLockedError as exc:
+        server = find_server(path)
+        if server is None:
+            raise
+        raise StoreLockedError(
+            exc.path,
+            exc.pid,
+            exc.detail,
+            f"A Jupyter server (PID {server.pid}) holds this store and shares it: unset "
+            "RAYTHA_NB_DB (and call configure() without db=) so this process uses it "
+            "through that server.",
+        ) from None
 
 
 _default: TaskManager | None = None
@@ -401,6 +480,11 @@ def manager() -> TaskManager:
         with _default_lock:
             if _default is None:
                 _default = TaskManager()
+    return _default
+
+
+def existing_manager() -> TaskManager | None:
+    """The process-wide manager if one was made, without making one (opening a store)."""
     return _default
 
 
@@ -441,7 +525,68 @@ def configure(
         return _default
 
 
+#: Set when Ctrl+C stopped the wait at exit: the process then ends by SIGINT.
+_stopped_by_ctrl_c = False
+
+
+def _wait_at_exit() -> None:
+    """At exit, before threads are joined (where concurrent.futures waits too, and the
+    publisher can still write): a script waits for its unfinished tasks, saying so on
+    stderr; Ctrl+C stops them. IPython (a kernel or a terminal) only says how many the
+    exit interrupts: a kernel's shutdown or restart must stay prompt."""
+    global _stopped_by_ctrl_c
+    current = _default
+    if current is None or current._closed:
+        return
+    busy = [t for t in list(current._tasks.values()) if not t.status.finished]
+    if not busy:
+        return
+    tasks = f"{len(busy)} running task{'s' if len(busy) > 1 else ''}"
+    if _in_ipython():
+        names = ", ".join(sorted({t.name for t in busy}))
+        _say(f"raytha_nb: exiting interrupts {tasks} ({names})")
+        return
+    try:  # from the line on, Ctrl+C stops the tasks
+        _say(f"raytha_nb: waiting for {tasks} to finish (Ctrl+C to stop them)")
+        for live in busy:
+            while not live.status.finished:
+                live.wait_committed(0.1)
+    except KeyboardInterrupt:
+        _stopped_by_ctrl_c = True
+        current.shutdown("the process exited: Ctrl+C stopped it while the script waited")
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
+
+
+def _say(line: str) -> None:
+    """One line on the process's real stderr (a kernel's goes to the server's log)."""
+    stream = sys.__stderr__
+    if stream is not None:
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+if hasattr(threading, "_register_atexit"):  # CPython >= 3.9
+    threading._register_atexit(_wait_at_exit)
+
+
 @atexit.register
 def _shutdown_default() -> None:
     if _default is not None:
         _default.shutdown()
+    if _stopped_by_ctrl_c:
+        # What Python does when Ctrl+C ends a script: die by SIGINT (a shell sees 130).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)

@@ -1,12 +1,15 @@
-"""Task state as short text for people: durations, ETA, a text bar, a result preview.
+"""Task state as short text for people: counts, byte sizes, durations, ETA, a text bar.
 
-Shared by the progress widget, its plain-text form and the ``%jobs`` table.
+The one place for these words in Python (widget, plain text, ``%jobs``, CLI, data jobs);
+``labextension/src/format.ts`` mirrors ``count``, ``byte_size`` and ``log_title`` and
+must give the same text for the same number (``tests/test_text_forms.py`` checks both).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +25,37 @@ STATUS_COLOURS = {
     TaskStatus.CANCELLED: "#9e9e9e",
     TaskStatus.INTERRUPTED: "#9e9e9e",
 }
+
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 line``, ``2 lines``, ``1,234 rows``: a number with its noun, plural when not 1."""
+    word = singular if n == 1 else (plural or singular + "s")
+    return f"{n:,} {word}"
+
+
+def byte_size(n: int | float) -> str:
+    """A size in binary units, labelled as such: ``512 B``, ``1.0 KiB``, ``611.3 MiB``."""
+    if n < 1024:
+        return f"{int(n)} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024
+        # Half up on tenths with the same float steps as format.ts (toFixed rounds ties
+        # up, Python's format to even: 1280 B would be "1.2" here and "1.3" there).
+        tenths = math.floor(value * 10 + 0.5)
+        if tenths < 10240 or unit == _UNITS[-1]:
+            return f"{tenths // 10}.{tenths % 10} {unit}"
+    raise AssertionError("unreachable")
+
+
+def log_title(lines: int, finished: bool) -> str:
+    """The log's heading: ``Log (3 lines)``; with none, ``Log (empty)`` once the task ended."""
+    if lines:
+        return f"Log ({count(lines, 'line')})"
+    return "Log (empty)" if finished else "Log (no lines yet)"
 
 
 def duration(seconds: float | None) -> str:
@@ -87,8 +121,8 @@ def result_preview(record: TaskRecord, limit: int = 200) -> str:
     if kind in ("parquet", "file") and isinstance(stored, dict):
         rows = stored.get("rows")
         what = stored.get("library") or stored.get("media_type") or kind
-        size = f"{rows:,} rows, " if isinstance(rows, int) else ""
-        return f"{what} ({size}{stored.get('bytes', 0):,} bytes) at {stored.get('path')}"
+        size = f"{count(rows, 'row')}, " if isinstance(rows, int) else ""
+        return f"{what} ({size}{byte_size(stored.get('bytes', 0))}) at {stored.get('path')}"
     if isinstance(stored, dict) and "repr" in stored:
         return str(stored["repr"])[:limit]
     return _short_repr(stored, limit)

@@ -65,6 +65,13 @@ def wait(job_id: str, timeout: float | None = None) -> TaskRecord:
     return manager().wait(job_id, timeout)
 
 
+def wait_all(timeout: float | None = None) -> list[TaskRecord]:
+    """Wait for every task this kernel (process) started since the last ``wait_all()``;
+    ``TaskFailed`` naming each that ended in error or interrupted. For headless runs."""
+    __tracebackhide__ = True  # IPython shows the error, not this frame
+    return manager().wait_all(timeout)
+
+
 def result(job_id: str, timeout: float | None = 0) -> Any:
     """The task's return value (``timeout=None`` waits for it to finish)."""
     return manager().result(job_id, timeout)

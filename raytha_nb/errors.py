@@ -34,14 +34,32 @@ class TaskStateError(RuntimeError):
 
 
 class TaskFailed(RuntimeError):
-    """``result()`` of a task that ended in ``error``; carries the task's traceback."""
+    """``result()`` of a task that ended in ``error``, or ``wait_all()`` when tasks ended in
+    ``error``/``interrupted``; names each failed task and carries its traceback."""
 
-    def __init__(self, record: TaskRecord) -> None:
-        super().__init__(
-            f"task {record.name} ({record.id}) failed with {record.error_type}: "
-            f"{record.error_message}\n\n{record.traceback or ''}".rstrip()
-        )
+    def __init__(self, record: TaskRecord, *more: TaskRecord) -> None:
+        self.records = [record, *more]
         self.record = record
+        if not more:
+            super().__init__(f"{_failure(record)}\n\n{record.traceback or ''}".rstrip())
+            return
+        heads = "\n".join(f"  {_failure(r)}" for r in self.records)
+        tracebacks = "\n\n".join(
+            f"{r.name} ({r.id}):\n{r.traceback}" for r in self.records if r.traceback
+        )
+        super().__init__(f"{len(self.records)} tasks failed:\n{heads}\n\n{tracebacks}".rstrip())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle with the records
+        return (type(self), tuple(self.records))
+
+
+def _failure(record: TaskRecord) -> str:
+    """``task NAME (ID) failed with Type: message`` (or how it was interrupted)."""
+    if record.error_type is None:
+        why = f": {record.status_info}" if record.status_info else ""
+        return f"task {record.name} ({record.id}) ended {record.status.value}{why}"
+    error = f"{record.error_type}: {record.error_message}"
+    return f"task {record.name} ({record.id}) failed with {error}"
 
 
 class UnknownTask(LookupError):

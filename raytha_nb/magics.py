@@ -21,16 +21,19 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _cell_process, _kernel_io, _text, _tqdm
+from . import _cell_process, _kernel_io, _terminal, _text, _tqdm
 from ._manager import manager
 from .api import cancel, get_task, list_tasks, submit, wait
 from .context import TaskContext
-from .errors import TaskNotFound
-from .model import ACTIVE, TaskRecord
+from .errors import TaskFailed, TaskNotFound
+from .model import ACTIVE, TaskRecord, TaskStatus
 from .widgets import show
 
 #: GIL switch interval in kernels (s): keeps cells responsive next to CPU-bound tasks.
 _SWITCH_INTERVAL = 0.001
+
+#: At most this many end lines after ``%jobs wait --all`` (the newest tasks).
+_WAIT_LINES = 20
 
 #: Task name users see for an unnamed cell: its first line, cut to this length.
 _NAME_CHARS = 48
@@ -74,7 +77,7 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
             raise UsageError(f"--result needs a Python variable name, not {result_var!r}")
         if not cell.strip():
             raise UsageError("%%background needs code in the cell body below the magic line")
-        code = _compile_cell(self.shell, cell)
+        code = _compile_cell(self.shell, cell, f"%%background {line}".rstrip())
         cell_id = _kernel_io.current_cell_id(self.shell)
         name = opts.name or _default_name(cell)
         identity = opts.name or (
@@ -114,29 +117,33 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
         return record if record.status in ACTIVE else None
 
     def _show(self, job_id: str, no_widget: bool) -> None:
-        if no_widget:
+        if no_widget and not _terminal.in_terminal(self.shell):
             print(_text.summary(get_task(job_id)))
             return
-        show(job_id)
+        show(job_id)  # in terminal IPython: a line now and one when it ends
 
     @line_magic
     def jobs(self, line: str) -> None:
         """``%jobs [--all] [--limit N]`` lists tasks (this kernel's by default);
         ``%jobs cancel ID|NAME`` cancels one; ``%jobs show ID|NAME`` shows its widget;
-        ``%jobs wait ID|NAME`` blocks until it ends (the notebook's stop button stops
-        the waiting, not the task)."""
+        ``%jobs wait [--traceback] ID|NAME`` blocks until it ends and says how;
+        ``%jobs wait --all [--timeout S]`` waits for all of this kernel's tasks and fails
+        the cell (``TaskFailed``) if any failed. The notebook's stop button or Ctrl+C
+        stops the waiting, not the task."""
+        __tracebackhide__ = True  # a failed wait shows TaskFailed, not this frame
         try:
             words = shlex.split(line)
         except ValueError as exc:  # e.g. an unbalanced quote
             raise UsageError(f"%jobs could not read {line!r}: {exc}") from None
-        if words and words[0] in ("cancel", "show", "wait"):
+        if words and words[0] == "wait":
+            _wait(words[1:])
+            return
+        if words and words[0] in ("cancel", "show"):
             if len(words) != 2:
                 raise UsageError(f"usage: %jobs {words[0]} ID|NAME (one task)")
             record = _find(words[1])
             if words[0] == "show":
                 self._show(record.id, no_widget=False)
-            elif words[0] == "wait":
-                print(_text.summary(wait(record.id)))
             elif cancel(record.id):
                 print(f"cancel requested for {record.name!r} (job {record.id})")
             else:
@@ -144,6 +151,75 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
             return
         everything, limit = _list_options(words)
         display(JobsTable(_listed(everything, limit), everything))
+
+
+_WAIT_USAGE = "usage: %jobs wait [--traceback] ID|NAME, or %jobs wait --all [--timeout S]"
+
+
+def _wait(words: list[str]) -> None:
+    """``%jobs wait``: a live bar on a terminal, then how the task(s) ended."""
+    __tracebackhide__ = True
+    everything, traceback, timeout, keys = False, False, None, []
+    rest = iter(words)
+    for word in rest:
+        if word == "--all":
+            everything = True
+        elif word == "--traceback":
+            traceback = True
+        elif word == "--timeout":
+            value = next(rest, "")
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise UsageError(f"--timeout needs a number of seconds, not {value!r}") from None
+        elif word.startswith("--"):
+            raise UsageError(f"%jobs wait does not understand {word!r}; {_WAIT_USAGE}")
+        else:
+            keys.append(word)
+    if everything == bool(keys) or len(keys) > 1:
+        raise UsageError(_WAIT_USAGE)
+    if everything:
+        _wait_all(timeout, traceback)
+        return
+    record = _find(keys[0])
+    try:
+        with _terminal.bar(lambda: [get_task(record.id)]):
+            done = wait(record.id, timeout)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the task keeps running (%jobs cancel {record.id[:8]} stops it)")
+        return
+    _terminal.watcher.claim(record.id)
+    print(_terminal.outcome(done, traceback))
+
+
+def _wait_all(timeout: float | None, traceback: bool) -> None:
+    """``%jobs wait --all``: ``wait_all()`` with a bar, then each task's end line."""
+    __tracebackhide__ = True
+    mgr = manager()
+
+    def unfinished() -> list[TaskRecord]:
+        return [t.snapshot() for t in mgr.unwaited() if not t.status.finished]
+
+    try:
+        with _terminal.bar(unfinished):
+            records = mgr.wait_all(timeout)
+    except KeyboardInterrupt:
+        print("stopped waiting; the tasks keep running (%jobs lists them)")
+        return
+    except TaskFailed as exc:
+        for r in exc.records:
+            _terminal.watcher.claim(r.id)
+        raise
+    if not records:
+        print("nothing to wait for: no task started since the last %jobs wait --all")
+        return
+    for r in records:
+        _terminal.watcher.claim(r.id)
+    shown = records[-_WAIT_LINES:]
+    if len(records) > len(shown):
+        print(f"... {len(records) - len(shown)} earlier tasks")
+    for r in shown:
+        print(_terminal.outcome(r, traceback))
 
 
 def _list_options(words: list[str]) -> tuple[bool, int]:
@@ -196,6 +272,14 @@ def _find(key: str) -> TaskRecord:
     raise UsageError(f"no task has the id or name {key!r}; %jobs --all lists every task")
 
 
+def _info(record: TaskRecord) -> str:
+    """The info column: what the task said, or for a failed one its error."""
+    if record.status is TaskStatus.ERROR and record.error_type:
+        error = f"{record.error_type}: {record.error_message or ''}".rstrip(": ")
+        return f"{record.status_info} - {error}" if record.status_info else error
+    return record.status_info or ""
+
+
 class JobsTable:
     """What ``%jobs`` shows: an HTML table with bars, and a text form."""
 
@@ -207,7 +291,7 @@ class JobsTable:
         return [
             (
                 r.id[:8], r.name, r.status.value, f"{r.percent_complete:.0f}%",
-                str(r.task_step or ""), r.status_info or "", _text.started(r),
+                str(r.task_step or ""), _info(r), _text.started(r),
                 _text.duration(r.duration),
             )
             for r in self.records
@@ -266,16 +350,24 @@ class _Code:
         self.tree = tree
 
 
-def _compile_cell(shell: Any, cell: str) -> _Code:
+def _compile_cell(shell: Any, cell: str, magic_line: str = "%%background") -> _Code:
     """Compile with IPython's machinery (magics, ``!cmd``, tracebacks showing the source).
 
+    Line numbers are the editor's: the magic line is line 1, the body starts at line 2.
     A syntax error stops the cell here, in the foreground, before any task starts.
     """
     source = shell.transform_cell(cell)
-    filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+    # transform_cell drops leading blank lines; put them back with the magic line.
+    skip = 1 + _leading_blank(cell) - _leading_blank(source)
+    numbered = "\n" * skip + source
+    filename = shell.compile.cache(
+        magic_line + "\n" * skip + source,
+        shell.execution_count,
+        raw_code=f"{magic_line}\n{cell}",
+    )
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     try:
-        tree = ast.parse(source, filename=filename)
+        tree = ast.parse(numbered, filename=filename)
         statements = ast.Module(body=list(tree.body), type_ignores=[])
         last = None
         tail_stmt = statements.body[-1] if statements.body else None
@@ -290,6 +382,11 @@ def _compile_cell(shell: Any, cell: str) -> _Code:
             f"the cell was not started: syntax error at {where}{exc.msg}\n    {exc.text or ''}"
         ) from None
     return _Code(body, tail, tree)
+
+
+def _leading_blank(text: str) -> int:
+    lines = text.splitlines()
+    return next((i for i, line in enumerate(lines) if line.strip()), len(lines))
 
 
 def _run(code: CodeType, namespace: dict[str, Any]) -> Any:
@@ -323,6 +420,8 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext raytha_nb``: register the magics, keep task output out of cells, and
     make tqdm bars inside tasks report to them."""
     _kernel_io.install(ipython)
+    if _terminal.in_terminal(ipython):
+        _terminal.install(ipython)
     _tqdm.install()
     # A cell waits for the GIL at each of several thread hand-offs in ipykernel; with a
     # CPU-bound task running, each costs up to the switch interval (5 ms by default).

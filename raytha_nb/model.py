@@ -132,7 +132,8 @@ class TaskRecord:
     def __str__(self) -> str:
         pct = f"{self.percent_complete:.0f}%"
         info = f" - {self.status_info}" if self.status_info else ""
-        return f"{self.name} [{self.status.value}] step {self.task_step} {pct}{info}"
+        step = f" step {self.task_step}" if self.task_step else ""
+        return f"{self.name} [{self.status.value}]{step} {pct}{info}"
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,16 @@ class Store:
             text VARCHAR NOT NULL
         );
         """,
-        # 2: where a task runs (protocol 1.1); older rows keep nulls.
+        # 2: tasks whose notebook was deleted through Jupyter: a new file of the same name
+        # is another notebook, so their path must no longer open it (nor follow it).
+        """
+        CREATE TABLE notebooks_gone (
+            task_id VARCHAR PRIMARY KEY,
+            notebook VARCHAR NOT NULL,
+            gone_at TIMESTAMP NOT NULL
+        );
+        """,
+        # 3: where a task runs (protocol 1.1); older rows keep nulls.
         """
         ALTER TABLE tasks ADD COLUMN executor VARCHAR;
         ALTER TABLE tasks ADD COLUMN worker VARCHAR;
@@ -200,6 +209,27 @@ class Store:
                updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
     """
+    # Notebook paths (contents-relative) follow renames and moves; a directory's rename
+    # moves every notebook under it. Tasks whose notebook was deleted stay where they were.
+    _NOT_GONE = "id NOT IN (SELECT task_id FROM notebooks_gone)"
+    RENAME_NOTEBOOKS = f"""
+        UPDATE tasks SET notebook = $new || substr(notebook, length($old) + 1),
+               updated_at = make_timestamp($now)
+        WHERE (notebook = $old OR starts_with(notebook, $old || '/')) AND {_NOT_GONE}
+        RETURNING id
+    """
+    MOVE_KERNEL_NOTEBOOKS = f"""
+        UPDATE tasks SET notebook = $path, updated_at = make_timestamp($now)
+        WHERE kernel_id = $kernel AND notebook IS DISTINCT FROM $path AND {_NOT_GONE}
+        RETURNING id
+    """
+    MARK_NOTEBOOKS_GONE = f"""
+        INSERT INTO notebooks_gone
+        SELECT id, notebook, make_timestamp($now) FROM tasks
+        WHERE (notebook = $path OR starts_with(notebook, $path || '/')) AND {_NOT_GONE}
+        RETURNING task_id
+    """
+    SELECT_NOTEBOOK_GONE = "SELECT gone_at FROM notebooks_gone WHERE task_id = ?"
     SELECT_FINISHED_BEFORE = (
         f"SELECT id FROM tasks WHERE status IN {tuple(_FINISHED)!r} "
         "AND (CAST(? AS BIGINT) IS NULL OR completed_at < make_timestamp(CAST(? AS BIGINT)))"
@@ -683,6 +713,29 @@ class Store:
                 cur.execute(self.INTERRUPT_TASKS, values)
         return active
 
+    def rename_notebooks(self, old: str, new: str) -> list[str]:
+        """A notebook (or a folder of them) was renamed from ``old`` to ``new``: its tasks
+        follow; returns their ids."""
+        return self._returning(self.RENAME_NOTEBOOKS, {"old": old, "new": new})
+
+    def move_kernel_notebooks(self, kernel_id: str, path: str) -> list[str]:
+        """Kernel ``kernel_id``'s notebook is now ``path``: all of its tasks (finished ones
+        too) say so; returns the ids of those that changed."""
+        return self._returning(self.MOVE_KERNEL_NOTEBOOKS, {"kernel": kernel_id, "path": path})
+
+    def mark_notebooks_gone(self, path: str) -> list[str]:
+        """The notebook ``path`` (or a folder) was deleted: its tasks no longer have one
+        to open, even once a new file takes the name; returns their ids."""
+        return self._returning(self.MARK_NOTEBOOKS_GONE, {"path": path})
+
+    def notebook_gone(self, job_id: str) -> bool:
+        """Whether the task's notebook was deleted through Jupyter."""
+        return self._cursor().execute(self.SELECT_NOTEBOOK_GONE, [job_id]).fetchone() is not None
+
+    def _returning(self, sql: str, values: dict[str, Any]) -> list[str]:
+        with self._transaction() as cur:
+            return [row[0] for row in cur.execute(sql, {**values, "now": _micros()}).fetchall()]
+
     def revive(self, ids: Sequence[str], reason: str) -> None:
         """Put ``interrupted`` tasks back to ``processing``: their process was presumed
         dead but spoke again, so it still runs them."""
@@ -707,6 +760,7 @@ class Store:
                 ("tasks", "id"),
                 ("task_events", "task_id"),
                 ("task_logs", "task_id"),
+                ("notebooks_gone", "task_id"),
             ):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [job_id])
         if isinstance(record.result, dict) and "path" in record.result:

@@ -6,17 +6,24 @@ kernel like any ipywidget. It never polls by itself: one refresher thread
 Front ends without widgets get a one-line text form, like tqdm's. While this process
 cannot store its tasks' state (a full disk, a damaged store), a widget of its own task
 says so in one line instead of looking merely stuck.
+
+Its display carries more than the widget: the raytha_nb mime type (which the lab
+extension renders live from the server, truthful across kernel restarts) and an HTML
+form, both re-sent under the display's id when the task ends, so a saved notebook shows
+how each task ended rather than a widget that needs its kernel.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from collections import deque
 from typing import Any
 
 import ipywidgets as w
+from IPython import get_ipython
+from IPython.display import display, update_display
 
-from . import _text
+from . import _task_view, _terminal, _text
 from ._live import LiveTask
 from ._manager import manager
 from ._refresher import refresher
@@ -40,6 +47,13 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._done = False
         self._next_remote_poll = 0.0
         self._was_live = True
+        #: The display id of every output showing this task (updated when it ends).
+        self.display_id = f"raytha-nb-{job_id}"
+        self._displayed = False
+        self._shown_status: TaskStatus | None = None
+        self._final_on_main = False
+        self._preview: dict[str, Any] | None = None
+        self._previewed = False
         self._title = w.HTML()
         self._bar = w.FloatProgress(
             min=0.0, max=100.0, layout=w.Layout(flex="1 1 auto", min_width="8em")
@@ -57,7 +71,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._outcome = w.HTML(layout=w.Layout(display="none"))
         self._log_view = w.HTML()
         self._log_box = w.Accordion(children=[self._log_view], selected_index=None)
-        self._log_box.set_title(0, "Log (no lines yet)")
+        self._log_box.set_title(0, _text.log_title(0, finished=False))
         super().__init__(
             children=[
                 self._title,
@@ -78,11 +92,18 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
     # -- updating: called by the refresher thread ------------------------------------
     @property
     def done(self) -> bool:
-        """True once the final state is shown; the refresher then stops polling it."""
-        return self._done
+        """True once the final state is shown (and, for a displayed widget, re-sent from
+        the main thread at a cell's end); the refresher then stops polling it."""
+        return self._done and (self._final_on_main or not self._displayed)
 
     def refresh(self, *, force_logs: bool = False, now: float = 0.0) -> None:
         """Pull the task's state and log and update the models that changed."""
+        if self._done:
+            # Re-sent on the main thread (post_execute): a thread's message carries the
+            # latest cell's parent, which a headless runner may no longer listen to.
+            if threading.current_thread() is threading.main_thread():
+                self._update_display()
+            return
         live = manager().live(self.job_id)
         if live is None and not (force_logs or self._was_live) and now < self._next_remote_poll:
             return  # a task of another process: its state comes from the store, 1/s
@@ -94,10 +115,38 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         elif live.log_seq != self._log_seq:
             self._add_log(live.log_tail(self._log_seq))  # in memory: no query
         self.record = record
+        if record.status is TaskStatus.COMPLETE and not self._previewed:
+            self._preview = _task_view.table_preview(record)
+            self._previewed = True
         self._render(record)
         self._show_store_warning(live)
         if record.finished and live is None:
             self._done = True  # stored final state and every log line are shown
+        if self._displayed and (self._done or record.status is not self._shown_status):
+            self._update_display()
+
+    def _update_display(self) -> None:
+        """Re-send every output of this task with its current state (the saved bundle)."""
+        self._shown_status = self.record.status
+        update_display(self._bundle(), raw=True, display_id=self.display_id)
+        if self._done and threading.current_thread() is threading.main_thread():
+            self._final_on_main = True
+
+    def _result_url(self, record: TaskRecord) -> str | None:
+        stored = record.result
+        if isinstance(stored, dict) and stored.get("path"):
+            return manager().backend.result_url(record.id)
+        return None
+
+    def _bundle(self) -> dict[str, Any]:
+        """The widget's own mime bundle plus the raytha_nb mime type and an HTML form."""
+        bundle: dict[str, Any] = super()._repr_mimebundle_() or {}
+        record = self.record
+        url = self._result_url(record)
+        bundle["text/plain"] = _text.summary(record)
+        bundle["text/html"] = _task_view.html(record, self._preview, url)
+        bundle[_task_view.MIME] = _task_view.payload(record, preview=self._preview, result_url=url)
+        return bundle
 
     def _add_log(self, lines: list[LogLine] | None) -> None:
         if lines is None:
@@ -110,11 +159,11 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._log_count += len(lines)
         shown = "".join(_log_line(stream, text) for stream, text in self._log)
         more = self._log_count - len(self._log)
-        head = f"<i>… {more:,} earlier lines in rnb.logs()</i>\n" if more > 0 else ""
+        head = f"<i>… {_text.count(more, 'earlier line')} in rnb.logs()</i>\n" if more > 0 else ""
         self._log_view.value = (
             f'<pre style="max-height:20em;overflow:auto;margin:0;font-size:90%">{head}{shown}</pre>'
         )
-        self._log_box.set_title(0, f"Log ({self._log_count:,} lines)")
+        self._log_box.set_title(0, _text.log_title(self._log_count, finished=False))
 
     def _render(self, record: TaskRecord) -> None:
         status = record.status
@@ -145,6 +194,8 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._info.value = " · ".join(details)
         if record.finished:
             self._cancel.layout.display = "none"
+            if not self._log_count:
+                self._log_box.set_title(0, _text.log_title(0, finished=True))
             self._show_outcome(record)
         elif record.cancel_requested:
             self._cancel.description = "Cancelling…"
@@ -162,34 +213,15 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         said = str(error).strip().splitlines()
         line = f"⚠ Task state not stored yet ({type(error).__name__}): {said[0] if said else ''}"
         self._warning.value = (
-            f'<div title="{_text.esc(str(error))}" style="color:#b26a00;white-space:nowrap;'
+            f'<div title="{_text.esc(str(error))}" style="color:var(--jp-warn-color0,#b26a00);'
+            "white-space:nowrap;"
             f'overflow:hidden;text-overflow:ellipsis">{_text.esc(line)}</div>'
         )
         if self._warning.layout.display != "block":
             self._warning.layout.display = "block"
 
     def _show_outcome(self, record: TaskRecord) -> None:
-        if record.status is TaskStatus.ERROR:
-            text = record.traceback or (f"{record.error_type}: {record.error_message}")
-            value = (
-                '<pre style="color:#b71c1c;background:#fdecea;padding:4px;margin:0;'
-                f'white-space:pre-wrap">{_text.esc(text)}</pre>'
-            )
-        elif record.status is TaskStatus.COMPLETE:
-            preview = _text.result_preview(record)
-            value = f"<b>result</b>: <code>{_text.esc(preview)}</code>" if preview else ""
-            stored = record.result
-            url = manager().backend.result_url(record.id)
-            if url and isinstance(stored, dict) and stored.get("path"):
-                stem = re.sub(r"[^\w.-]+", "-", record.name).strip("-") or "result"
-                name = stored.get("filename") or f"{stem}.{record.result_kind}"
-                value += (
-                    f' <a href="{_text.esc(url)}" download="{_text.esc(name)}" target="_blank"'
-                    ' style="color:var(--jp-content-link-color,#1976d2);'
-                    f'text-decoration:underline">⬇ Download {_text.esc(name)}</a>'
-                )
-        else:
-            value = ""
+        value = _task_view.outcome_html(record, self._preview, self._result_url(record))
         self._outcome.value = value
         self._outcome.layout.display = "block" if value else "none"
 
@@ -213,10 +245,9 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         p.text(_text.summary(self.record))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
-        if bundle is not None:
-            bundle["text/plain"] = _text.summary(self.record)
-        return bundle
+        if super()._repr_mimebundle_(**kwargs) is None:
+            return None  # a closed widget
+        return self._bundle()
 
     def close(self) -> None:
         refresher().discard(self)
@@ -227,7 +258,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
 def _log_line(stream: str, text: str) -> str:
     escaped = _text.esc(text)
     if stream == "stderr":
-        return f'<span style="color:#c62828">{escaped}</span>\n'
+        return f'<span style="color:var(--jp-error-color1,#c62828)">{escaped}</span>\n'
     return escaped + "\n"
 
 
@@ -245,9 +276,21 @@ def progress_widget(job_id: str) -> TaskProgress:
 
 def show(job_id: str) -> None:
     """Display the live progress widget of any task in the store, e.g. from an earlier cell."""
-    from IPython.display import display
+    if _terminal.in_terminal(get_ipython()):  # no widgets: a line now, one when it ends
+        _terminal.show(job_id, lambda: get_task(job_id))
+        return
+    widget = progress_widget(job_id)
+    widget._shown_status = widget.record.status
+    display(widget, display_id=widget.display_id)
+    widget._displayed = True
+    widget._final_on_main = widget._done  # what was just displayed is the final state
 
-    display(progress_widget(job_id))
+
+def show_in_notebook(job_id: str) -> None:
+    """Show the task's widget when running in a notebook kernel; nothing in a script."""
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        show(job_id)
 
 
 def _where(record: TaskRecord) -> str | None:

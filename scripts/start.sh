@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Set up everything and run the product: JupyterLab on 127.0.0.1 with the example notebooks.
 set -euo pipefail
-EXTRAS=lab source "$(dirname "$0")/_setup.sh"
+EXTRAS=examples source "$(dirname "$0")/_setup.sh"
 exec jupyter lab --ip 127.0.0.1 --notebook-dir "$ROOT/notebooks" $( [ "$(id -u)" = 0 ] && echo --allow-root ) "$@"

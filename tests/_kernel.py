@@ -27,10 +27,13 @@ class Execution:
 
     @property
     def text(self) -> str:
-        """Everything the cell showed, as text (streams, text/plain, tracebacks)."""
+        """Everything the cell showed, as text (streams, text/plain, tracebacks); not
+        updates of an earlier cell's display, which a front end applies there."""
         parts = []
         for msg in self.outputs:
             content = msg["content"]
+            if msg["msg_type"] == "update_display_data":
+                continue
             if msg["msg_type"] == "stream":
                 parts.append(content["text"])
             elif msg["msg_type"] == "error":

@@ -616,3 +616,23 @@ def test_odd_progress_values_are_stored_sanely_and_never_stall_the_store(
         "SELECT count(*) FROM tasks WHERE status = 'complete' AND isfinite(percent_complete)"
     ).fetchone()
     assert stored == (3,)
+
+
+def test_a_task_thread_reporting_after_its_task_ended_changes_nothing() -> None:
+    """A task thread still running after its task was interrupted (a kernel restart)
+    or cancelled must not overwrite the final state's reason."""
+    from raytha_nb._live import LiveTask
+
+    live = LiveTask(
+        "00000000-0000-0000-0000-000000000001", "t", "t", None, kernel_id=None, notebook=None, pid=1
+    )
+    live.transition(rnb.TaskStatus.PROCESSING)
+    live.report(10.0, "row 11 of 400", 1)
+    live.transition(rnb.TaskStatus.INTERRUPTED, status_info="the Python process exited")
+    live.report(12.0, "row 12 of 400", 2)
+    record = live.snapshot()
+    assert (record.status_info, record.percent_complete, record.task_step) == (
+        "the Python process exited",
+        10.0,
+        1,
+    )

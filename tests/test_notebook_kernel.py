@@ -205,7 +205,7 @@ def test_syntax_error_is_reported_in_the_cell_and_starts_nothing(kernel: Kernel)
     before = kernel.value("len(rnb.list_tasks(limit=None))")
     run = kernel.execute("%%background --name broken\nfor x in\n", check=False)
     assert run.reply["status"] == "error"
-    assert "syntax error at line 1" in run.text
+    assert "syntax error at line 2" in run.text  # the editor's line: magic line is 1
     assert kernel.value("len(rnb.list_tasks(limit=None))") == before
     run = kernel.execute("%%background --result 2x\n1\n", check=False)
     assert "--result needs a Python variable name" in run.text

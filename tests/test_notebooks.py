@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,11 @@ def test_quickstart_shows_widgets_and_outcomes(tmp_path_factory: pytest.TempPath
 
     assert "squares [complete]" in out("%jobs wait squares")
     assert "20540 40" in out("%jobs wait squares")  # names the task assigned exist
-    assert "slow [cancelled]" in out("%jobs cancel slow")
+    cancelled = out("# Wait until it has visibly moved")
+    assert "slow [cancelled]" in cancelled
+    # Cancelled after it visibly moved, even under Run All (not at 0 %).
+    percent = re.search(r"slow \[cancelled\]  \|[█░]+\| +(\d+)%", cancelled)
+    assert percent is not None and 30 <= int(percent.group(1)) < 100, cancelled
     assert "oops [error]" in out("%jobs wait oops")
     assert "{'exported': 500}" in out("record = rnb.wait(job")
     assert "extract: started" in out('etl = rnb.list_tasks(name="etl")[0]')
@@ -86,3 +91,12 @@ def test_quickstart_shows_widgets_and_outcomes(tmp_path_factory: pytest.TempPath
     assert {"#4caf50", "#f44336", "#9e9e9e"} <= colours  # complete, error, cancelled
     html = " ".join(str(m["state"].get("value", "")) for m in models)
     assert "ZeroDivisionError: division by zero" in html  # the traceback in the widget
+
+
+def test_task_history_timeline_shows_recent_jobs_on_their_own_axis(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    nb = executed(next(p for p in NOTEBOOKS if p.name == "task-history.ipynb"), tmp_path_factory)
+    cell = next(c for c in nb.cells if c.source.startswith("# The 20 most recent jobs"))
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+    assert "LIMIT 20" in cell.source and "min(started_at) OVER ()" in cell.source

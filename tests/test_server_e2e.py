@@ -274,7 +274,7 @@ def test_monitor_notebook_runs_across_two_kernels(server: JupyterServer) -> None
             outputs.append(run(kernels[1 if second else 0][1], cell.source, timeout=60))
         assert outputs[0] == "RemoteBackend"
         assert outputs[1].startswith("nightly summary ") and kernels[0][0] in outputs[1]
-        assert "nightly summary [complete] step 0 100%" in outputs[2]
+        assert "nightly summary [complete] 100%" in outputs[2]
         assert "['chunk 0 done', 'chunk 1 done', 'chunk 2 done']" in outputs[3]
         assert "chunk" in outputs[3] and "rows" in outputs[3]
     finally:

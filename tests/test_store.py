@@ -130,6 +130,7 @@ def test_clean_exit_marks_running_tasks_interrupted(db_path: Path) -> None:
         job = rnb.enqueue(hang)
         started.wait()
         print(job)
+        rnb.manager().shutdown()  # a plain exit would wait for the task (test_exit.py)
         """,
         db_path,
     )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from raytha_nb import _text
 from raytha_nb.magics import JobsTable
@@ -59,7 +64,7 @@ def test_result_previews() -> None:
     assert _text.result_preview(record(**done, result={"a": 1}, result_kind="json")) == '{"a": 1}'
     parquet = {"library": "pandas", "rows": 1200, "bytes": 2048, "path": "/r/x.parquet"}
     assert _text.result_preview(record(**done, result=parquet, result_kind="parquet")) == (
-        "pandas (1,200 rows, 2,048 bytes) at /r/x.parquet"
+        "pandas (1,200 rows, 2.0 KiB) at /r/x.parquet"
     )
     pickled = {"type": "m.Model", "repr": "Model(k=3)", "path": "/r/x.pickle"}
     assert _text.result_preview(record(**done, result=pickled, result_kind="pickle")) == (
@@ -85,3 +90,56 @@ def test_jobs_table_text_and_html() -> None:
     html = table._repr_html_()
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "width:40.0%" in html
     assert "no tasks" in repr(JobsTable([]))
+
+
+SIZES = [0, 1, 1023, 1024, 1280, 1536, 10_240, 1_048_524, 1_048_576, 641_046_123]
+SIZES += [1_073_741_823, 10**12, 2**50, 2**60]
+COUNTS = [0, 1, 2, 1_000, 1_234_567]
+
+
+def test_words_and_units() -> None:
+    assert _text.count(1, "line") == "1 line"
+    assert _text.count(2, "line") == "2 lines"
+    assert _text.count(0, "row") == "0 rows"
+    assert _text.count(1_234, "entry", "entries") == "1,234 entries"
+    assert _text.byte_size(1023) == "1023 B"
+    assert _text.byte_size(1024) == "1.0 KiB"
+    assert _text.byte_size(641_046_123) == "611.3 MiB"  # MiB, not "MB"
+    assert _text.byte_size(1_073_741_823) == "1.0 GiB"  # never "1024.0 MiB"
+    assert _text.log_title(1, finished=False) == "Log (1 line)"
+    assert _text.log_title(0, finished=False) == "Log (no lines yet)"
+    assert _text.log_title(0, finished=True) == "Log (empty)"
+
+
+def test_str_of_a_task_has_no_step_zero() -> None:
+    assert "step" not in str(record())
+    assert "step 2" in str(record(task_step=2))
+    assert "step" not in _text.summary(record())
+
+
+def test_python_and_typescript_give_the_same_text() -> None:
+    """The built lib/format.js, run by node, against _text for one table of values."""
+    lib = Path(__file__).resolve().parents[1] / "labextension" / "lib" / "format.js"
+    with tempfile.TemporaryDirectory() as tmp:
+        module = Path(tmp) / "format.mjs"  # an ES module; .mjs whatever package.json says
+        shutil.copy(lib, module)
+        script = (
+            f"import * as f from {json.dumps(module.as_uri())};"
+            f"const sizes = {json.dumps(SIZES)}, counts = {json.dumps(COUNTS)};"
+            "console.log(JSON.stringify({"
+            "sizes: sizes.map(f.byteSize),"
+            "counts: counts.map(n => f.count(n, 'line')),"
+            "titles: counts.flatMap(n => [f.logTitle(n, false), f.logTitle(n, true)])}));"
+        )
+        done = subprocess.run(
+            ["node", "--input-type=module", "-e", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "sizes": [_text.byte_size(n) for n in SIZES],
+        "counts": [_text.count(n, "line") for n in COUNTS],
+        "titles": [_text.log_title(n, f) for n in COUNTS for f in (False, True)],
+    }

@@ -1,14 +1,35 @@
 /** What a user can do to a task, shared by the list rows and the details view. */
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { ISignal, Signal } from '@lumino/signaling';
 
-import { FILE_RESULT_KINDS, ITask, isActive } from './api';
+import { FILE_RESULT_KINDS, ITask, isActive, rerunBlocker } from './api';
 import { TaskModel } from './model';
 
 export interface IAction {
-  id: 'cancel' | 'delete' | 'download' | 'open';
+  id: 'cancel' | 'delete' | 'download' | 'open' | 'rerun';
   label: string;
+  /** A short form for the list rows, where width is scarce (the label is its tooltip). */
+  glyph: string;
   title: string;
   run: () => Promise<void>;
+  /** For a download: the plain link the browser's own download manager streams. */
+  href?: string;
+  /** Set when the action is shown but cannot be used: why (its tooltip). */
+  disabled?: boolean;
+}
+
+/**
+ * Ask before deleting: deleted tasks and their result files cannot be brought back.
+ * Resolves true only if the user confirmed.
+ */
+export async function confirmDelete(title: string, body: string, label: string): Promise<boolean> {
+  const answer = await showDialog({
+    title,
+    body,
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label })],
+    defaultButton: 0
+  });
+  return answer.button.accept;
 }
 
 /**
@@ -17,14 +38,31 @@ export interface IAction {
  * swallow the click.
  */
 export function actionsKey(task: ITask): string {
-  return `${task.id}|${task.status}|${task.cancel_requested}|${task.result_kind}|${task.notebook}`;
+  return `${task.id}|${task.status}|${task.cancel_requested}|${task.result_kind}|${task.notebook}|${task.kernel_id}`;
 }
 
 export class TaskActions {
   constructor(
     readonly model: TaskModel,
-    private readonly _openNotebook: (path: string) => Promise<unknown>
+    private readonly _openNotebook: (path: string) => Promise<unknown>,
+    /** Whether this Jupyter server runs a kernel (re-run asks the task's own kernel). */
+    readonly kernelAlive: (id: string) => boolean = () => false
   ) {}
+
+  /** What the actions of a task depend on, kernels included (see `actionsKey`). */
+  key(task: ITask): string {
+    return `${actionsKey(task)}|${rerunBlocker(task, this.kernelAlive) ?? ''}`;
+  }
+
+  /** Kernels started or stopped: re-run may have become possible or impossible. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Say that kernels changed (the plugin connects the kernel manager to this). */
+  kernelsChanged(): void {
+    this._changed.emit();
+  }
 
   /** The actions that apply to this task in its current state. */
   for(task: ITask): IAction[] {
@@ -33,6 +71,7 @@ export class TaskActions {
       actions.push({
         id: 'cancel',
         label: 'Cancel',
+        glyph: '■',
         title: task.cancel_requested ? 'Cancel requested; waiting for the task' : 'Cancel this task',
         run: () => this._try('cancel', async () => {
           const { task: updated } = await this.model.api.cancel(task.id);
@@ -43,10 +82,40 @@ export class TaskActions {
       actions.push({
         id: 'delete',
         label: 'Delete',
+        glyph: '✕',
         title: 'Delete this task, its log and its result',
         run: () => this._try('delete', async () => {
-          await this.model.api.remove(task.id);
-          this.model.remove(task.id);
+          const result = task.result_kind && FILE_RESULT_KINDS.has(task.result_kind)
+            ? ' and its result file'
+            : ' and its result';
+          const sure = await confirmDelete(
+            'Delete this task?',
+            `"${task.name}" (${task.status}) will be deleted with its log${result}. This cannot be undone.`,
+            'Delete'
+          );
+          if (sure) {
+            await this.model.api.remove(task.id);
+            this.model.remove(task.id);
+          }
+        })
+      });
+      const blocker = rerunBlocker(task, this.kernelAlive);
+      actions.push({
+        id: 'rerun',
+        label: 'Re-run',
+        glyph: '↻',
+        title: blocker
+          ? `Cannot re-run: ${blocker}`
+          : 'Run this task again in its kernel, with the same arguments',
+        disabled: blocker !== null,
+        run: () => this._try('re-run', async () => {
+          const started = await this.model.api.rerun(task.id);
+          Notification.info(
+            started.queued
+              ? `"${task.name}" will start again when its kernel finishes the cell it is running.`
+              : `"${task.name}" started again in its kernel.`,
+            { autoClose: 4000 }
+          );
         })
       });
     }
@@ -54,8 +123,10 @@ export class TaskActions {
       actions.push({
         id: 'download',
         label: 'Download',
+        glyph: '⤓',
         title: 'Download the result file',
-        run: () => this._try('download', () => this.model.api.download(task))
+        href: this.model.api.resultUrl(task),
+        run: async () => undefined // a plain link: the browser downloads it
       });
     }
     if (task.notebook) {
@@ -63,9 +134,15 @@ export class TaskActions {
       actions.push({
         id: 'open',
         label: 'Open',
+        glyph: '↗',
         title: `Open the notebook that started it: ${path}`,
+        // The server says where the notebook is now (its path follows renames) or that
+        // it is gone: a file that took a deleted notebook's name is another notebook.
         run: () => this._try('open the notebook of', async () => {
-          await this._openNotebook(path);
+          const where = await this.model.api.json<{ path: string }>(
+            `tasks/${encodeURIComponent(task.id)}/notebook`
+          );
+          await this._openNotebook(where.path);
         })
       });
     }
@@ -81,16 +158,42 @@ export class TaskActions {
       });
     }
   }
+
+  private _changed = new Signal<this, void>(this);
 }
 
-/** Buttons for a task's actions; `data-action` names them for tests and styles. */
-export function actionButtons(actions: IAction[]): HTMLElement[] {
+/**
+ * Buttons for a task's actions (a download is a plain link); `data-action` names them
+ * for tests and styles. `compact`: glyphs, for the list rows.
+ */
+export function actionButtons(actions: IAction[], compact = false): HTMLElement[] {
   return actions.map(action => {
+    if (action.href) {
+      const link = document.createElement('a');
+      link.className = `jp-RaythaTask-action jp-mod-${action.id}`;
+      link.dataset.action = action.id;
+      link.href = action.href;
+      link.download = ''; // the server's Content-Disposition names the file
+      link.textContent = compact ? action.glyph : action.label;
+      link.title = action.title;
+      link.setAttribute('aria-label', action.label);
+      link.addEventListener('click', ev => ev.stopPropagation());
+      return link;
+    }
     const button = document.createElement('button');
     button.className = `jp-RaythaTask-action jp-mod-${action.id}`;
     button.dataset.action = action.id;
-    button.textContent = action.label;
+    button.textContent = compact ? action.glyph : action.label;
     button.title = action.title;
+    button.setAttribute('aria-label', action.label);
+    if (action.disabled) {
+      // Shown, so the user sees it exists, with the reason as its tooltip; not
+      // `disabled`, which would hide the tooltip in some browsers.
+      button.setAttribute('aria-disabled', 'true');
+      button.classList.add('jp-mod-unavailable');
+      button.addEventListener('click', ev => ev.stopPropagation());
+      return button;
+    }
     button.addEventListener('click', ev => {
       ev.stopPropagation();
       button.disabled = true;

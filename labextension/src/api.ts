@@ -194,29 +194,79 @@ export class TasksApi {
     return this.json(`tasks/${encodeURIComponent(id)}/logs`, {}, { since });
   }
 
-  /** Fetch a file result and hand it to the browser as a download. */
-  async download(task: ITask): Promise<void> {
-    const response = await this.fetch(`tasks/${encodeURIComponent(task.id)}/result`);
-    const disposition = response.headers.get('Content-Disposition') || '';
-    // RFC 6266: the UTF-8 name (filename*, percent-encoded) when given, else the plain one.
-    const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
-    const plain = /filename="([^"]*)"/i.exec(disposition);
-    let filename = plain ? plain[1] : `${task.name}-${task.id}`;
-    if (utf8) {
-      try {
-        filename = decodeURIComponent(utf8[1]);
-      } catch {
-        // a malformed encoding: keep the plain name
-      }
-    }
-    const blob = await response.blob();
-    const href = URL.createObjectURL(blob);
-    const link = document.createElement('a');
-    link.href = href;
-    link.download = filename;
-    document.body.appendChild(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(href), 60_000);
+  /**
+   * The URL of a task's result file, for a plain link: the browser's download manager
+   * streams it to disk (with progress) instead of the page holding it in memory. The
+   * login cookie authenticates it; the token goes in the query too when Lab has one.
+   */
+  resultUrl(task: ITask): string {
+    const token = this.settings.token;
+    return this.url(`tasks/${encodeURIComponent(task.id)}/result`, token ? { token } : {});
   }
+
+  /** The first rows of a table (Parquet) result, with its columns and total row count. */
+  preview(id: string, rows = PREVIEW_ROWS): Promise<IResultPreview> {
+    return this.json(`tasks/${encodeURIComponent(id)}/result/preview`, {}, { rows });
+  }
+
+  /** Start a finished task again in its own kernel (see `POST tasks/{id}/rerun`). */
+  rerun(id: string): Promise<IRerun> {
+    return this.json(`tasks/${encodeURIComponent(id)}/rerun`, { method: 'POST' });
+  }
+}
+
+/** Rows a details view shows of a table result. */
+export const PREVIEW_ROWS = 20;
+
+/** `GET tasks/{id}/result/preview`. */
+export interface IResultPreview {
+  columns: { name: string; type: string }[];
+  rows: unknown[][];
+  total_rows: number;
+  shown: number;
+}
+
+/** `POST tasks/{id}/rerun`: the new task's id (null for a cell: it comes by events). */
+export interface IRerun {
+  rerun_of: string;
+  id: string | null;
+  kernel_id: string;
+  queued: boolean;
+}
+
+/** Whether a task's result is a table the server can preview. */
+export function isTable(task: ITask): boolean {
+  if (task.status !== 'complete') {
+    return false;
+  }
+  if (task.result_kind === 'parquet') {
+    return true;
+  }
+  const stored = (task.result ?? {}) as Record<string, unknown>;
+  const name = String(stored.filename ?? stored.path ?? '');
+  return (
+    task.result_kind === 'file' &&
+    (stored.media_type === 'application/vnd.apache.parquet' || name.endsWith('.parquet'))
+  );
+}
+
+/** Tasks of the built-in data jobs: their inputs lived in the kernel's memory. */
+const DATA_JOBS = new Set(['export', 'sql', 'import_csv']);
+
+/**
+ * Why a finished task cannot be re-run from the panel, or null if it can: it runs
+ * again only in its own kernel (the registry and the cell's namespace live there),
+ * and only a task whose inputs were stored (args) can be started again.
+ */
+export function rerunBlocker(task: ITask, kernelAlive: (id: string) => boolean): string | null {
+  if (isActive(task)) {
+    return 'It is still running';
+  }
+  if (DATA_JOBS.has(task.task)) {
+    return `Started by raytha_nb.${task.task}(), whose inputs lived in the kernel's memory: run its cell again`;
+  }
+  if (!task.kernel_id || !kernelAlive(task.kernel_id)) {
+    return 'Its kernel is not running on this server: open its notebook and run it there';
+  }
+  return null;
 }

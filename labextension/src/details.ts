@@ -2,9 +2,19 @@
  * One task in full: state, args, result, error with traceback, and its log,
  * tailing live (polling `logs?since=`) while the task runs.
  */
-import { ITask, isActive } from './api';
-import { TaskActions, actionButtons, actionsKey } from './actions';
-import { STATUS_GLYPH, el, formatSeconds, durationOf, localTime, percentText } from './format';
+import { IResultPreview, ITask, isActive, isTable } from './api';
+import { TaskActions, actionButtons } from './actions';
+import {
+  STATUS_GLYPH,
+  basename,
+  byteSize,
+  count,
+  el,
+  formatSeconds,
+  durationOf,
+  localTime,
+  percentText
+} from './format';
 import { TaskModel } from './model';
 
 const LOG_POLL_MS = 1000;
@@ -29,11 +39,13 @@ export class TaskDetails {
     this._bar.append(this._fill);
     this._args = el('pre', 'jp-RaythaDetails-args');
     this._result = el('pre', 'jp-RaythaDetails-result');
+    this._preview = el('div', 'jp-RaythaDetails-preview');
+    this._preview.hidden = true;
     this._error = el('pre', 'jp-RaythaDetails-traceback');
     this._log = el('pre', 'jp-RaythaDetails-log');
     this._sections = {
       args: section('Arguments', this._args),
-      result: section('Result', this._result),
+      result: section('Result', this._result, this._preview),
       error: section('Error', this._error),
       log: section('Log', this._log)
     };
@@ -68,9 +80,24 @@ export class TaskDetails {
     this._logLines = 0;
     this._tailAfterEnd = true;
     this._generation++;
+    this._previewOf = null;
+    this._preview.replaceChildren();
+    this._preview.hidden = true;
     if (id) {
       this.refresh();
       void this._pollLogs(this._generation);
+    }
+  }
+
+  /** Rebuild the buttons if what they depend on (e.g. its kernel running) changed. */
+  refreshActions(): void {
+    const task = this._id ? this.model.get(this._id) : undefined;
+    if (task) {
+      const actions = this.actions.key(task);
+      if (actions !== this._actionsKey) {
+        this._actionsKey = actions;
+        this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+      }
     }
   }
 
@@ -104,31 +131,35 @@ export class TaskDetails {
       el('span', 'jp-RaythaDetails-status', task.status)
     );
     this._head.dataset.status = task.status;
-    const actions = actionsKey(task);
-    if (actions !== this._actionsKey) {
-      this._actionsKey = actions;
-      this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
-    }
+    this.refreshActions();
     const rows: [string, string][] = [
       ['Progress', ''],
       ['Info', ''],
       ['Task', task.task],
       ['Id', task.id],
       ['Notebook', task.notebook || '—'],
-      ['Kernel', task.kernel_id || '—'],
+      ['Kernel', kernelLabel(task)],
       ['Created', localTime(task.created_at)],
       ['Started', localTime(task.started_at)],
       ['Finished', localTime(task.completed_at)],
       ['Duration', '']
     ];
     const values = rows.map(([, v]) => el('dd', '', v));
+    values[5].title = task.kernel_id ?? ''; // the Kernel row: its full id
     [this._progress, this._info] = values;
     this._duration = values[values.length - 1];
     this._fields.replaceChildren(...rows.flatMap(([k], i) => [el('dt', '', k), values[i]]));
     this._showProgress(task);
-    this._args.textContent = JSON.stringify(task.args ?? null, null, 2);
+    const cell = cellSource(task);
+    this._sections.args.querySelector('h3')!.textContent = cell === null ? 'Arguments' : 'Cell';
+    this._args.classList.toggle('jp-mod-code', cell !== null);
+    this._args.textContent = cell ?? JSON.stringify(task.args ?? null, null, 2);
     this._sections.result.hidden = task.status !== 'complete';
     this._result.textContent = describeResult(task);
+    if (isTable(task) && this._previewOf !== task.id) {
+      this._previewOf = task.id;
+      void this._showPreview(task.id, this._generation);
+    }
     const failed = Boolean(task.error_type || task.error_message || task.traceback);
     this._sections.error.hidden = !failed;
     this._error.textContent = failed
@@ -136,6 +167,54 @@ export class TaskDetails {
       : '';
     // The exception line (and the user's own frame) are at the end: show them.
     this._error.scrollTop = this._error.scrollHeight;
+  }
+
+  /** Fetch and draw the first rows of a table result (once per task shown). */
+  private async _showPreview(id: string, generation: number): Promise<void> {
+    let table: IResultPreview;
+    try {
+      table = await this.model.api.preview(id);
+    } catch (err) {
+      if (generation === this._generation) {
+        this._preview.hidden = false;
+        this._preview.replaceChildren(
+          el('div', 'jp-RaythaDetails-previewNote', `No preview: ${err instanceof Error ? err.message : err}`)
+        );
+      }
+      return;
+    }
+    if (generation !== this._generation) {
+      return;
+    }
+    const head = el('tr');
+    head.append(...table.columns.map(c => {
+      const th = el('th', '', c.name);
+      th.title = c.type;
+      return th;
+    }));
+    const body = el('tbody');
+    for (const values of table.rows) {
+      const tr = el('tr');
+      tr.append(...values.map(v => el('td', '', v === null ? '' : String(v))));
+      body.append(tr);
+    }
+    const grid = el('table', 'jp-RaythaDetails-table');
+    const thead = el('thead');
+    thead.append(head);
+    grid.append(thead, body);
+    const scroll = el('div', 'jp-RaythaDetails-tableScroll');
+    scroll.append(grid);
+    const rows = count(table.total_rows, 'row');
+    const cols = count(table.columns.length, 'column');
+    const note = el(
+      'div',
+      'jp-RaythaDetails-previewNote',
+      table.shown < table.total_rows
+        ? `First ${table.shown} of ${rows} · ${cols}`
+        : `${rows} · ${cols}`
+    );
+    this._preview.replaceChildren(note, scroll);
+    this._preview.hidden = false;
   }
 
   /** The parts a progress event moves: bar, percent and step, info (and the duration so far). */
@@ -217,6 +296,9 @@ export class TaskDetails {
   private _fill: HTMLElement;
   private _args: HTMLElement;
   private _result: HTMLElement;
+  private _preview: HTMLElement;
+  /** The task whose preview is shown or on its way. */
+  private _previewOf: string | null = null;
   private _error: HTMLElement;
   private _log: HTMLElement;
   private _sections: Record<'args' | 'result' | 'error' | 'log', HTMLElement>;
@@ -241,10 +323,26 @@ function progressOnly(a: ITask, b: ITask): boolean {
   return true;
 }
 
-function section(title: string, body: HTMLElement): HTMLElement {
+function section(title: string, ...body: HTMLElement[]): HTMLElement {
   const node = el('section', 'jp-RaythaDetails-section');
-  node.append(el('h3', '', title), body);
+  node.append(el('h3', '', title), ...body);
   return node;
+}
+
+/** A `%%background` task's cell source, shown as code rather than as JSON text. */
+function cellSource(task: ITask): string | null {
+  const args = task.args as { code?: unknown } | null;
+  return task.task === '%%background' && args && typeof args.code === 'string' ? args.code : null;
+}
+
+/** "analysis.ipynb · 1a2b3c4d": which notebook's kernel, and enough of its id to tell two apart. */
+function kernelLabel(task: ITask): string {
+  if (!task.kernel_id) {
+    return '—';
+  }
+  const short = task.kernel_id.slice(0, 8);
+  const where = basename(task.notebook);
+  return where ? `${where} · ${short}` : short;
 }
 
 function describeResult(task: ITask): string {
@@ -255,7 +353,12 @@ function describeResult(task: ITask): string {
   const parts = [`${task.result_kind} result`];
   for (const key of ['path', 'rows', 'bytes', 'media_type', 'type', 'repr']) {
     if (descriptor[key] !== undefined) {
-      parts.push(`${key}: ${String(descriptor[key])}`);
+      const value = descriptor[key];
+      parts.push(
+        key === 'bytes' && typeof value === 'number'
+          ? `size: ${byteSize(value)} (${count(value, 'byte')})`
+          : `${key}: ${String(value)}`
+      );
     }
   }
   return parts.join('\n');

@@ -10,6 +10,40 @@ export const STATUS_GLYPH: Record<TaskStatus, string> = {
   interrupted: '⚠'
 };
 
+// count, byteSize and logTitle mirror raytha_nb/_text.py word for word (same text for the
+// same number; tests/test_text_forms.py runs both on one table).
+const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** "1 line", "2 lines", "1,234 rows": a number with its noun, plural when not 1. */
+export function count(n: number, singular: string, plural?: string): string {
+  return `${n.toLocaleString('en')} ${n === 1 ? singular : (plural ?? `${singular}s`)}`;
+}
+
+/** A size in binary units, labelled as such: "512 B", "1.0 KiB", "611.3 MiB". */
+export function byteSize(n: number): string {
+  if (n < 1024) {
+    return `${Math.trunc(n)} B`;
+  }
+  let value = n;
+  for (const unit of UNITS) {
+    value /= 1024;
+    // Half up on tenths (not toFixed), so Python and TypeScript round alike.
+    const tenths = Math.floor(value * 10 + 0.5);
+    if (tenths < 10240 || unit === UNITS[UNITS.length - 1]) {
+      return `${Math.floor(tenths / 10)}.${tenths % 10} ${unit}`;
+    }
+  }
+  throw new Error('unreachable');
+}
+
+/** The log's heading: "Log (3 lines)"; with none, "Log (empty)" once the task ended. */
+export function logTitle(lines: number, finished: boolean): string {
+  if (lines) {
+    return `Log (${count(lines, 'line')})`;
+  }
+  return finished ? 'Log (empty)' : 'Log (no lines yet)';
+}
+
 /** "4.2s", "1m 05s", "2h 03m". */
 export function formatSeconds(seconds: number): string {
   if (seconds < 10) {

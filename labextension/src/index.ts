@@ -9,6 +9,7 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { PageConfig } from '@jupyterlab/coreutils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -17,6 +18,7 @@ import { TaskActions } from './actions';
 import { TaskModel } from './model';
 import { DEFAULT_NOTIFY, INotifySettings, TaskNotifier } from './notify';
 import { TasksPanel } from './panel';
+import { TASK_MIME_RANK, taskRendererFactory } from './renderer';
 import { TaskStatusItem } from './statusbar';
 import { tasksIcon } from './icons';
 
@@ -31,18 +33,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Background Tasks panel, status bar item and notifications for raytha_nb.',
   autoStart: true,
-  optional: [ILayoutRestorer, IStatusBar, ISettingRegistry, ICommandPalette],
+  optional: [ILayoutRestorer, IStatusBar, ISettingRegistry, ICommandPalette, IRenderMimeRegistry],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     statusBar: IStatusBar | null,
     settingRegistry: ISettingRegistry | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     const model = new TaskModel();
-    const actions = new TaskActions(model, path =>
-      app.commands.execute('docmanager:open', { path: serverPath(path) })
+    // Task cell outputs: live from this model's one events stream, ahead of the ipywidget.
+    rendermime?.addFactory(taskRendererFactory(model), TASK_MIME_RANK);
+    const kernels = app.serviceManager.kernels;
+    let running = new Set<string>();
+    const actions = new TaskActions(
+      model,
+      path => app.commands.execute('docmanager:open', { path: serverPath(path) }),
+      id => running.has(id) // re-run asks the task's own kernel
     );
+    kernels.runningChanged.connect((_, models) => {
+      running = new Set(models.map(m => m.id));
+      actions.kernelsChanged();
+    });
     const panel = new TasksPanel(model, actions);
     app.shell.add(panel, 'left', { rank: 650, type: 'Background Tasks' });
     restorer?.add(panel, 'raytha-nb-tasks');

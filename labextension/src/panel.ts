@@ -6,7 +6,7 @@ import { Notification } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { ITask, STATUSES, isActive } from './api';
-import { TaskActions, actionButtons, actionsKey } from './actions';
+import { TaskActions, actionButtons, confirmDelete } from './actions';
 import { TaskDetails } from './details';
 import { STATUS_GLYPH, basename, el, percentText, timeLabel } from './format';
 import { tasksIcon } from './icons';
@@ -36,7 +36,11 @@ export class TasksPanel extends Widget {
     this.title.caption = 'Background Tasks';
 
     const header = el('div', 'jp-RaythaPanel-header');
-    header.append(el('h2', 'jp-RaythaPanel-title', 'Background Tasks'));
+    const title = el('h2', 'jp-RaythaPanel-title');
+    // "Background " gives way in a narrow sidebar (CSS), so the header stays one line.
+    title.append(el('span', 'jp-RaythaPanel-titleLong', 'Background '), 'Tasks');
+    title.title = 'Background Tasks';
+    header.append(title);
     this._summary = el('span', 'jp-RaythaPanel-summary');
     header.append(this._summary);
 
@@ -50,10 +54,11 @@ export class TasksPanel extends Widget {
     }
     this._textFilter = el('input', 'jp-RaythaPanel-textFilter');
     this._textFilter.type = 'search';
-    this._textFilter.placeholder = 'Filter by name, notebook, info…';
+    this._textFilter.placeholder = 'Filter tasks';
+    this._textFilter.title = 'Show tasks whose name, task, notebook, info, status or id contains this';
     this._clear = el('button', 'jp-RaythaPanel-clear', 'Clear finished');
     this._clear.title = 'Delete every finished task (complete, error, cancelled, interrupted)';
-    toolbar.append(this._statusFilter, this._textFilter, this._clear);
+    toolbar.append(this._textFilter, this._statusFilter, this._clear);
 
     this._banner = el('div', 'jp-RaythaPanel-banner');
     this._retry = el('button', 'jp-RaythaPanel-retry', 'Retry now');
@@ -78,6 +83,7 @@ export class TasksPanel extends Widget {
     this._retry.addEventListener('click', () => void this.model.connect());
     this._list.addEventListener('scroll', () => this._scheduleRender());
     model.changed.connect(this._onModelChanged, this);
+    actions.changed.connect(this._onActionsChanged, this);
   }
 
   /** Open the details of one task (from a row, a notification or a command). */
@@ -159,6 +165,7 @@ export class TasksPanel extends Widget {
     window.clearInterval(this._ticker);
     this._details.setTask(null); // stops its log polling
     this.model.changed.disconnect(this._onModelChanged, this);
+    this.actions.changed.disconnect(this._onActionsChanged, this);
     super.dispose();
   }
 
@@ -178,6 +185,12 @@ export class TasksPanel extends Widget {
     if (this.isVisible) {
       this._renderNow(); // the model signals once per animation frame: draw in that one
     }
+  }
+
+  /** Kernels came or went: rows (and details) rebuild the buttons whose state moved. */
+  private _onActionsChanged(): void {
+    this._renderRows(false);
+    this._details.refreshActions();
   }
 
   private _refilter(): void {
@@ -200,6 +213,25 @@ export class TasksPanel extends Widget {
   private async _clearFinished(): Promise<void> {
     this._clear.disabled = true;
     try {
+      const finished = this.model.total - this.model.activeCount;
+      const notebooks = new Set<string>();
+      for (const id of this.model.order()) {
+        const task = this.model.get(id);
+        if (task && !isActive(task)) {
+          notebooks.add(task.notebook || '');
+        }
+      }
+      const count = `${finished} finished ${finished === 1 ? 'task' : 'tasks'}`;
+      const where = notebooks.size > 1 ? ` of ${notebooks.size} notebooks` : '';
+      const sure = await confirmDelete(
+        'Clear finished tasks?',
+        `This deletes ${count}${where} (complete, error, cancelled and interrupted), ` +
+          'with their logs and their results, result files included. This cannot be undone.',
+        `Delete ${finished}`
+      );
+      if (!sure) {
+        return;
+      }
       await this.model.clearFinished();
     } catch (err) {
       // A notification, not the connection banner: the next render hides that.
@@ -327,18 +359,20 @@ export class TasksPanel extends Widget {
     const percent = el('span', 'jp-RaythaTask-percent');
     const line2 = el('div', 'jp-RaythaTask-line');
     line2.append(bar, percent);
+    const state = el('span', 'jp-RaythaTask-state');
     const info = el('span', 'jp-RaythaTask-info');
     const buttons = el('span', 'jp-RaythaTask-actions');
     const line3 = el('div', 'jp-RaythaTask-line');
-    line3.append(info, buttons);
+    line3.append(state, info, buttons);
     node.append(line1, line2, line3);
-    return { node, glyph, name, time, fill, percent, info, buttons, key: '', actionsKey: '' };
+    return { node, glyph, name, time, fill, percent, state, info, buttons, key: '', actionsKey: '' };
   }
 
   private _fillRow(row: IRow, task: ITask, now: number): void {
     setText(row.time, timeLabel(task, now));
     const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}`;
     if (key === row.key) {
+      this._fillActions(row, task); // kernels may have come or gone
       return;
     }
     row.key = key;
@@ -353,18 +387,21 @@ export class TasksPanel extends Widget {
     const where = basename(task.notebook);
     const error = [task.error_type, task.error_message].filter(Boolean).join(': ');
     const detail = task.status === 'error' ? error : task.status_info;
-    const parts = [
-      task.cancel_requested && isActive(task) ? 'cancelling…' : task.status,
-      task.task_step ? `step ${task.task_step}` : '',
-      detail || '',
-      where ? `· ${where}` : ''
-    ].filter(Boolean);
-    row.info.textContent = parts.join(' · ').replace(' · ·', ' ·');
-    row.info.title = row.info.textContent;
-    const actions = actionsKey(task);
+    // The status is its own element that never shrinks: only the detail is cut.
+    row.state.textContent = task.cancel_requested && isActive(task) ? 'cancelling…' : task.status;
+    const parts = [task.task_step ? `step ${task.task_step}` : '', detail || '', where].filter(
+      Boolean
+    );
+    row.info.textContent = parts.length ? `· ${parts.join(' · ')}` : '';
+    row.info.title = [row.state.textContent, ...parts].join(' · ');
+    this._fillActions(row, task);
+  }
+
+  private _fillActions(row: IRow, task: ITask): void {
+    const actions = this.actions.key(task);
     if (actions !== row.actionsKey) {
       row.actionsKey = actions;
-      row.buttons.replaceChildren(...actionButtons(this.actions.for(task)));
+      row.buttons.replaceChildren(...actionButtons(this.actions.for(task), true));
     }
   }
 
@@ -402,6 +439,7 @@ interface IRow {
   time: HTMLElement;
   fill: HTMLElement;
   percent: HTMLElement;
+  state: HTMLElement;
   info: HTMLElement;
   buttons: HTMLElement;
   key: string;

@@ -19,11 +19,19 @@ from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Int, Unicode
 
-from .._identity import ENV_RESULTS, ENV_TOKEN, ENV_URL, default_db_path, runtime_file
+from .._identity import (
+    ENV_RESULTS,
+    ENV_TOKEN,
+    ENV_URL,
+    STORE_KEY,
+    default_db_path,
+    runtime_file,
+)
 from ..errors import StoreLockedError
 from ..store import Store
 from . import handlers
 from ._base import Base, guarded, offered
+from ._notebooks import NotebookTracker
 from .events import EventHub
 from .reaper import Reaper
 from .service import TaskService
@@ -72,7 +80,13 @@ class RaythaNbApp(ExtensionApp):
             self._switch_off(path, exc)
             return
         loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
-        self.service = TaskService(self.store, EventHub(loop), self.heartbeat_timeout)
+        server: Any = self.serverapp
+        self.service = TaskService(
+            self.store,
+            EventHub(loop),
+            self.heartbeat_timeout,
+            notebook_root=server.contents_manager.root_dir if server else None,
+        )
         self.executor = ThreadPoolExecutor(self.store_threads, thread_name_prefix="raytha-nb")
         secret = self._kernel_secret(path)
         self.settings.update(
@@ -84,6 +98,10 @@ class RaythaNbApp(ExtensionApp):
         interval = self.reap_interval or max(0.2, self.heartbeat_timeout / 4)
         self.reaper = Reaper(self.service, self.executor, interval, self.log)
         self.reaper.start(getattr(self.serverapp, "event_logger", None))
+        self.notebooks = NotebookTracker(
+            self.service, self.executor, server.session_manager.list_sessions, self.log
+        )
+        self.notebooks.start(getattr(server, "event_logger", None))
         self._retention = PeriodicCallback(self._expire, 3600 * 1000)
         if self.retention_days > 0:
             self._retention.start()
@@ -158,7 +176,8 @@ class RaythaNbApp(ExtensionApp):
         self._runtime_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump(values, handle)
+            # The store path lets scripts and terminals of this user find this server.
+            json.dump({**values, STORE_KEY: str(self.store.path)}, handle)
 
     async def _expire(self) -> None:
         try:
@@ -189,6 +208,7 @@ class RaythaNbApp(ExtensionApp):
 
     async def _shut_down(self) -> None:
         self.reaper.stop()
+        self.notebooks.stop()
         self._retention.stop()
         server: Any = self.serverapp
         kernel_ids = list(server.kernel_manager.list_kernel_ids()) if server else []

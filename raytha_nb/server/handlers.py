@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+from jupyter_core.utils import ensure_async
 from tornado import iostream, web
 
 from ..errors import ProtocolError
 from ..model import BIGINT, TaskQuery, TaskRecord, iso
 from ..protocol import Publish
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
+from ._preview import preview
+from ._rerun import CannotRerun, rerun_in_kernel
 from .events import sse
+from .service import contents_path
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
@@ -30,6 +34,8 @@ KEEPALIVE = 15.0
 #: Media types of stored results by kind, when the descriptor names none.
 _MEDIA = {"parquet": "application/vnd.apache.parquet", "pickle": "application/octet-stream"}
 _CHUNK = 1 << 20
+#: Most rows a result preview may ask for.
+MAX_PREVIEW = 1000
 
 
 class TasksHandler(Base):
@@ -123,14 +129,7 @@ class ResultHandler(Base):
 
     @guarded
     async def get(self, job_id: str) -> None:
-        record = await self.record(job_id)
-        if record.status.value != "complete":
-            raise web.HTTPError(
-                409,
-                f"task {record.name} ({record.id}) is {record.status.value}, so it has no "
-                "result" + (" yet" if not record.finished else ""),
-                reason="Conflict",
-            )
+        record = _completed(await self.record(job_id))
         kind = record.result_kind
         if kind in (None, "json", "repr"):
             self.reply({"kind": kind or "json", "value": record.result})
@@ -183,6 +182,122 @@ class ResultHandler(Base):
             handle.close()
             raise _gone(record, path)
         return handle
+
+
+class PreviewHandler(ResultHandler):
+    """``tasks/{id}/result/preview?rows=N``: the first rows of a table result (Parquet),
+    read from the file's first row groups, never the whole file."""
+
+    @guarded
+    async def get(self, job_id: str) -> None:  # type: ignore[override]
+        rows = self.int_arg("rows", 20, 0, MAX_PREVIEW)
+        record = _completed(await self.record(job_id))
+        stored: Any = record.result
+        path = stored.get("path") if isinstance(stored, dict) else None
+        if not path or not _is_table(record.result_kind, stored):
+            raise web.HTTPError(
+                409,
+                f"task {record.name} ({record.id}) returned a {record.result_kind or 'json'} "
+                "result, not a table: only DataFrame (Parquet) results have a preview; "
+                "GET tasks/{id}/result returns this one",
+                reason="Conflict",
+            )
+        with self._open(record, Path(path)) as handle:
+            try:
+                table = await self.call(preview, handle, rows)
+            except (OSError, ValueError) as exc:  # pyarrow: not Parquet, truncated
+                raise web.HTTPError(
+                    422,
+                    f"the result file of task {record.id} ({path}) cannot be read as "
+                    f"Parquet: {exc}",
+                    reason="Unprocessable Entity",
+                ) from None
+        self.reply(table)
+
+
+class RerunHandler(Base):
+    """``tasks/{id}/rerun``: start a finished task again, in the kernel that ran it."""
+
+    @guarded
+    async def post(self, job_id: str) -> None:
+        record = await self.record(job_id)
+        if not record.finished:
+            raise web.HTTPError(
+                409,
+                f"task {record.name} ({record.id}) is {record.status.value}: wait for it to "
+                "finish (or cancel it) before re-running it",
+                reason="Conflict",
+            )
+        try:
+            started = await rerun_in_kernel(self.serverapp.kernel_manager, record)
+        except CannotRerun as exc:
+            raise web.HTTPError(409, str(exc), reason="Conflict") from None
+        self.reply({"rerun_of": record.id, **started}, status=202)
+
+
+class NotebookHandler(Base):
+    """``tasks/{id}/notebook``: the notebook to open for a task (its contents path), or
+    why there is none: a renamed notebook is followed, a deleted one is never replaced
+    by a new file that took its name."""
+
+    @guarded
+    async def get(self, job_id: str) -> None:
+        record = await self.record(job_id)
+        # Tasks stored before paths were kept relative hold the kernel's absolute one.
+        path = contents_path(record.notebook, self.service.notebook_root)
+        if not path:
+            raise web.HTTPError(
+                404,
+                f"task {record.name} ({record.id}) was not started from a notebook "
+                "(a script, a terminal or a console), so there is none to open",
+                reason="Not Found",
+            )
+        gone = web.HTTPError(
+            410,
+            # Short: the panel shows it in a toast. Only renames made in Jupyter are seen.
+            f"the notebook {path} was deleted or moved outside Jupyter",
+            reason="Gone",
+        )
+        if os.path.isabs(path):
+            root = self.service.notebook_root
+            raise web.HTTPError(
+                404,
+                f"the notebook {path} is outside this Jupyter server's root directory "
+                f"{root}, so it cannot be opened here",
+                reason="Not Found",
+            )
+        if await self.call(self.service.notebook_gone, record.id):
+            raise gone
+        try:
+            contents: Any = self.serverapp.contents_manager
+            exists = await ensure_async(contents.file_exists(path))
+        except web.HTTPError:  # e.g. a path the contents manager refuses (hidden, outside)
+            exists = False
+        if not exists:
+            raise gone
+        self.reply({"id": record.id, "path": path, "kernel_id": record.kernel_id})
+
+
+def _completed(record: TaskRecord) -> TaskRecord:
+    """The record if the task completed (so has a result); else a 409 saying why not."""
+    if record.status.value != "complete":
+        raise web.HTTPError(
+            409,
+            f"task {record.name} ({record.id}) is {record.status.value}, so it has no "
+            "result" + (" yet" if not record.finished else ""),
+            reason="Conflict",
+        )
+    return record
+
+
+def _is_table(kind: str | None, stored: dict[str, Any]) -> bool:
+    """Whether a stored result is a Parquet table (a frame, or a file that is Parquet)."""
+    if kind == "parquet":
+        return True
+    name = str(stored.get("filename") or stored.get("path") or "")
+    return kind == "file" and (
+        stored.get("media_type") == _MEDIA["parquet"] or name.endswith(".parquet")
+    )
 
 
 def _gone(record: TaskRecord, what: Any) -> web.HTTPError:
@@ -281,6 +396,9 @@ handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
     (f"{API}/tasks/{JOB_ID}/logs", LogsHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/history", HistoryHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/result", ResultHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/result/preview", PreviewHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/rerun", RerunHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/notebook", NotebookHandler, _AS_USER),
     (f"{API}/events", EventsHandler, _AS_USER),
     (f"{API}/status", StatusHandler, _AS_USER),
 ]

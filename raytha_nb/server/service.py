@@ -8,6 +8,7 @@ until that kernel's next heartbeat collects them. A task already finished in the
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -55,6 +56,7 @@ class TaskService:
         heartbeat_timeout: float,
         clock: Callable[[], float] = time.monotonic,
         alive: Callable[[int], bool] = pid_alive,
+        notebook_root: str | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -79,6 +81,12 @@ class TaskService:
         # Tasks interrupted only because their kernel went silent (presumed dead, not
         # seen to end): the same kernel process may speak again and take them back.
         self._presumed_dead: set[str] = set()
+        #: The contents root: kernels report their notebook as an absolute path
+        #: (JPY_SESSION_NAME), stored relative to it, as the contents API names files.
+        self.notebook_root = notebook_root
+        # Each kernel's notebook as the server's sessions last said (kernel id -> path),
+        # kept after its session ends: a kernel that outlives it still names the old path.
+        self._notebooks: dict[str, str] = {}
         deadline = clock() + heartbeat_timeout
         for job_id in store.active_ids():
             self._unclaimed[job_id] = deadline
@@ -108,7 +116,10 @@ class TaskService:
                 if (row.task_id, row.ts, row.status) not in known.last_history
             ]
             batch.tasks = [
-                row._replace(cancel_requested=True) if row.id in self._cancelling else row
+                row._replace(
+                    cancel_requested=row.cancel_requested or row.id in self._cancelling,
+                    notebook=self._notebook(row.kernel_id, row.notebook),
+                )
                 for row in batch.tasks
             ]
             self.store.apply(batch)
@@ -177,8 +188,8 @@ class TaskService:
         for row in batch.tasks:
             if (row.kernel_id, row.pid) != me:
                 raise NotTaskOwner(
-                    f"task {row.id} names kernel {row.kernel_id} (PID {row.pid}) as its "
-                    f"owner, but this publisher is kernel {me[0]} (PID {me[1]})"
+                    f"task {row.id} names {_who(row.kernel_id, row.pid)} as its owner, but "
+                    f"this publisher is {_who(*me)}"
                 )
         ids = {row.id for row in batch.tasks} | {row.id for row in batch.progress}
         ids |= {row.task_id for row in batch.history} | {row.task_id for row in batch.logs}
@@ -187,11 +198,51 @@ class TaskService:
         for record in [*held.values(), *stored.values()]:
             if (record.kernel_id, record.pid) != me:
                 raise NotTaskOwner(
-                    f"task {record.name} ({record.id}) belongs to kernel {record.kernel_id} "
-                    f"(PID {record.pid}); kernel {me[0]} (PID {me[1]}) may read and cancel "
-                    "it, but only its own kernel changes its state"
+                    f"task {record.name} ({record.id}) belongs to "
+                    f"{_who(record.kernel_id, record.pid)}; {_who(*me)} may read and "
+                    "cancel it, but only its own process changes its state"
                 )
         return stored
+
+    def _notebook(self, kernel_id: str | None, reported: str | None) -> str | None:
+        """A task's notebook as the contents API names it: the kernel's session path
+        if the server knows it (it follows renames), else the kernel's own word."""
+        if kernel_id is not None and kernel_id in self._notebooks:
+            return self._notebooks[kernel_id]
+        return contents_path(reported, self.notebook_root)
+
+    # -- notebooks -----------------------------------------------------------------------
+    def follow_sessions(self, paths: dict[str, str]) -> list[str]:
+        """The server's notebook sessions now say kernel id -> notebook path: the tasks
+        of each kernel whose path is new or changed follow it; returns their ids."""
+        moved: list[str] = []
+        with self._lock:
+            for kernel_id, path in paths.items():
+                if self._notebooks.get(kernel_id) != path:
+                    moved += self.store.move_kernel_notebooks(kernel_id, path)
+                    self._notebooks[kernel_id] = path
+            self._announce(set(moved))
+        return moved
+
+    def notebook_renamed(self, old: str, new: str) -> list[str]:
+        """A notebook or folder was renamed through Jupyter: its tasks follow, whether
+        their kernel still runs or not; returns their ids."""
+        with self._lock:
+            moved = self.store.rename_notebooks(old, new)
+            for kernel_id, path in self._notebooks.items():
+                if path == old or path.startswith(f"{old}/"):
+                    self._notebooks[kernel_id] = new + path[len(old) :]
+            self._announce(set(moved))
+        return moved
+
+    def notebook_deleted(self, path: str) -> list[str]:
+        """A notebook or folder was deleted through Jupyter: its tasks have no notebook
+        to open any more, even when a new file later takes its name."""
+        with self._lock:
+            return self.store.mark_notebooks_gone(path)
+
+    def notebook_gone(self, job_id: str) -> bool:
+        return self.store.notebook_gone(job_id)
 
     # -- users -------------------------------------------------------------------------
     def live(self, job_id: str) -> TaskRecord | None:
@@ -233,9 +284,10 @@ class TaskService:
                 return False
             if kernel is not None and not _same_kernel(record, kernel):
                 raise NotTaskOwner(
-                    f"task {record.name} ({job_id}) was created by kernel {record.kernel_id} "
-                    f"(PID {record.pid}): a kernel deletes only its own tasks; delete it "
-                    "from the Background Tasks panel or DELETE /raytha-nb/api/tasks/{id}"
+                    f"task {record.name} ({job_id}) was created by "
+                    f"{_who(record.kernel_id, record.pid)}: a kernel deletes only its own "
+                    "tasks; delete it from the Background Tasks panel or DELETE "
+                    "/raytha-nb/api/tasks/{id}"
                 )
             if not record.finished:
                 raise TaskStateError(
@@ -395,8 +447,26 @@ class TaskService:
             self.store.close()
 
 
+def contents_path(path: str | None, root: str | None) -> str | None:
+    """``path`` relative to the contents root (``/``-separated, as the contents API
+    and the front end name files) when it is an absolute path under ``root``; other
+    paths as they are (an absolute path outside the root has no contents path)."""
+    if not path or not root or not os.path.isabs(path):
+        return path
+    try:
+        relative = Path(os.path.normpath(path)).relative_to(Path(os.path.normpath(root)))
+    except ValueError:
+        return path
+    return relative.as_posix()
+
+
 def _same_kernel(record: TaskRecord, kernel: tuple[str | None, int | None]) -> bool:
     kernel_id, pid = kernel
     if record.kernel_id is not None or kernel_id is not None:
         return record.kernel_id == kernel_id
     return record.pid == pid
+
+
+def _who(kernel_id: str | None, pid: int | None) -> str:
+    """A publisher as messages name it: a kernel, or a script (no kernel id)."""
+    return f"kernel {kernel_id} (PID {pid})" if kernel_id else f"the script with PID {pid}"

@@ -22,6 +22,7 @@ from .._sql import literal
 from ..api import submit
 from ..context import TaskContext
 from ..errors import TaskCancelled
+from ..widgets import show_in_notebook
 
 T = TypeVar("T")
 
@@ -181,12 +182,15 @@ def start(
     task: str,
     args: dict[str, Any],
     executor: str = "thread",
+    widget: bool = True,
 ) -> str:
     """Queue ``body`` (which closes ``con`` when it ends); close ``con`` if queueing fails.
 
-    Data jobs run on the kernel's threads only: ``body`` holds the DuckDB connection
-    opened (and checked) here, which cannot move to another process, and DuckDB lets
-    only one process open a database file read-write. DuckDB uses every core anyway."""
+    In a notebook kernel the job's progress widget is shown in the calling cell, as
+    ``%%background`` does (``widget=False``: not). Data jobs run on the kernel's threads
+    only: ``body`` holds the DuckDB connection opened (and checked) here, which cannot
+    move to another process, and DuckDB lets only one process open a database file
+    read-write. DuckDB uses every core anyway."""
     try:
         if executor != "thread":
             check_executor(executor)
@@ -197,10 +201,13 @@ def start(
                 "a time open a database file. DuckDB already runs the statement on every "
                 "core: leave executor='thread'"
             )
-        return submit(body, name=name, task=task, args=args, executor="thread")
+        job_id = submit(body, name=name, task=task, args=args, executor="thread")
     except BaseException:
         con.close()
         raise
+    if widget:
+        show_in_notebook(job_id)
+    return job_id
 
 
 def run(

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from .._results import ResultFile, frame_library
+from .._text import byte_size, count
 from ..context import TaskContext
 from . import _duckdb_job as job
 
@@ -60,6 +61,7 @@ def export(
     database: job.Database = None,
     name: str | None = None,
     executor: str = "thread",
+    widget: bool = True,
     **options: Any,
 ) -> str:
     """Export ``source`` to the file ``path`` in the background; returns the job id.
@@ -69,6 +71,7 @@ def export(
     ``format`` ("csv", "parquet", "json") defaults from the path's suffix; ``options``
     (``header``, ``delimiter``, ``compression``, ...) pass through to DuckDB's ``COPY``.
     The result is the written file (path, bytes, rows): ``rnb.get_task(id).result``.
+    In a notebook the cell shows the job's progress widget (``widget=False``: not).
     """
     target = job.writable_target(path, "export")
     fmt = _format(target, format)
@@ -111,13 +114,19 @@ def export(
                 ctx.check_cancelled()
             ctx.report(
                 100.0,
-                f"wrote {rows:,} rows ({_size(target.stat().st_size)}) to {target}",
+                f"wrote {count(rows, 'row')} ({byte_size(target.stat().st_size)}) to {target}",
                 job.FINALISING,
             )
             return ResultFile(target, rows=rows, media_type=media_type)
 
     return job.start(
-        con, body, name=name or f"export {target.name}", task="export", args=args, executor=executor
+        con,
+        body,
+        name=name or f"export {target.name}",
+        task="export",
+        args=args,
+        executor=executor,
+        widget=widget,
     )
 
 
@@ -220,15 +229,6 @@ def _media_type(fmt: str, target: Path, options: dict[str, Any]) -> str:
     if fmt == "json" and options.get("array"):
         return "application/json"
     return _MEDIA_TYPES[fmt]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 __all__ = ["FORMATS", "SUFFIXES", "export"]

@@ -17,6 +17,7 @@ import duckdb
 
 from .._manager import manager
 from .._results import ResultFile
+from .._text import byte_size
 from ..context import TaskContext
 from . import _duckdb_job as job
 
@@ -40,6 +41,7 @@ def import_csv(
     rejects: str | os.PathLike[str] | None = None,
     name: str | None = None,
     executor: str = "thread",
+    widget: bool = True,
     **options: Any,
 ) -> str:
     """Load the CSV file ``path`` into ``table`` of ``database`` in the background.
@@ -49,6 +51,7 @@ def import_csv(
     recreates it from the file. ``options`` pass through to DuckDB's ``read_csv``
     (``delim``, ``header``, ``types`` ...). The result is the rejects CSV file
     (``rejects``, default in the results folder) with the number of rejected rows.
+    In a notebook the cell shows the job's progress widget (``widget=False``: not).
     """
     source = Path(path).expanduser().resolve()
     if not source.is_file():
@@ -98,7 +101,7 @@ def import_csv(
     size = source.stat().st_size
 
     def describe(percent: float) -> str:
-        return f"loading {source.name} into {table}: about {percent:.0f}% of {size:,} bytes"
+        return f"loading {source.name} into {table}: about {percent:.0f}% of {byte_size(size)}"
 
     def body(ctx: TaskContext) -> ResultFile:
         with closing(con):
@@ -132,6 +135,7 @@ def import_csv(
         task="import_csv",
         args=args,
         executor=executor,
+        widget=widget,
     )
 
 

@@ -13,6 +13,7 @@ import duckdb
 
 from .._manager import manager
 from .._results import LIBRARIES, ResultFile, load
+from .._text import count
 from ..context import TaskContext
 from . import _duckdb_job as job
 
@@ -24,6 +25,7 @@ def sql(
     load_as: str = "pandas",
     name: str | None = None,
     executor: str = "thread",
+    widget: bool = True,
 ) -> str:
     """Run one SQL statement in the background on ``database``; returns the job id.
 
@@ -31,6 +33,7 @@ def sql(
     over Parquet/CSV/JSON files). A query's rows become the result, stored as Parquet
     and loaded by ``rnb.result(job_id)`` as a ``load_as`` frame ("pandas", "polars",
     "pyarrow"); other statements (CREATE TABLE AS, INSERT ...) return what DuckDB returns.
+    In a notebook the cell shows the job's progress widget (``widget=False``: not).
     """
     if load_as not in LIBRARIES:
         raise ValueError(f"sql: load_as must be one of {', '.join(LIBRARIES)}, not {load_as!r}")
@@ -61,10 +64,12 @@ def sql(
                 rows = job.run(ctx, con, copy, _describe("query"), job.first_value)
                 ctx.report(None, "finalising the result file", job.FINALISING)
                 ctx.check_cancelled()
-            ctx.report(100.0, f"{rows:,} rows", job.FINALISING)
+            ctx.report(100.0, count(rows, "row"), job.FINALISING)
             return ResultFile(out, rows=rows, load_as=load_as)
 
-    return job.start(con, body, name=name or _name(text), task="sql", args=args, executor=executor)
+    return job.start(
+        con, body, name=name or _name(text), task="sql", args=args, executor=executor, widget=widget
+    )
 
 
 def _describe(kind: str) -> Any:

@@ -41,7 +41,7 @@ WIDGET = ".jp-NotebookPanel:not(.lm-mod-hidden) .raytha-nb-task"
 
 def widget_percent(page: Any, name: str) -> float:
     widget = page.locator(WIDGET, has_text=name)
-    text = widget.locator(".widget-hbox .widget-html b").first.inner_text()
+    text = widget.locator(".jp-RaythaCell-percent").first.inner_text()  # renderer.ts
     return float(text.rstrip("%"))
 
 
@@ -57,7 +57,7 @@ def test_background_cell_live_in_widget_panel_and_status_bar(lab: Lab, page: Any
     run_cell(page, 1)
     widget = page.locator(WIDGET, has_text="crunch-numbers")
     widget.wait_for(timeout=30_000)
-    bar = widget.locator(".widget-hprogress")
+    bar = widget.locator(".jp-RaythaCell-bar")
     assert bar.count() == 1
     first = wait_until(lambda: widget_percent(page, "crunch-numbers"), 20, "widget moves")
     wait_until(lambda: widget_percent(page, "crunch-numbers") > first, 10, "widget progresses")

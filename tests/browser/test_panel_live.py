@@ -98,6 +98,7 @@ def test_cancel_from_the_panel_reaches_the_kernel(lab: Lab, page: Any) -> None:
     wait_until(lambda: r.get_attribute("data-status") == "cancelled", 5, "cancelled row")
     assert r.locator("[data-action='delete']").is_visible()
     r.locator("[data-action='delete']").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Delete").click()  # it asks first
     wait_until(lambda: r.count() == 0, 5, "row gone after delete")
     assert all(t["id"] != live.id for t in lab.api("tasks?limit=500")["tasks"])
 
@@ -201,6 +202,7 @@ def test_filters_clear_finished_and_a_second_kernel(lab: Lab, page: Any) -> None
     panel.locator(".jp-RaythaPanel-statusFilter").select_option("")
     panel.locator(".jp-RaythaPanel-textFilter").fill("")
     panel.locator(".jp-RaythaPanel-clear").click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()  # it asks first
     wait_until(lambda: row(page, "filter-done").count() == 0, 5, "finished cleared")
     assert row(page, "filter-running").count() == 1
     statuses = {t["status"] for t in lab.api("tasks?limit=500")["tasks"]}

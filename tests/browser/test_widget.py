@@ -1,5 +1,6 @@
-"""The progress widget itself in JupyterLab: it completes with its result and log, shows a
-failing cell's traceback, and %jobs renders its table (screenshots in test-output/)."""
+"""A task's cell output in JupyterLab (the extension's renderer of the raytha_nb mime type,
+ahead of the ipywidget): it completes with its result and log, shows a failing cell's
+traceback, and %jobs renders its table (screenshots in test-output/)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def test_widget_result_log_error_and_jobs_table(lab: Lab, page: Any) -> None:
     wait_until(lambda: "result: 42" in demo.inner_text(), 60, "the task completes")
     text = demo.inner_text()
     assert "complete" in text and "100%" in text and "took" in text
-    page.get_by_text("Log (60 lines)").click()
-    page.get_by_text("row 59").wait_for()
+    demo.locator("summary", has_text="Log").click()
+    demo.get_by_text("Log (60 lines)").wait_for()
+    demo.get_by_text("row 59").wait_for()
     shot(page, "widget-complete.png")
 
     broken = page.locator(WIDGET, has_text="broken")
