@@ -29,7 +29,7 @@ from concurrent.futures import thread as _futures_thread  # noqa: F401
 from pathlib import Path
 from typing import Any
 
-from . import _results
+from . import _dask, _results
 from ._client import RemoteBackend
 from ._identity import default_db_path, discover, find_server, kernel_identity
 from ._jsonable import to_jsonable
@@ -54,9 +54,9 @@ from .store import Store
 from .threads import ThreadExecutor
 
 #: Where tasks can run: ``enqueue(..., executor=...)``.
-EXECUTORS = ("thread", "process")
+EXECUTORS = ("thread", "process", "dask")
 #: Executors the issue plans that are not built yet.
-_LATER = ("dask", "server")
+_LATER = ("server",)
 
 log = logging.getLogger("raytha_nb")
 
@@ -80,8 +80,13 @@ class TaskManager:
         result_cache_mb: float = 256,
         executor: str = "thread",
         process_workers: int | None = None,
+        dask: Any = None,
     ) -> None:
         check_executor(executor)
+        if executor == "dask" or dask is not None:
+            _dask.require_distributed()
+        self._dask_cluster = dask
+        self._dask: Executor | None = None
         #: Where enqueue() runs a task unless told: "thread" or "process".
         self.default_executor = executor
         self._process_workers = process_workers
@@ -110,7 +115,7 @@ class TaskManager:
         self, task: Any, args: Any = None, *, name: str | None = None, executor: str | None = None
     ) -> str:
         """Queue ``task`` (class, function or registered name) with JSON ``args``; return
-        its id. ``executor``: "thread" or "process" (default: ``default_executor``)."""
+        its id. ``executor``: "thread", "process" or "dask" (default: ``default_executor``)."""
         target = resolve(task)
         plain = to_jsonable(args)
         check_signature(target, plain)
@@ -150,6 +155,12 @@ class TaskManager:
         check_executor(name)
         if name == "thread":
             return self.executor
+        if name == "dask":
+            if self._dask is None:
+                self._dask = _dask.DaskExecutor(
+                    self._dask_cluster, lambda: self.backend.results_dir, grace=self._cancel_grace
+                )
+            return self._dask
         if self._process is None:
             self._process = ProcessExecutor(
                 self._process_workers, lambda: self.backend.results_dir, grace=self._cancel_grace
@@ -157,7 +168,8 @@ class TaskManager:
         return self._process
 
     def _executors(self) -> list[Executor]:
-        return [self.executor] + ([self._process] if self._process is not None else [])
+        others = [self._process, self._dask]
+        return [self.executor] + [runner for runner in others if runner is not None]
 
     def _forget_old(self) -> None:
         """Keep about _RECENT finished tasks in memory (their state is stored); called
@@ -497,11 +509,13 @@ def configure(
     result_cache_mb: float = 256,
     executor: str = "thread",
     process_workers: int | None = None,
+    dask: Any = None,
 ) -> TaskManager:
     """Replace the process-wide manager (e.g. another store file or worker count;
     ``result_cache_mb``: how much of its tasks' returned objects it keeps in memory;
     ``executor``: where tasks run unless enqueue() says; ``process_workers``: the
-    process pool's size, by default the number of cores)."""
+    process pool's size, by default the number of cores; ``dask``: a scheduler address or
+    ``distributed.Client`` for ``executor="dask"``, else a LocalCluster is started)."""
     check_executor(executor)
     global _default
     with _default_lock:
@@ -521,6 +535,7 @@ def configure(
             result_cache_mb=result_cache_mb,
             executor=executor,
             process_workers=process_workers,
+            dask=dask,
         )
         return _default
 

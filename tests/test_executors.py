@@ -1,5 +1,5 @@
-"""The executors' contract, on threads and on worker processes: progress, logs, results,
-errors, cancel; then what only processes do (parallel CPU, killing a blocked call,
+"""The executors' contract, on threads, worker processes and Dask workers: progress,
+logs, results, errors, cancel; then what only processes do (parallel CPU, killing a blocked call,
 surviving a dying worker), the record's executor/worker fields and the store migration."""
 
 from __future__ import annotations
@@ -26,21 +26,34 @@ from raytha_nb.store import Store
 pytestmark = pytest.mark.timeout(60)
 
 GRACE = 0.3
-EXECUTORS = ["thread", "process"]
+try:
+    import distributed
+except ImportError:  # the dask extra is not installed: the contract on the other two
+    distributed = None
+EXECUTORS = ["thread", "process"] + (["dask"] if distributed is not None else [])
+WORKER_PREFIX = {"thread": "thread raytha-nb-", "process": "pid ", "dask": "tcp://"}
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rnb.TaskManager]:
     """One manager for the module, its two worker processes started once."""
     db = tmp_path_factory.mktemp("executors") / "tasks.duckdb"
+    cluster = None
+    if distributed is not None:  # two Dask worker processes, given by address
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
+        )
+    address = None if cluster is None else cluster.scheduler_address
     manager = rnb.configure(db, workers=4, flush_interval=0.05, cancel_grace=GRACE,
-                            process_workers=2)  # fmt: skip
-    warm = [rnb.enqueue(_noop, executor="process") for _ in range(2)]
+                            process_workers=2, dask=address)  # fmt: skip
+    warm = [rnb.enqueue(_noop, executor=name) for name in EXECUTORS[1:] for _ in range(2)]
     for job in warm:
         rnb.wait(job, 30)
     yield manager
     manager.shutdown()
     _manager._default = None
+    if cluster is not None:
+        cluster.close()
 
 
 def _noop() -> None:
@@ -102,7 +115,7 @@ def test_progress_logs_prints_tqdm_and_json_result(pool: Any, executor: str) -> 
     assert record.percent_complete == 100.0
     assert record.executor == executor
     assert record.worker is not None
-    assert record.worker.startswith("pid " if executor == "process" else "thread raytha-nb-")
+    assert record.worker.startswith(WORKER_PREFIX[executor])
     texts = [(line.stream, line.text) for line in rnb.logs(job)]
     assert ("stdout", "printed line") in texts
     assert ("log", "logged line") in texts
@@ -281,9 +294,8 @@ def test_a_dying_worker_ends_its_task_only(pool: Any, body: Any, reason: str) ->
 def test_executor_names_and_the_default(pool: Any) -> None:
     with pytest.raises(ValueError, match="unknown executor 'gpu': choose one of 'thread'"):
         rnb.enqueue(_noop, executor="gpu")
-    for later in ("dask", "server"):
-        with pytest.raises(NotImplementedError, match="not available yet"):
-            rnb.enqueue(_noop, executor=later)
+    with pytest.raises(NotImplementedError, match="not available yet"):
+        rnb.enqueue(_noop, executor="server")
     with pytest.raises(ValueError, match="not possible for data jobs"):
         rnb.sql("SELECT 1", executor="process")
 
