@@ -1,0 +1,143 @@
+"""What only the Dask executor does (the shared contract is in test_executors.py): its
+own LocalCluster started on first use, a lost worker, a blocking call cancelled, a
+cluster given as a Client, results shipped back from a worker without our filesystem,
+``%%background --executor dask``, and the error without ``distributed``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import raytha_nb as rnb
+from raytha_nb import _dask, _manager
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(60)
+
+GRACE = 0.3
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[rnb.TaskManager, list[str]]]:
+    """A manager whose first Dask task starts its LocalCluster; the lines it said."""
+    db = tmp_path_factory.mktemp("dask") / "tasks.duckdb"
+    said: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_manager, "_say", said.append)
+        manager = rnb.configure(db, executor="dask", cancel_grace=GRACE, flush_interval=0.05)
+        rnb.wait(rnb.enqueue(_noop), 60)
+    yield manager, said
+    manager.shutdown()
+    _manager._default = None
+
+
+def _noop() -> None:
+    return None
+
+
+def _executor(manager: rnb.TaskManager) -> _dask.DaskExecutor:
+    runner = manager._executor("dask")
+    assert isinstance(runner, _dask.DaskExecutor)
+    return runner
+
+
+def test_the_first_task_starts_a_local_cluster_and_says_so(own: Any) -> None:
+    _, said = own
+    assert len(said) == 1
+    assert "started a Dask LocalCluster" in said[0]
+    assert "dashboard: http://" in said[0]
+    record = rnb.wait(rnb.enqueue(lambda: os.getpid()), 20)
+    assert record.executor == "dask"
+    assert record.worker is not None and record.worker.startswith("tcp://")
+    assert rnb.result(record.id) != os.getpid()  # it ran in a worker process
+
+
+def test_the_dask_key_is_the_task_id(own: Any) -> None:
+    job = rnb.enqueue(time.sleep, [0.5])
+    futures = [j.future for j in _executor(own[0])._jobs.values() if j.live.id == job]
+    assert [f.key for f in futures] == [job]
+    assert rnb.wait(job, 20).status is rnb.TaskStatus.COMPLETE
+
+
+def test_a_lost_worker_ends_its_task_interrupted_not_retried(own: Any) -> None:
+    record = rnb.wait(rnb.enqueue(lambda: os._exit(3)), 30)
+    assert record.status is rnb.TaskStatus.INTERRUPTED
+    assert "Dask worker running it was lost" in (record.status_info or "")
+    assert rnb.result(rnb.enqueue(lambda: "next"), timeout=30) == "next"
+
+
+def test_a_blocking_call_is_marked_cancelled_and_said_to_run_on(own: Any) -> None:
+    job = rnb.enqueue(time.sleep, [2])
+    deadline = time.monotonic() + 20
+    while rnb.get_task(job).status is not rnb.TaskStatus.PROCESSING:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    start = time.monotonic()
+    rnb.cancel(job)
+    record = rnb.wait(job, 10)
+    assert record.status is rnb.TaskStatus.CANCELLED
+    assert time.monotonic() - start < GRACE + 0.6
+    assert "may still run on tcp://" in (record.status_info or "")
+
+
+def test_a_cluster_given_as_a_client(own: Any, tmp_path: Path) -> None:
+    client = distributed.Client(_executor(own[0]).client.scheduler.address, set_as_default=False)
+    other = rnb.TaskManager(tmp_path / "t.duckdb", dask=client, flush_interval=0.05)
+    try:
+        job = other.enqueue(lambda x: x * 2, [21], executor="dask")
+        assert other.result(job, timeout=20) == 42
+    finally:
+        other.shutdown()
+    assert client.submit(lambda: 1).result() == 1  # ours: still open
+    client.close()
+
+
+def test_results_are_shipped_back_from_a_worker_without_our_filesystem(
+    own: Any, tmp_path: Path
+) -> None:
+    frame = pd.DataFrame({"x": range(5)})
+    stored, kind, files = _dask._store(frame, "job-1", tmp_path / "not-on-this-worker")
+    assert kind == "parquet" and list(files) == ["job-1.parquet"]
+    runner = _executor(own[0])
+    stored = runner._store_files("job-1", stored, files)
+    assert Path(stored["path"]).parent == runner._results_dir()
+    pd.testing.assert_frame_equal(pd.read_parquet(stored["path"]), frame)
+
+
+def test_without_distributed_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ImportError, match=r"pip install 'raytha-nb\[dask\]'"):
+        rnb.TaskManager(tmp_path / "t.duckdb", executor="dask")
+
+
+def test_background_cell_on_dask_copies_names_in_and_out(own: Any, tmp_path: Path) -> None:
+    from ._kernel import running_kernel
+
+    address = _executor(own[0]).client.scheduler.address
+    with running_kernel(tmp_path / "k.duckdb") as k:
+        k.execute(
+            "import os, raytha_nb as rnb\n"
+            f"rnb.configure(rnb.manager().backend.store.path, dask={address!r})\nx = 21"
+        )
+        k.execute(
+            "%%background --executor dask --no-widget --name on-dask\n"
+            "y = x * 2\nworker_pid = os.getpid()\ny + 1"
+        )
+        job = str(k.value("rnb.list_tasks(name='on-dask')[0].id"))
+        assert k.value(f"rnb.result({job!r}, timeout=20)") == 43
+        deadline = time.monotonic() + 10
+        while not k.value("'worker_pid' in globals()"):
+            assert time.monotonic() < deadline, "the assigned names never came back"
+            time.sleep(0.05)
+        assert k.value("(y, worker_pid != os.getpid())") == (42, True)
+        assert k.value(f"rnb.get_task({job!r}).executor") == "dask"
