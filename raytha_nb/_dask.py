@@ -143,17 +143,21 @@ class DaskExecutor(Executor):
         job = self._jobs.get(live.id)
         if job is None:
             return
-        dist = self._distributed
-        try:
-            if force:
-                dist.Event(_force_name(live.id), client=self.client).set()
-            dist.Event(_cancel_name(live.id), client=self.client).set()
-        except Exception:
-            log.debug("raytha_nb: could not set the cancel event of %s", live.id, exc_info=True)
         wait = FORCE_WAIT if force else self.grace + FORCE_WAIT
         timer = threading.Timer(wait, self._force, args=(job,))
         timer.daemon = True
         timer.start()
+        # Not on the caller's thread: cancel() returns without a scheduler round trip.
+        threading.Thread(target=self._signal, args=(live.id, force), daemon=True).start()
+
+    def _signal(self, job_id: str, force: bool) -> None:
+        dist = self._distributed
+        try:
+            if force:
+                dist.Event(_force_name(job_id), client=self.client).set()
+            dist.Event(_cancel_name(job_id), client=self.client).set()
+        except Exception:  # the scheduler is gone: the future goes too
+            log.debug("raytha_nb: could not set the cancel event of %s", job_id, exc_info=True)
 
     def _stop(self, job: _Job) -> None:
         """A task cancelled while queued started anyway: cancel its future."""
@@ -231,12 +235,13 @@ class DaskExecutor(Executor):
         outcome = future.result()
         with self._lock:  # the events it sent first, so its last log lines come before
             self._lock.wait_for(lambda: job.seen >= outcome[2], EVENT_WAIT)
+        live.worker = outcome[3]
         if not job.started:
             job.started = True
             live.transition(TaskStatus.PROCESSING)
         kind, job_id = outcome[0], outcome[1]
         if kind == "done":
-            stored, result_kind, files = outcome[3], outcome[4], outcome[5]
+            stored, result_kind, files = outcome[4], outcome[5], outcome[6]
             if files:
                 stored = self._store_files(job_id, stored, files)
             live.transition(
@@ -246,7 +251,7 @@ class DaskExecutor(Executor):
         elif kind == "cancelled":
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
         else:
-            _, _, _, error_type, error_message, text, tb = outcome
+            _, _, _, _, error_type, error_message, text, tb = outcome
             live.transition(
                 TaskStatus.ERROR,
                 error_type=error_type,
@@ -328,17 +333,21 @@ class _Running(LiveTask):
     """The worker's live task: its events, its thread (to force a cancel) and the
     cancel flag its watcher thread sets from the task's ``distributed.Event``."""
 
-    __slots__ = ("ended", "flag", "send_lock", "sent", "seq", "thread_id", "topic")
+    __slots__ = (
+        "announced", "done", "ended", "flag", "send_lock", "sent", "seq", "thread_id", "topic",
+    )  # fmt: skip
 
     def __init__(self, topic: str, *args: Any, **kwargs: Any) -> None:
         self.topic = topic
         self.flag = threading.Event()
         self.send_lock = threading.Lock()
         self.seq = 0  # events sent
-        self.sent = -1  # version at the last progress event
+        self.announced = False  # its start event sent
         self.ended = False
+        self.done = threading.Event()  # set when it ended (the cancel watcher stops)
         self.thread_id = threading.get_ident()
         super().__init__(*args, **kwargs)
+        self.sent = self.version  # version at the last progress event
 
     @property  # type: ignore[override]
     def cancel_requested(self) -> bool:
@@ -353,9 +362,15 @@ class _Running(LiveTask):
         worker.log_event(self.topic, msg)
 
     def flush(self, worker: Any) -> None:
-        """One progress event with the unsent log lines, if anything changed."""
+        """The start event once (a task shorter than ``SEND_INTERVAL`` sends none: its
+        outcome says where it ran), then a progress event if anything changed."""
         with self.send_lock:
-            if self.ended or (self.version == self.sent and not self.outbox):
+            if self.ended:
+                return
+            if not self.announced:
+                self.announced = True
+                self.send(worker, ["start", self.id, worker.address])
+            if self.version == self.sent and not self.outbox:
                 return
             logs = [[stream, text] for _, _, stream, text in self.take_logs(_worker.LOG_BATCH)]
             step, pct, info = self.reported()
@@ -382,7 +397,11 @@ def _send_loop(worker: Any) -> None:
 
 
 def _watch_cancel(live: _Running, grace: float, cancel: Any, force: Any) -> None:
-    """Wait for the task's cancel Event; force it after ``grace`` (or at once)."""
+    """Wait for the task's cancel Event; force it after ``grace`` (or at once). A task
+    ending within ``SEND_INTERVAL`` never waits on the scheduler (a cancel set before
+    is seen at once then: the Event stays set)."""
+    if live.done.wait(SEND_INTERVAL):
+        return
     while not live.ended:
         try:
             if cancel.wait(timeout=0.5):
@@ -407,7 +426,7 @@ def run_task(
     job_id: str, name: str, args: Any, payload: bytes, results_dir: str, topic: str, grace: float
 ) -> list[Any]:
     """Runs in a Dask worker: the task, with progress and logs as events; returns its
-    outcome ``[kind, job_id, events_sent, ...]``."""
+    outcome ``[kind, job_id, events_sent, worker_address, ...]``."""
     global _sender
     dist: Any = require_distributed()
     worker, client = dist.get_worker(), dist.get_client()
@@ -422,8 +441,6 @@ def run_task(
             _sender.start()
     live = _Running(topic, job_id, name, name, args, kernel_id=None, notebook=None,
                     pid=os.getpid())  # fmt: skip
-    with live.send_lock:
-        live.send(worker, ["start", job_id, worker.address])
     with _running_lock:
         _running[job_id] = live
     threading.Thread(
@@ -441,9 +458,10 @@ def run_task(
     live.flush(worker)
     with live.send_lock:
         live.ended = True
+        live.done.set()
         # Drop a forced cancel raised but not yet delivered.
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(live.thread_id), None)
-    return [outcome[0], outcome[1], live.seq, *outcome[2:]]
+    return [outcome[0], outcome[1], live.seq, worker.address, *outcome[2:]]
 
 
 def _outcome(live: _Running, args: Any, payload: bytes, results_dir: str) -> list[Any]:
