@@ -72,7 +72,14 @@ class DaskExecutor(Executor):
     """Tasks on a Dask cluster: ``cluster`` is a scheduler address, a ``Client``, or
     None for a ``LocalCluster`` started (and closed) by this executor on first use."""
 
-    def __init__(self, cluster: Any, results_dir: Callable[[], Path], grace: float = 1.0) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        results_dir: Callable[[], Path],
+        grace: float = 1.0,
+        say: Callable[[str], None] = log.warning,
+    ) -> None:
+        self._say = say  # where the one line about a started LocalCluster goes
         self._distributed = require_distributed()
         self.grace = grace
         self._results_dir = results_dir
@@ -108,9 +115,7 @@ class DaskExecutor(Executor):
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             self._local = dist.LocalCluster(processes=True, dashboard_address=":0")
         client = dist.Client(self._local, set_as_default=False)
-        from ._manager import _say
-
-        _say(
+        self._say(
             f"raytha_nb: started a Dask LocalCluster ({len(self._local.workers)} worker "
             f"processes) for executor='dask'; dashboard: {self._local.dashboard_link}"
         )

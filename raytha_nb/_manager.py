@@ -158,7 +158,10 @@ class TaskManager:
         if name == "dask":
             if self._dask is None:
                 self._dask = _dask.DaskExecutor(
-                    self._dask_cluster, lambda: self.backend.results_dir, grace=self._cancel_grace
+                    self._dask_cluster,
+                    lambda: self.backend.results_dir,
+                    grace=self._cancel_grace,
+                    say=lambda line: _say(line),
                 )
             return self._dask
         if self._process is None:
