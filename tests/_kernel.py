@@ -43,10 +43,13 @@ class Execution:
         return "".join(parts)
 
     def widget_ids(self) -> list[str]:
+        """The widgets the cell displayed; an update of a display (a task's widget
+        re-sent as its state changes) shows no new widget."""
         return [
             msg["content"]["data"][WIDGET_MIME]["model_id"]
             for msg in self.outputs
-            if WIDGET_MIME in msg["content"].get("data", {})
+            if msg["msg_type"] != "update_display_data"
+            and WIDGET_MIME in msg["content"].get("data", {})
         ]
 
 
