@@ -33,6 +33,7 @@ from .api import (
 )
 from .context import TaskContext, bind, check_cancelled, current, log, progress, track
 from .errors import (
+    ExecutorUnavailable,
     NotJsonable,
     NotPicklable,
     NotTaskOwner,
@@ -69,6 +70,7 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
 __all__ = [
     "BackgroundTask",
     "LogLine",
+    "ExecutorUnavailable",
     "NotJsonable",
     "NotPicklable",
     "NotTaskOwner",

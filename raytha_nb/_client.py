@@ -7,6 +7,7 @@ one keep-alive connection per thread; no extra dependencies.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -19,12 +20,12 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import duckdb
 
-from ._identity import ServerAddress, kernel_identity
+from ._identity import ENV_WORKER, ServerAddress, kernel_identity
 from ._sql import literal
 from .backend import TaskBackend
 from .errors import ServerError, StoreClosed, StoreWriteError
 from .model import LogLine, TaskQuery, TaskRecord, parse_iso
-from .protocol import Batch, Publish
+from .protocol import Batch, Publish, ServerTask
 from .store import Store
 
 #: Page size used when a caller asks for every task (``limit=None``).
@@ -53,6 +54,9 @@ class RemoteBackend(TaskBackend):
         self._headers["X-Raytha-Nb-Pid"] = str(os.getpid())
         if self._kernel_id:
             self._headers["X-Raytha-Nb-Kernel"] = self._kernel_id
+        worker = os.environ.get(ENV_WORKER)
+        if worker:  # a server worker: its secret is made for this task
+            self._headers["X-Raytha-Nb-Worker"] = worker
 
     # -- plumbing ------------------------------------------------------------------
     def _request(
@@ -180,8 +184,19 @@ class RemoteBackend(TaskBackend):
             return []
         return [{**event, "ts": parse_iso(event["ts"])} for event in data["events"]]
 
-    def request_cancel(self, job_id: str) -> None:
-        self._request("POST", self._task_path(job_id, "cancel"), body={})
+    def request_cancel(self, job_id: str, force: bool = False) -> None:
+        self._request("POST", self._task_path(job_id, "cancel"), body={"force": force})
+
+    def run_on_server(self, spec: ServerTask, payload: bytes) -> None:
+        """Hand a task to the server, which runs it in a worker process of its own."""
+        body = {"task": spec.to_json(), "payload": base64.b64encode(payload).decode()}
+        status, _ = self._request("POST", "server-tasks", body=body)
+        if status == 404:
+            raise ServerError(
+                f"the raytha_nb server at {self.address.url} cannot run executor='server' "
+                "tasks: upgrade raytha_nb on the server to the kernel's version",
+                status,
+            )
 
     def delete(self, job_id: str) -> bool:
         status, _ = self._request("DELETE", self._task_path(job_id))

@@ -5,6 +5,8 @@ Imports nothing of raytha_nb, so every other module may use it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ ENV_DB = "RAYTHA_NB_DB"
 #: The runtime file's key for the store the server holds. Only in the file: kernels must
 #: not inherit it as ``RAYTHA_NB_DB``, which would mean "embed this file".
 STORE_KEY = "store"
+#: Set for a server worker (``executor="server"``): the id of the task it runs.
+ENV_WORKER = "RAYTHA_NB_WORKER"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class ServerAddress:
     results_dir: str | None = None
     #: The server's PID, when found by :func:`find_server` (not for a kernel it started).
     pid: int | None = None
+
+
+def worker_token(secret: str, job_id: str) -> str:
+    """A server worker's own secret: it opens the kernel API as that task's process
+    (publishing only that task and those it starts), and a restarted server (same
+    kernel secret) still knows it, so the worker reconnects."""
+    return hmac.new(secret.encode(), f"worker:{job_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def discover() -> ServerAddress | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
+import linecache
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from concurrent.futures import thread as _futures_thread  # noqa: F401
 from pathlib import Path
 from typing import Any
 
-from . import _dask, _results
+from . import _dask, _results, processes
 from ._client import RemoteBackend
 from ._identity import default_db_path, discover, find_server, kernel_identity
 from ._jsonable import to_jsonable
@@ -37,6 +38,7 @@ from ._live import LiveTask
 from .backend import EmbeddedBackend, TaskBackend
 from .context import TaskContext
 from .errors import (
+    ExecutorUnavailable,
     ResultUnavailable,
     StoreDamaged,
     StoreLockedError,
@@ -48,15 +50,14 @@ from .errors import (
 from .executor import Body, Executor
 from .model import ACTIVE, LogLine, TaskQuery, TaskRecord, TaskStatus
 from .processes import ProcessExecutor
+from .protocol import ServerTask
 from .publisher import Publisher
 from .registry import check_signature, make_runner, resolve, task_label
 from .store import Store
 from .threads import ThreadExecutor
 
 #: Where tasks can run: ``enqueue(..., executor=...)``.
-EXECUTORS = ("thread", "process", "dask")
-#: Executors the issue plans that are not built yet.
-_LATER = ("server",)
+EXECUTORS = ("thread", "process", "dask", "server")
 
 log = logging.getLogger("raytha_nb")
 
@@ -136,6 +137,8 @@ class TaskManager:
                 "this TaskManager is shut down; use raytha_nb.configure() for a new one"
             )
         where = executor or self.default_executor
+        if where == "server":
+            return self._to_server(body, name, task, args)
         runner = self._executor(where)
         body = runner.ship(body, f"task {task}")  # fails here, before a task exists
         job_id = str(uuid.uuid4())
@@ -143,12 +146,46 @@ class TaskManager:
             job_id, name, task, args,
             kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(), executor=where,
         )  # fmt: skip
+        self._start(live, runner, body)
+        return job_id
+
+    def _start(self, live: LiveTask, runner: Executor, body: Body) -> None:
         with self._tasks_lock:
-            self._tasks[job_id] = live
+            self._tasks[live.id] = live
             self._forget_old()
         self.publisher.track(live)
         runner.submit(live, body)
-        return job_id
+
+    def _to_server(self, body: Body, name: str, task: str, args: Any) -> str:
+        """Hand the task to the Jupyter server, which runs it in a worker process of its
+        own (it outlives this kernel); this process only reads its state."""
+        if not isinstance(self.backend, RemoteBackend):
+            raise ExecutorUnavailable(
+                "executor='server' runs tasks in the Jupyter server, and this process uses "
+                "no server (its store is embedded): run the notebook under Jupyter with the "
+                "raytha_nb extension, or use executor='process' (a worker process of this "
+                "kernel) or 'thread'"
+            )
+        shipped = processes.ship(body, f"task {task}")  # fails here, before a task exists
+        spec = ServerTask(
+            str(uuid.uuid4()), name, task, args, sys.executable, os.getcwd(),
+            tuple(sys.path), self._notebook, time.time(), _cell_sources(),
+        )  # fmt: skip
+        self.backend.run_on_server(spec, shipped.payload)
+        return spec.id
+
+    def adopt(self, spec: ServerTask, body: Body) -> LiveTask:
+        """Run a task the server created on a thread here: this process is the server
+        worker it started for that task."""
+        live = LiveTask(
+            spec.id, spec.name, spec.task, spec.args,
+            kernel_id=None, notebook=self._notebook, pid=os.getpid(), executor="server",
+        )  # fmt: skip
+        live.created_at = spec.created_at
+        live.history.clear()  # the server stored its "enqueued" row
+        live.worker = f"pid {os.getpid()}"
+        self._start(live, self.executor, body)
+        return live
 
     def _executor(self, name: str) -> Executor:
         """The executor called ``name``, started on first use."""
@@ -166,7 +203,10 @@ class TaskManager:
             return self._dask
         if self._process is None:
             self._process = ProcessExecutor(
-                self._process_workers, lambda: self.backend.results_dir, grace=self._cancel_grace
+                self._process_workers,
+                lambda: self.backend.results_dir,
+                grace=self._cancel_grace,
+                values=self.values,
             )
         return self._process
 
@@ -366,7 +406,7 @@ class TaskManager:
         record = self.get_task(job_id)
         if record.finished:
             return False
-        self.backend.request_cancel(job_id)
+        self.backend.request_cancel(job_id, force)
         return True
 
     def delete(self, job_id: str) -> None:
@@ -408,18 +448,21 @@ def _run_task(target: Any, ctx: TaskContext) -> Any:
     return make_runner(target, ctx)()
 
 
+def _cell_sources() -> dict[str, str]:
+    """The notebook cells in this process's line cache (those not on disk)."""
+    return {
+        name: "".join(entry[2])
+        for name, entry in list(linecache.cache.items())
+        if len(entry) == 4 and entry[1] is None and not os.path.exists(name)
+    }
+
+
 def check_executor(name: Any) -> None:
-    """``ValueError`` for an unknown executor name; "not available yet" for planned ones."""
-    if name in EXECUTORS:
-        return
-    if name in _LATER:
-        raise NotImplementedError(
-            f"executor={name!r} is not available yet; use 'thread' (the default) or 'process'"
+    """``ValueError`` for an unknown executor name."""
+    if name not in EXECUTORS:
+        raise ValueError(
+            f"unknown executor {name!r}: choose one of {', '.join(map(repr, EXECUTORS))}"
         )
-    raise ValueError(
-        f"unknown executor {name!r}: choose one of {', '.join(map(repr, EXECUTORS))} "
-        f"({', '.join(map(repr, _LATER))} are planned)"
-    )
 
 
 def _slice(deadline: float | None, step: float = 0.25) -> float:

@@ -45,8 +45,9 @@ class TaskBackend(ABC):
     def history(self, job_id: str) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def request_cancel(self, job_id: str) -> None:
-        """Ask whichever process runs ``job_id`` to cancel it."""
+    def request_cancel(self, job_id: str, force: bool = False) -> None:
+        """Ask whichever process runs ``job_id`` to cancel it (``force``: a server-run
+        task's worker is killed at once)."""
 
     @abstractmethod
     def delete(self, job_id: str) -> bool: ...
@@ -98,7 +99,7 @@ class EmbeddedBackend(TaskBackend):
     def history(self, job_id: str) -> list[dict[str, Any]]:
         return self.store.history(job_id)
 
-    def request_cancel(self, job_id: str) -> None:
+    def request_cancel(self, job_id: str, force: bool = False) -> None:
         self.store.request_cancel(job_id)
 
     def delete(self, job_id: str) -> bool:

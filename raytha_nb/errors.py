@@ -95,6 +95,11 @@ class NotPicklable(TypeError):
         self.where = where
 
 
+class ExecutorUnavailable(RuntimeError):
+    """The executor asked for cannot run here (``executor="server"`` without a Jupyter
+    server); the message says what to use instead."""
+
+
 class ResultUnavailable(LookupError):
     """The task has no loadable result (not finished, failed, or not storable)."""
 

@@ -394,3 +394,64 @@ def check_version(protocol: Any, version: Any) -> None:
             f"this kernel runs {theirs} (task protocol {protocol}), the server {ours} "
             f"(protocol {PROTOCOL[0]}.{PROTOCOL[1]}); they cannot talk: {fix}"
         )
+
+
+# -- a task the server runs (executor="server") --------------------------------------
+@dataclass(frozen=True)
+class ServerTask:
+    """What a kernel hands the server to run in a worker process: the task's row
+    fields, the interpreter and directory to run it with, and its ``sys.path`` (so
+    modules the notebook could import, import there too). The body travels beside it
+    as cloudpickle bytes."""
+
+    id: str
+    name: str
+    task: str
+    args: Any
+    python: str
+    cwd: str
+    sys_path: tuple[str, ...] = ()
+    notebook: str | None = None
+    created_at: float = 0.0
+    #: Source of the notebook cells the kernel ran (file name -> text): they exist only
+    #: in the kernel's line cache, and the worker's tracebacks show their lines.
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": f"{PROTOCOL[0]}.{PROTOCOL[1]}",
+            "version": __version__,
+            **{name: getattr(self, name) for name in self.__dataclass_fields__},
+            "sys_path": list(self.sys_path),
+        }
+
+    @classmethod
+    def from_json(cls, body: Any) -> ServerTask:
+        """Read and check a server task; ``ProtocolError`` names the bad field."""
+        if not isinstance(body, dict):
+            raise ProtocolError("'task' must be an object with id, name, task, python and cwd")
+        check_version(body.get("protocol"), body.get("version"))
+        try:
+            job_id = str(uuid.UUID(str(body.get("id"))))
+        except ValueError:
+            raise ProtocolError("'id' must be a task id (a UUID)") from None
+        for key in ("name", "task", "python", "cwd"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise ProtocolError(f"{key!r} must be a non-empty string")
+        sys_path, notebook = body.get("sys_path", []), body.get("notebook")
+        if not isinstance(sys_path, list) or not all(isinstance(p, str) for p in sys_path):
+            raise ProtocolError("'sys_path' must be a list of strings")
+        if notebook is not None and not isinstance(notebook, str):
+            raise ProtocolError("'notebook' must be a string or null")
+        sources = body.get("sources", {})
+        if not isinstance(sources, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
+        ):
+            raise ProtocolError("'sources' must be an object of file name -> source text")
+        created = body.get("created_at", 0.0)
+        if not isinstance(created, int | float) or not 0 <= created <= _LAST_TIME:
+            raise ProtocolError("'created_at' must be epoch seconds")
+        return cls(
+            job_id, body["name"], body["task"], body.get("args"), body["python"], body["cwd"],
+            tuple(sys_path), notebook, float(created), sources,
+        )  # fmt: skip

@@ -187,15 +187,19 @@ class Store:
         f"SELECT {_select(LOG_COLUMNS)} FROM batch_logs"
     )
     SELECT_ACTIVE = "SELECT id FROM tasks WHERE status IN ('enqueued', 'processing')"
-    INTERRUPT_HISTORY = """
+    # Ending tasks from outside their process (a reaper, a server worker that died):
+    # ``{pid}`` in the reason is filled from each task's pid.
+    END_HISTORY = """
         INSERT INTO task_events
-        SELECT id, make_timestamp($now), 'interrupted', task_step, percent_complete,
+        SELECT id, make_timestamp($now), $status, task_step, percent_complete,
                replace($reason, '{pid}', coalesce(CAST(pid AS VARCHAR), 'unknown'))
         FROM tasks WHERE id IN (SELECT unnest($ids))
     """
-    INTERRUPT_TASKS = """
-        UPDATE tasks SET status = 'interrupted', cancel_requested = false,
+    END_TASKS = """
+        UPDATE tasks SET status = $status, cancel_requested = false,
                status_info = replace($reason, '{pid}', coalesce(CAST(pid AS VARCHAR), 'unknown')),
+               error_type = coalesce($error_type, error_type),
+               error_message = coalesce($error_message, error_message),
                completed_at = make_timestamp($now), updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids))
     """
@@ -696,6 +700,18 @@ class Store:
 
         ``reason`` becomes the status_info; ``{pid}`` in it is filled from each task's pid.
         """
+        return self.end(ids, "interrupted", reason)
+
+    def end(
+        self,
+        ids: Sequence[str],
+        status: str,
+        reason: str,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> list[str]:
+        """End those of ``ids`` still enqueued or processing with ``status`` (a final
+        one) and ``reason`` as status_info; returns them."""
         if not ids:
             return []
         with self._write_lock:
@@ -707,10 +723,11 @@ class Store:
             ]
             if not active:
                 return []
-            values = {"ids": active, "reason": reason, "now": _micros()}
+            values = {"ids": active, "status": status, "reason": reason, "now": _micros()}
+            error = {"error_type": error_type, "error_message": error_message}
             with self._transaction() as cur:
-                cur.execute(self.INTERRUPT_HISTORY, values)
-                cur.execute(self.INTERRUPT_TASKS, values)
+                cur.execute(self.END_HISTORY, values)
+                cur.execute(self.END_TASKS, {**values, **error})
         return active
 
     def rename_notebooks(self, old: str, new: str) -> list[str]:

@@ -128,7 +128,7 @@ class ThreadExecutor(Executor):
             return  # cancelled while it waited
         with self._slot_lock:
             worker.job = live
-        live.worker = f"thread {worker.thread.name}"
+        live.worker = live.worker or f"thread {worker.thread.name}"
         live.on_cancel = self.cancel  # before it runs: a cancel may come at once
         if not live.transition(TaskStatus.PROCESSING):
             self._leave(worker)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raytha_nb._identity import ServerAddress
 from raytha_nb._live import LiveTask
 from raytha_nb.model import TaskStatus
 from raytha_nb.protocol import Batch, LogRow, Publish
@@ -98,7 +99,15 @@ def free_port() -> int:
 class JupyterServer:
     """``jupyter server`` on 127.0.0.1 with the extension enabled by the shipped config file."""
 
-    def __init__(self, home: Path, db: Path, *, heartbeat_timeout: float, port: int = 0) -> None:
+    def __init__(
+        self,
+        home: Path,
+        db: Path,
+        *,
+        heartbeat_timeout: float,
+        port: int = 0,
+        options: tuple[str, ...] = (),
+    ) -> None:
         import secrets
         import shutil
 
@@ -107,6 +116,8 @@ class JupyterServer:
         self.port = port or free_port()
         self.token = secrets.token_hex(16)
         self.heartbeat_timeout = heartbeat_timeout
+        #: More command-line options, e.g. ``--RaythaNbApp.max_server_workers=1``.
+        self.options = options
         config = home / "config"
         if not config.exists():
             shutil.copytree(ROOT / "jupyter-config", config)
@@ -143,7 +154,7 @@ class JupyterServer:
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.home / 'notebooks'}",
             f"--RaythaNbApp.heartbeat_timeout={self.heartbeat_timeout}",
-            "--RaythaNbApp.reap_interval=0.25",
+            "--RaythaNbApp.reap_interval=0.25", *self.options,
         ]  # fmt: skip
         if os.getuid() == 0:
             args.append("--allow-root")
@@ -254,6 +265,12 @@ def run(client: Any, code: str, timeout: float = 60) -> str:
     return "".join(out).strip()
 
 
+def kernel_address(server: JupyterServer) -> ServerAddress:
+    """How a process the server did not start reaches its kernel API (its secret file)."""
+    secret = (server.db.parent / f".{server.db.stem}.kernel-secret").read_text()
+    return ServerAddress(server.url, secret, str(server.db.parent / f"{server.db.stem}-results"))
+
+
 class ExternalKernel:
     """A kernel started by the test (not by the server) and attached to the server
     through the environment, as a kernel that outlives a server restart would be."""
@@ -261,12 +278,12 @@ class ExternalKernel:
     def __init__(self, server: JupyterServer) -> None:
         from jupyter_client import KernelManager
 
-        secret = (server.db.parent / f".{server.db.stem}.kernel-secret").read_text()
+        address = kernel_address(server)
         env = {
             **server.env(),
-            "RAYTHA_NB_URL": server.url,
-            "RAYTHA_NB_TOKEN": secret,
-            "RAYTHA_NB_RESULTS": str(server.db.parent / f"{server.db.stem}-results"),
+            "RAYTHA_NB_URL": address.url,
+            "RAYTHA_NB_TOKEN": address.token,
+            "RAYTHA_NB_RESULTS": str(address.results_dir),
         }
         self.manager = KernelManager(kernel_name="python3")
         self.manager.start_kernel(env=env)

@@ -29,6 +29,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from .._identity import worker_token
 from ..errors import NotTaskOwner, ProtocolError, StoreDamaged, StoreWriteError, TaskStateError
 from ..model import TaskRecord, int_param
 from .service import TaskService
@@ -37,6 +38,8 @@ T = TypeVar("T")
 H = TypeVar("H", bound="Base")
 
 USER, KERNEL = "user", "kernel"
+#: The header a server worker names its task with (its secret is made for that task).
+WORKER_HEADER = "X-Raytha-Nb-Worker"
 #: The ``{id}`` part of a task URL, in every route table.
 JOB_ID = r"(?P<job_id>[^/]+)"
 
@@ -102,10 +105,16 @@ class Base(ExtensionHandlerMixin, APIHandler):
         if self.methods is not None and self.request.method not in self.methods:
             raise web.HTTPError(405)
         await super().prepare()
+        #: On kernel routes, the task whose server worker is calling (its own secret).
+        self.worker_job: str | None = None
         if self.scheme == KERNEL:
             secret: str = self.settings["raytha_nb_kernel_secret"]
             header = self.request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
+            job = self.request.headers.get(WORKER_HEADER)
+            if job:  # a server worker: its secret is derived from the task's id
+                secret = worker_token(secret, job)
+                self.worker_job = job
             if scheme.lower() != "token" or not hmac.compare_digest(given.strip(), secret):
                 raise web.HTTPError(
                     403,

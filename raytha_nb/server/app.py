@@ -35,6 +35,7 @@ from ._notebooks import NotebookTracker
 from .events import EventHub
 from .reaper import Reaper
 from .service import TaskService
+from .workers import ServerWorkers
 
 
 class RaythaNbApp(ExtensionApp):
@@ -68,6 +69,16 @@ class RaythaNbApp(ExtensionApp):
         "can reconnect.",
     ).tag(config=True)
     store_threads = Int(4, help="Worker threads running store queries.").tag(config=True)
+    max_server_workers = Int(
+        0,
+        help="How many executor='server' tasks run at once (each in a worker process); "
+        "the rest wait 'enqueued'. 0 means the number of cores.",
+    ).tag(config=True)
+    server_cancel_grace = Float(
+        3.0,
+        help="Seconds a cancelled executor='server' task has to stop by itself before its "
+        "worker process is killed (rnb.cancel(id, force=True) kills it at once).",
+    ).tag(config=True)
 
     #: Why raytha_nb is off on this server (its store could not be opened), else None.
     unavailable: str | None = None
@@ -95,6 +106,20 @@ class RaythaNbApp(ExtensionApp):
             raytha_nb_kernel_secret=secret,
         )
         self._advertise(secret)
+        self.workers = ServerWorkers(
+            self.service,
+            path.parent / f"{path.stem}-server-tasks",
+            secret,
+            self.max_server_workers or os.cpu_count() or 1,
+            self.server_cancel_grace,
+            self.log,
+        )
+        self.settings.update(raytha_nb_workers=self.workers)
+        resumed = self.workers.recover()
+        if resumed:
+            self.log.info(
+                "raytha_nb: %d server task(s) left waiting were queued again", len(resumed)
+            )
         interval = self.reap_interval or max(0.2, self.heartbeat_timeout / 4)
         self.reaper = Reaper(self.service, self.executor, interval, self.log)
         self.reaper.start(getattr(self.serverapp, "event_logger", None))
@@ -207,6 +232,7 @@ class RaythaNbApp(ExtensionApp):
             self.log.exception("raytha_nb: error while stopping (the server stops anyway)")
 
     async def _shut_down(self) -> None:
+        self.workers.stop()  # running server tasks carry on and reconnect on restart
         self.reaper.stop()
         self.notebooks.stop()
         self._retention.stop()

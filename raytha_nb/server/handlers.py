@@ -8,6 +8,7 @@ kernel API (the kernel secret): see :mod:`._base` for the schemes. Errors are JS
 from __future__ import annotations
 
 import asyncio
+import base64
 import mimetypes
 import os
 import stat
@@ -20,12 +21,13 @@ from tornado import iostream, web
 
 from ..errors import ProtocolError
 from ..model import BIGINT, TaskQuery, TaskRecord, iso
-from ..protocol import Publish
+from ..protocol import Publish, ServerTask
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from ._preview import preview
 from ._rerun import CannotRerun, rerun_in_kernel
 from .events import sse
 from .service import contents_path
+from .workers import ServerWorkers
 
 #: Largest page a list request may ask for.
 MAX_LIMIT = 1000
@@ -86,12 +88,18 @@ class TaskHandler(Base):
 
 
 class CancelHandler(Base):
-    """``tasks/{id}/cancel``: ask the task's kernel to cancel it."""
+    """``tasks/{id}/cancel``: ask the task's kernel to cancel it; ``{"force": true}``
+    stops a server-run task's worker at once."""
 
     @guarded
     async def post(self, job_id: str) -> None:
         job_id = check_id(job_id)
-        requested, record = await self.call(self.service.cancel, job_id)
+        body = self.json_body()
+        if body is None:
+            body = {}
+        if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
+            raise bad_request('the body must be empty or {"force": true|false}')
+        requested, record = await self.call(self.service.cancel, job_id, body.get("force", False))
         if record is None:
             raise not_found(job_id)
         self.reply({"cancel_requested": requested, "task": record.to_json()})
@@ -360,8 +368,30 @@ class PublishHandler(Base):
             message = Publish.from_json(self.json_body())
         except ProtocolError as exc:
             raise bad_request(str(exc)) from None
-        cancels = await self.call(self.service.publish, message)
+        cancels = await self.call(self.service.publish, message, self.worker_job)
         self.reply({"cancel": cancels})
+
+
+class ServerTasksHandler(Base):
+    """``server-tasks`` (kernels only): run a task in a worker process the server
+    supervises (``executor="server"``); the body is ``{"task": ServerTask, "payload":
+    base64 of the cloudpickled body}``."""
+
+    @guarded
+    async def post(self) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict) or not isinstance(body.get("payload"), str):
+            raise bad_request("the body must be {'task': {...}, 'payload': '<base64>'}")
+        try:
+            spec = ServerTask.from_json(body.get("task"))
+            payload = base64.b64decode(body["payload"], validate=True)
+        except ProtocolError as exc:
+            raise bad_request(str(exc)) from None
+        except ValueError:
+            raise bad_request("'payload' is not base64") from None
+        workers: ServerWorkers = self.settings["raytha_nb_workers"]
+        record = await self.call(workers.submit, spec, payload)
+        self.reply({"task": record.to_json()}, status=201)
 
 
 class SnapshotHandler(Base):
@@ -413,6 +443,7 @@ kernel_handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
     (f"{KERNEL_API}/publish", PublishHandler, _as_kernel("POST")),
     (f"{KERNEL_API}/info", StatusHandler, _as_kernel("GET")),
     (f"{KERNEL_API}/snapshot", SnapshotHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/server-tasks", ServerTasksHandler, _as_kernel("POST")),
     (f"{KERNEL_API}/tasks", TasksHandler, _as_kernel("GET")),
     (f"{KERNEL_API}/tasks/{JOB_ID}", TaskHandler, _as_kernel("GET", "DELETE")),
     (f"{KERNEL_API}/tasks/{JOB_ID}/cancel", CancelHandler, _as_kernel("POST")),

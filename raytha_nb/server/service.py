@@ -21,7 +21,7 @@ from .._identity import pid_alive
 from .._version import __version__
 from ..errors import NotTaskOwner, StoreClosed, TaskStateError
 from ..model import TERMINAL, LogLine, TaskQuery, TaskRecord, stored_utc, utc
-from ..protocol import Batch, Publish
+from ..protocol import Batch, HistoryRow, Publish, TaskRow
 from ..store import Store
 from .events import EventHub
 
@@ -37,6 +37,9 @@ class KernelSession:
     pid: int | None
     last_seen: float
     active: set[str] = field(default_factory=set)
+    #: For a server worker (``executor="server"``): the task the server gave it, which it
+    #: may write although the server created it.
+    job: str | None = None
     #: (task id, ts, status) of every history row in its last batch. A batch carries all
     #: of the kernel's unacknowledged rows, so after a lost reply these come again.
     last_history: set[tuple[str, float, str]] = field(default_factory=set)
@@ -65,6 +68,8 @@ class TaskService:
         self._alive = alive
         #: Set when the server stops: requests get 503 from then on.
         self.closed = False
+        #: Called with (task id, force) after each cancel request (server workers).
+        self.cancel_hooks: list[Callable[[str, bool], None]] = []
         self._lock = threading.RLock()
         self.sessions: dict[str, KernelSession] = {}
         # Active tasks as last stored: GET tasks/{id} reads these without a query.
@@ -92,8 +97,9 @@ class TaskService:
             self._unclaimed[job_id] = deadline
 
     # -- kernels ---------------------------------------------------------------------
-    def publish(self, message: Publish) -> list[str]:
-        """Commit a kernel's batch and heartbeat; return the ids it must cancel."""
+    def publish(self, message: Publish, worker_job: str | None = None) -> list[str]:
+        """Commit a kernel's batch and heartbeat; return the ids it must cancel.
+        ``worker_job``: the caller is the server worker running that task."""
         if self.closed:
             raise StoreClosed(f"the task store {self.store.path} is closed")
         batch = message.batch
@@ -101,7 +107,7 @@ class TaskService:
             known = self.sessions.get(message.session)
             if known is None:
                 known = self.sessions[message.session] = KernelSession(
-                    message.session, message.kernel_id, message.pid, 0.0
+                    message.session, message.kernel_id, message.pid, 0.0, job=worker_job
                 )
             known.last_seen = self._clock()
             known.active = set(message.active)
@@ -196,7 +202,7 @@ class TaskService:
         held = {i: self._active[i] for i in ids if i in self._active}
         stored = {r.id: r for r in self.store.get_many(sorted(ids - held.keys()))}
         for record in [*held.values(), *stored.values()]:
-            if (record.kernel_id, record.pid) != me:
+            if (record.kernel_id, record.pid) != me and record.id != known.job:
                 raise NotTaskOwner(
                     f"task {record.name} ({record.id}) belongs to "
                     f"{_who(record.kernel_id, record.pid)}; {_who(*me)} may read and "
@@ -262,8 +268,9 @@ class TaskService:
     def history(self, job_id: str) -> list[dict[str, Any]]:
         return self.store.history(job_id)
 
-    def cancel(self, job_id: str) -> tuple[bool, TaskRecord | None]:
-        """Ask the task's kernel to cancel it; (False, task) if it already finished."""
+    def cancel(self, job_id: str, force: bool = False) -> tuple[bool, TaskRecord | None]:
+        """Ask the task's kernel to cancel it; (False, task) if it already finished.
+        ``force``: a server-run task's worker is killed at once, not after its grace."""
         with self._lock:
             record = self.store.get(job_id)
             if record is None or record.finished:
@@ -272,7 +279,42 @@ class TaskService:
             self._cancelling.add(job_id)
             self._undelivered.add(job_id)
             self._announce({job_id})
+        for hook in self.cancel_hooks:
+            hook(job_id, force)
         return True, self.get(job_id)
+
+    # -- tasks the server runs ---------------------------------------------------------
+    def create(self, row: TaskRow) -> TaskRecord:
+        """Store a new task the server itself queued (``executor="server"``), with its
+        ``enqueued`` history row; nobody owns it until a worker publishes it."""
+        with self._lock:
+            if self.store.get(row.id) is not None:
+                raise TaskStateError(f"a task with id {row.id} exists already")
+            row = row._replace(notebook=self._notebook(None, row.notebook))
+            self.store.apply(
+                Batch(tasks=[row], history=[HistoryRow(row.id, row.created_at, "enqueued", 0, 0.0)])
+            )
+            record = row.record(time.time())
+            self._show([record])
+        return record
+
+    def claim(self, ids: Sequence[str]) -> None:
+        """Tasks of an earlier server run that this server starts itself (server tasks
+        still waiting): the reaper must not wait for a kernel to reconnect them."""
+        with self._lock:
+            for job_id in ids:
+                self._unclaimed.pop(job_id, None)
+
+    def end(
+        self, job_id: str, status: str, reason: str, error: tuple[str, str] | None = None
+    ) -> bool:
+        """End a still active task from here (its server worker died or was killed)."""
+        with self._lock:
+            error_type, message = error or (None, None)
+            done = self.store.end([job_id], status, reason, error_type, message)
+            self._forget(set(done))
+            self._announce(set(done))
+        return bool(done)
 
     def delete(self, job_id: str, kernel: tuple[str | None, int | None] | None = None) -> bool:
         """Forget a finished task; False if unknown, TaskStateError if still active.

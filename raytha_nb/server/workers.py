@@ -1,0 +1,246 @@
+"""Tasks the server runs (``executor="server"``) in worker processes it supervises.
+
+A kernel hands over a task (``POST kernel-api/server-tasks``: a :class:`ServerTask`
+and the body as cloudpickle bytes). The server stores it ``enqueued``, keeps the spec
+and body in files beside the store, and starts ``python -m raytha_nb._server_worker``
+with the kernel's interpreter in the notebook's directory, at most ``size`` at once
+(the rest wait, FIFO). The worker publishes like a kernel, with a secret of its own
+(:func:`~raytha_nb._identity.worker_token`), so the task outlives the kernel that
+started it. Each worker runs in a session of its own, so a server stopping (or a
+Ctrl+C in its terminal) does not stop it: it reconnects to the restarted server,
+which also starts the tasks still waiting.
+
+Here a thread per worker waits for its process: one that ends while its task is still
+active died (a crash, an out-of-memory kill) and leaves the task ``error`` with the
+reason and the worker's last output. A cancel reaches the worker cooperatively (its
+next heartbeat), and its process group is killed after ``grace`` (at once with
+``force``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from pathlib import Path
+from typing import IO
+
+from .._identity import ENV_DB, ENV_TOKEN, ENV_WORKER, worker_token
+from ..errors import ProtocolError
+from ..model import TaskRecord, TaskStatus
+from ..protocol import ServerTask, TaskRow
+from .service import TaskService
+
+#: Bytes of a dead worker's own output quoted in its task's error.
+_TAIL = 2000
+
+
+class ServerWorkers:
+    """The queue of server-run tasks and the worker processes running them."""
+
+    def __init__(
+        self,
+        service: TaskService,
+        folder: Path,
+        secret: str,
+        size: int,
+        grace: float,
+        log: logging.Logger,
+    ) -> None:
+        self.service = service
+        self.folder = folder
+        self.size = size
+        self.grace = grace
+        self.log = log
+        self._secret = secret
+        self._lock = threading.Lock()
+        self._pending: deque[str] = deque()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._killed: set[str] = set()
+        self._stopping = False
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        service.cancel_hooks.append(self.cancel)
+
+    # -- files -------------------------------------------------------------------------
+    def _spec_file(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}.json"
+
+    def _files(self, job_id: str) -> list[Path]:
+        return [self.folder / f"{job_id}{ext}" for ext in (".json", ".pickle", ".log")]
+
+    def _write(self, path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+    # -- queueing ----------------------------------------------------------------------
+    def submit(self, spec: ServerTask, payload: bytes) -> TaskRecord:
+        """Store the task ``enqueued`` and start it when a worker slot is free."""
+        if not os.path.isabs(spec.python) or not os.access(spec.python, os.X_OK):
+            raise ProtocolError(f"'python' must be an executable file's path, not {spec.python!r}")
+        if not os.path.isdir(spec.cwd):
+            raise ProtocolError(f"'cwd' {spec.cwd!r} is not a directory on the server")
+        self._write(self.folder / f"{spec.id}.pickle", payload)
+        data = {**spec.to_json(), "store": str(self.service.store.path)}
+        self._write(self._spec_file(spec.id), json.dumps(data).encode())
+        row = TaskRow(
+            spec.id, spec.name, spec.task, json.dumps(spec.args), created_at=spec.created_at,
+            notebook=spec.notebook, executor="server",
+        )  # fmt: skip
+        try:
+            record = self.service.create(row)
+        except BaseException:
+            self._remove(spec.id)
+            raise
+        with self._lock:
+            self._pending.append(spec.id)
+        self._start_next()
+        return record
+
+    def recover(self) -> list[str]:
+        """At start: queue again the server tasks an earlier run left waiting (their
+        files are here); returns their ids. Running ones reconnect by themselves."""
+        waiting = [
+            record.id
+            for record in self.service.store.get_many(self.service.store.active_ids())
+            if record.executor == "server"
+            and record.status is TaskStatus.ENQUEUED
+            and self._spec_file(record.id).is_file()
+        ]
+        self.service.claim(waiting)
+        with self._lock:
+            self._pending.extend(waiting)
+        self._start_next()
+        return waiting
+
+    def cancel(self, job_id: str, force: bool = False) -> None:
+        """A cancel request (after the service stored it): a waiting task ends now; a
+        running one's worker is killed after the grace period, or now with ``force``."""
+        with self._lock:
+            waiting = job_id in self._pending
+            if waiting:
+                self._pending.remove(job_id)
+            running = job_id in self._running
+        if waiting:
+            self.service.end(job_id, "cancelled", "cancelled before it started")
+            self._remove(job_id)
+        elif running:
+            if force:
+                self._kill(job_id)
+            else:
+                timer = threading.Timer(self.grace, self._kill, args=(job_id,))
+                timer.daemon = True
+                timer.start()
+
+    def _kill(self, job_id: str) -> None:
+        with self._lock:
+            process = self._running.get(job_id)
+            if process is None:
+                return
+            self._killed.add(job_id)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # its own group: the task's children too
+        except ProcessLookupError:
+            pass
+
+    # -- running -----------------------------------------------------------------------
+    def _start_next(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping or not self._pending or len(self._running) >= self.size:
+                    return
+                job_id = self._pending.popleft()
+                process: subprocess.Popen[bytes] | None = None
+                try:
+                    process = self._spawn(job_id)
+                except Exception as exc:  # noqa: BLE001 - any failure to start is the task's error
+                    failure = f"{type(exc).__name__}: {exc}"
+                else:
+                    self._running[job_id] = process
+            if process is None:
+                self.service.end(
+                    job_id, "error", f"its server worker could not start: {failure}",
+                    ("raytha_nb.WorkerDied", failure),
+                )  # fmt: skip
+                self._remove(job_id)
+                continue
+            threading.Thread(
+                target=self._watch, args=(job_id, process), name="raytha-nb-server-worker",
+                daemon=True,
+            ).start()  # fmt: skip
+
+    def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
+        spec = ServerTask.from_json(json.loads(self._spec_file(job_id).read_text()))
+        env = {key: value for key, value in os.environ.items() if key != ENV_DB}
+        env[ENV_TOKEN] = worker_token(self._secret, job_id)
+        env[ENV_WORKER] = job_id
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("JPY_SESSION_NAME", None)
+        if spec.notebook:
+            env["JPY_SESSION_NAME"] = spec.notebook
+        output: IO[bytes]
+        with open(self.folder / f"{job_id}.log", "wb") as output:
+            return subprocess.Popen(
+                [spec.python, "-m", "raytha_nb._server_worker", str(self._spec_file(job_id))],
+                cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
+        """Wait for the worker; end its task if it died without ending it."""
+        code = process.wait()
+        with self._lock:
+            self._running.pop(job_id, None)
+            killed = job_id in self._killed
+            self._killed.discard(job_id)
+        try:
+            record = self.service.get(job_id)
+            if record is not None and not record.finished:
+                if killed:
+                    self.service.end(
+                        job_id, "cancelled", "cancelled (its server worker was stopped)"
+                    )
+                else:
+                    self._died(job_id, code)
+        except Exception:  # e.g. the store closed as the server stops
+            self.log.debug(
+                "raytha_nb: could not record the end of worker %s", job_id, exc_info=True
+            )
+        finally:
+            if not self._stopping:
+                self._remove(job_id)
+                self._start_next()
+
+    def _died(self, job_id: str, code: int) -> None:
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        reason = f"server worker process died: {how}"
+        tail = self._tail(job_id)
+        message = f"{reason}; its last output:\n{tail}" if tail else reason
+        self.service.end(job_id, "error", reason, ("raytha_nb.WorkerDied", message))
+        self.log.warning("raytha_nb: server task %s: %s", job_id, reason)
+
+    def _tail(self, job_id: str) -> str:
+        try:
+            with open(self.folder / f"{job_id}.log", "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - _TAIL))
+                return handle.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def _remove(self, job_id: str) -> None:
+        for path in self._files(job_id):
+            path.unlink(missing_ok=True)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    def stop(self) -> None:
+        """The server stops: start nothing more; running workers carry on."""
+        with self._lock:
+            self._stopping = True

@@ -1,0 +1,248 @@
+"""``executor="server"`` with real processes: a jupyter server on 127.0.0.1 runs tasks in
+worker processes it supervises; they outlive the kernel that started them (restart,
+shutdown), a server restart, and a dying worker ends only its own task."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raytha_nb._identity import pid_alive, worker_token
+
+from ._server_helpers import JupyterServer, kernel_address, run
+
+pytestmark = pytest.mark.timeout(180)
+
+GRACE = 0.5
+
+SETUP = """
+import os, time
+import raytha_nb as rnb
+
+def spin(steps, delay):
+    for i in range(steps):
+        rnb.check_cancelled()
+        rnb.progress(100 * (i + 1) / steps, info=f"step {i + 1}")
+        print(f"line {i + 1}")
+        time.sleep(delay)
+    return {"steps": steps, "pid": os.getpid()}
+
+def nap(seconds):
+    time.sleep(seconds)  # one blocking C call: no cancel check until it returns
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    home = tmp_path_factory.mktemp("server-executor")
+    options = (f"--RaythaNbApp.server_cancel_grace={GRACE}", "--RaythaNbApp.max_server_workers=2")
+    srv = JupyterServer(home, home / "db" / "tasks.duckdb", heartbeat_timeout=5.0, options=options)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def kernel(server: JupyterServer) -> Iterator[tuple[str, Any]]:
+    kernel_id, client = server.start_kernel()
+    run(client, SETUP)
+    yield kernel_id, client
+    client.stop_channels()
+    server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+def value(client: Any, expr: str) -> Any:
+    return ast.literal_eval(run(client, expr))
+
+
+def test_a_server_task_outlives_its_kernels_restart_and_loads_in_a_new_kernel(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    kernel_id, client = kernel
+    job = value(client, "rnb.enqueue(spin, {'steps': 30, 'delay': 0.1}, executor='server')")
+    record = server.wait_for(job, {"processing"}, 30)
+    kernel_pid = value(client, "os.getpid()")
+    assert record["executor"] == "server" and record["kernel_id"] is None
+    assert record["worker"] == f"pid {record['pid']}" and record["pid"] != kernel_pid
+    status, _, _ = server.request("POST", f"api/kernels/{kernel_id}/restart", {})
+    assert status == 200
+    seen: set[float] = set()
+    while (record := server.task(job))["status"] == "processing":
+        seen.add(record["percent_complete"])
+        time.sleep(0.05)
+    assert record["status"] == "complete", record
+    assert len(seen) >= 3  # live progress through REST while the kernel restarted
+    lines = server.get(f"raytha-nb/api/tasks/{job}/logs")["lines"]
+    assert [line["text"] for line in lines] == [f"line {i}" for i in range(1, 31)]
+    other_id, other = server.start_kernel()
+    try:
+        run(other, "import raytha_nb as rnb")
+        assert value(other, f"rnb.result({job!r})") == {"steps": 30, "pid": record["pid"]}
+    finally:
+        other.stop_channels()
+        server.request("DELETE", f"api/kernels/{other_id}")
+
+
+def test_a_server_task_survives_its_kernel_being_shut_down(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    kernel_id, client = kernel
+    job = value(client, "rnb.enqueue(spin, {'steps': 15, 'delay': 0.1}, executor='server')")
+    server.wait_for(job, {"processing"}, 30)
+    assert server.request("DELETE", f"api/kernels/{kernel_id}")[0] == 204
+    record = server.wait_for(job, {"complete", "error", "interrupted"}, 30)
+    assert record["status"] == "complete", record
+    assert server.get(f"raytha-nb/api/tasks/{job}/result")  # downloadable JSON
+
+
+def test_cancel_cooperative_forced_after_grace_and_force_true(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    polite = value(client, "rnb.enqueue(spin, {'steps': 1000, 'delay': 0.05}, executor='server')")
+    blocked = value(client, "rnb.enqueue(nap, {'seconds': 60}, executor='server')")
+    for job in (polite, blocked):
+        server.wait_for(job, {"processing"}, 30)
+    started = time.monotonic()
+    run(client, f"rnb.cancel({polite!r}); rnb.cancel({blocked!r})")
+    record = server.wait_for(polite, {"cancelled"}, 10)
+    assert "worker was stopped" not in (record["status_info"] or "")  # it stopped by itself
+    record = server.wait_for(blocked, {"cancelled"}, 10)
+    assert record["status_info"] == "cancelled (its server worker was stopped)"
+    assert time.monotonic() - started < GRACE + 3
+    forced = value(client, "rnb.enqueue(nap, {'seconds': 60}, executor='server')")
+    server.wait_for(forced, {"processing"}, 30)
+    started = time.monotonic()
+    status, reply, _ = server.request(
+        "POST", f"raytha-nb/api/tasks/{forced}/cancel", {"force": True}
+    )
+    assert status == 200 and reply["cancel_requested"] is True
+    server.wait_for(forced, {"cancelled"}, 10)
+    assert time.monotonic() - started < GRACE  # killed at once, not after the grace
+    status, reply, _ = server.request("POST", f"raytha-nb/api/tasks/{forced}/cancel", {"force": 1})
+    assert status == 400 and "force" in reply["message"]
+
+
+def test_a_dying_worker_ends_its_task_error_and_the_next_task_runs(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    run(client, "import ctypes\ndef crash():\n    print('about to crash')\n    ctypes.string_at(0)")
+    job = value(client, "rnb.enqueue(crash, executor='server')")
+    record = server.wait_for(job, {"error"}, 30)
+    assert record["status_info"] == "server worker process died: signal 11"
+    assert record["error_type"] == "raytha_nb.WorkerDied"
+    after = value(client, "rnb.enqueue(spin, {'steps': 2, 'delay': 0}, executor='server')")
+    assert server.wait_for(after, {"complete"}, 30)["result"]["steps"] == 2
+
+
+def test_errors_keep_the_users_frames_and_unpicklable_input_fails_at_enqueue(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    run(client, "def boom(x):\n    y = x + 1\n    raise ValueError(f'bad {y}')")
+    job = value(client, "rnb.enqueue(boom, {'x': 1}, executor='server')")
+    record = server.wait_for(job, {"error"}, 30)
+    assert record["error_type"] == "ValueError" and record["error_message"] == "bad 2"
+    assert "in boom" in record["traceback"] and "raise ValueError" in record["traceback"]
+    text = run(
+        client,
+        "import threading\nlock = threading.Lock()\ntry:\n"
+        "    rnb.enqueue(lambda: lock.acquire(), executor='server')\n"
+        "except rnb.NotPicklable as exc:\n    print(exc)",
+    )
+    assert "global 'lock' is a _thread.lock, which cannot be sent" in text
+
+
+def test_limit_of_workers_keeps_the_rest_enqueued(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    jobs = [
+        value(client, "rnb.enqueue(spin, {'steps': 20, 'delay': 0.1}, executor='server')")
+        for _ in range(3)
+    ]
+    for job in jobs[:2]:
+        server.wait_for(job, {"processing"}, 30)
+    assert server.task(jobs[2])["status"] == "enqueued"  # max_server_workers=2
+    run(client, f"rnb.cancel({jobs[2]!r})")
+    record = server.wait_for(jobs[2], {"cancelled"}, 5)
+    assert record["status_info"] == "cancelled before it started"
+    for job in jobs[:2]:
+        assert server.wait_for(job, {"complete"}, 30)["status"] == "complete"
+
+
+def test_a_worker_secret_publishes_only_its_own_task(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    job = value(client, "rnb.enqueue(spin, {'steps': 40, 'delay': 0.05}, executor='server')")
+    other = value(client, "rnb.enqueue(spin, {'steps': 1, 'delay': 0}, executor='thread')")
+    server.wait_for(other, {"complete"}, 30)
+    address = kernel_address(server)
+
+    def publish(token: str, worker: str, task_id: str) -> tuple[int, Any]:
+        body = {
+            "protocol": "1.1", "version": "0", "session": "intruder", "pid": 1, "active": [],
+            "batch": {"progress": {"columns": ["id", "percent_complete"], "rows": [[task_id, 5]]}},
+        }  # fmt: skip
+        request = urllib.request.Request(
+            server.url + "raytha-nb/kernel-api/publish", data=json.dumps(body).encode(),
+            method="POST", headers={"Authorization": f"token {token}",
+                                    "X-Raytha-Nb-Worker": worker},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    mine = worker_token(address.token, job)
+    assert publish(mine, other, other)[0] == 403  # a token made for another task
+    status, reply = publish(mine, job, other)
+    assert status == 403 and "belongs to" in reply["message"]
+    server.wait_for(job, {"complete"}, 30)
+
+
+def test_server_tasks_carry_on_through_a_server_restart(tmp_path: Path) -> None:
+    """Workers run in sessions of their own: a stopped server does not stop them, and
+    they reconnect to the restarted one; a task still waiting starts after the restart."""
+    srv = JupyterServer(
+        tmp_path, tmp_path / "db" / "tasks.duckdb", heartbeat_timeout=15,
+        options=("--RaythaNbApp.max_server_workers=1",),
+    ).start()  # fmt: skip
+    kernel_id, client = srv.start_kernel()
+    worker_pid = None
+    try:
+        run(client, SETUP)
+        job = value(client, "rnb.enqueue(spin, {'steps': 60, 'delay': 0.1}, executor='server')")
+        waiting = value(client, "rnb.enqueue(spin, {'steps': 3, 'delay': 0}, executor='server')")
+        record = srv.wait_for(job, {"processing"}, 30)
+        assert srv.task(waiting)["status"] == "enqueued"
+        worker_pid = record["pid"]
+        client.stop_channels()
+        srv.stop()
+        os.kill(worker_pid, 0)  # still running while the server is down
+        time.sleep(1)
+        srv.start()
+        record = srv.wait_for(job, {"complete", "interrupted", "error"}, 60)
+        assert record["status"] == "complete", record
+        lines = srv.get(f"raytha-nb/api/tasks/{job}/logs")["lines"]
+        assert [line["text"] for line in lines] == [f"line {i}" for i in range(1, 61)]
+        assert srv.wait_for(waiting, {"complete"}, 60)["result"]["steps"] == 3
+    finally:
+        srv.request("DELETE", f"api/kernels/{kernel_id}")
+        srv.stop()
+        if worker_pid is not None and pid_alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)  # the worker this test's server started
+    assert "Traceback" not in srv.log_text(), srv.log_text()
