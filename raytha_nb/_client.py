@@ -14,6 +14,8 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -35,18 +37,19 @@ _PAGE = 1000
 class RemoteBackend(TaskBackend):
     """Publishes this kernel's batches to the server and reads every kernel's tasks."""
 
-    def __init__(self, address: ServerAddress, timeout: float = 10.0) -> None:
-        parts = urlsplit(address.url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"RAYTHA_NB_URL must be an http:// URL, not {address.url!r}")
-        self.address = address
-        self._host = parts.hostname
-        self._port = parts.port or 80
-        self._prefix = parts.path.rstrip("/") + "/raytha-nb/kernel-api/"
-        self._user_api = parts.path.rstrip("/") + "/raytha-nb/api/"
+    def __init__(
+        self,
+        address: ServerAddress,
+        timeout: float = 10.0,
+        relocate: Callable[[], str | None] | None = None,
+    ) -> None:
         self._timeout = timeout
-        self._headers = {"Authorization": f"token {address.token}"}
         self._local = threading.local()
+        #: Where the server is now, if it may have moved (a server worker looks the
+        #: restarted server up by its store): asked when the server cannot be reached.
+        self._relocate = relocate
+        self._point_at(address)
+        self._headers = {"Authorization": f"token {address.token}"}
         self._results_dir = Path(address.results_dir) if address.results_dir else None
         self._session = uuid.uuid4().hex
         self._kernel_id = kernel_identity()[0]
@@ -58,9 +61,34 @@ class RemoteBackend(TaskBackend):
         if worker:  # a server worker: its secret is made for this task
             self._headers["X-Raytha-Nb-Worker"] = worker
 
+    def _point_at(self, address: ServerAddress) -> None:
+        parts = urlsplit(address.url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"RAYTHA_NB_URL must be an http:// URL, not {address.url!r}")
+        self.address = address
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self._prefix = parts.path.rstrip("/") + "/raytha-nb/kernel-api/"
+        self._user_api = parts.path.rstrip("/") + "/raytha-nb/api/"
+
     # -- plumbing ------------------------------------------------------------------
     def _request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None
+    ) -> tuple[int, Any]:
+        try:
+            return self._send(method, path, query, body)
+        except ServerError as exc:
+            if exc.status is not None or self._relocate is None:
+                raise
+            url = self._relocate()
+            if url is None or url == self.address.url:
+                raise
+            self._point_at(replace(self.address, url=url))
+            self._local = threading.local()  # connections to the old address
+            return self._send(method, path, query, body)
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any] | None, body: Any
     ) -> tuple[int, Any]:
         url = self._prefix + path
         if query:

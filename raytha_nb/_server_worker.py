@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from . import _manager
+from ._client import RemoteBackend
+from ._identity import discover, find_server
 from .processes import Shipped
 from .protocol import ServerTask
 
@@ -22,7 +24,8 @@ from .protocol import ServerTask
 def main(argv: list[str]) -> int:
     """Run the task the spec file names; 0 once its final state is stored."""
     spec_file = Path(argv[0])
-    spec = ServerTask.from_json(json.loads(spec_file.read_text()))
+    data = json.loads(spec_file.read_text())
+    spec = ServerTask.from_json(data)
     # The kernel's import path: modules beside the notebook, or added to sys.path in
     # it, import here as they did there.
     sys.path[:0] = [entry for entry in spec.sys_path if entry not in sys.path]
@@ -30,11 +33,27 @@ def main(argv: list[str]) -> int:
         linecache.cache[name] = (len(text), None, text.splitlines(True), name)
     # Unpickled on the task's thread: a module missing here is the task's error.
     body = Shipped(spec_file.with_suffix(".pickle").read_bytes())
-    manager = _manager.manager()
+    address = discover()
+    if address is None:
+        print("raytha_nb server worker: no server address in the environment", file=sys.stderr)
+        return 2
+    store = str(data["store"])
+    backend = RemoteBackend(address, relocate=lambda: _server_url(store))
+    # Publishing every 0.1 s brings a cancel request here within that; the grace is the
+    # server's, which kills this process if the task's thread does not stop.
+    manager = _manager._default = _manager.TaskManager(
+        backend=backend, flush_interval=0.1, cancel_grace=float(data["grace"])
+    )
     manager.adopt(spec, body)
     manager.wait(spec.id)
     manager.shutdown()
     return 0
+
+
+def _server_url(store: str) -> str | None:
+    """The URL of the server now holding ``store`` (it may restart on another port)."""
+    found = find_server(store)
+    return None if found is None else found.url
 
 
 if __name__ == "__main__":

@@ -58,9 +58,9 @@ class BackgroundMagics(Magics):  # type: ignore[misc]
     @argument(
         "--executor",
         default="thread",
-        help="'thread' (default: in this namespace), 'process' or 'dask' (a worker process "
-        "or Dask worker: the names the cell reads are copied in, those it assigns copied "
-        "back when it ends)",
+        help="'thread' (default: in this namespace), 'process', 'dask' or 'server' (a "
+        "worker process, Dask worker or server worker: the names the cell reads are copied "
+        "in, those it assigns copied back when it ends)",
     )
     @cell_magic
     def background(self, line: str, cell: str) -> None:

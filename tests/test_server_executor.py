@@ -19,7 +19,7 @@ import pytest
 
 from raytha_nb._identity import pid_alive, worker_token
 
-from ._server_helpers import JupyterServer, kernel_address, run
+from ._server_helpers import JupyterServer, free_port, kernel_address, run
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -216,7 +216,8 @@ def test_a_worker_secret_publishes_only_its_own_task(
 
 def test_server_tasks_carry_on_through_a_server_restart(tmp_path: Path) -> None:
     """Workers run in sessions of their own: a stopped server does not stop them, and
-    they reconnect to the restarted one; a task still waiting starts after the restart."""
+    they reconnect to the restarted one, on another port too; a task still waiting
+    starts after the restart."""
     srv = JupyterServer(
         tmp_path, tmp_path / "db" / "tasks.duckdb", heartbeat_timeout=15,
         options=("--RaythaNbApp.max_server_workers=1",),
@@ -234,6 +235,7 @@ def test_server_tasks_carry_on_through_a_server_restart(tmp_path: Path) -> None:
         srv.stop()
         os.kill(worker_pid, 0)  # still running while the server is down
         time.sleep(1)
+        srv.port = free_port()  # and it finds the server on its new port (its runtime file)
         srv.start()
         record = srv.wait_for(job, {"complete", "interrupted", "error"}, 60)
         assert record["status"] == "complete", record
@@ -246,3 +248,23 @@ def test_server_tasks_carry_on_through_a_server_restart(tmp_path: Path) -> None:
         if worker_pid is not None and pid_alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)  # the worker this test's server started
     assert "Traceback" not in srv.log_text(), srv.log_text()
+
+
+def test_background_cell_on_the_server_copies_names_in_and_out(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    run(client, "%load_ext raytha_nb\ndata = [1, 2, 3]")
+    run(
+        client,
+        "%%background --executor server --no-widget --name on-server\ntotal = sum(data)\ntotal * 2",
+    )
+    job = value(client, "rnb.list_tasks(name='on-server')[0].id")
+    record = server.wait_for(job, {"complete", "error"}, 60)
+    assert record["status"] == "complete" and record["executor"] == "server", record
+    assert record["result"] == 12
+    deadline = time.monotonic() + 10
+    while run(client, "print('total' in globals())") != "True":
+        assert time.monotonic() < deadline, "the cell's names were not copied back"
+        time.sleep(0.1)
+    assert value(client, "total") == 6

@@ -47,7 +47,14 @@ export interface ITask {
   kernel_id: string | null;
   notebook: string | null;
   cancel_requested: boolean;
+  /** Where it runs; absent or null for tasks of older kernels (and older saved notebooks). */
+  executor?: TaskExecutor | null;
+  /** The worker running it ("pid 1234", "tcp://127.0.0.1:40123", "thread raytha-nb-worker-2"); null until it starts. */
+  worker?: string | null;
 }
+
+/** `TaskRecord.executor`: where a task runs (`rnb.enqueue(..., executor=...)`). */
+export type TaskExecutor = 'thread' | 'process' | 'dask' | 'server';
 
 /** An `event: progress` of the events stream: only a running task's progress moved. */
 export interface ITaskProgress {

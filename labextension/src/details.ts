@@ -13,7 +13,8 @@ import {
   formatSeconds,
   durationOf,
   localTime,
-  percentText
+  percentText,
+  runsOn
 } from './format';
 import { TaskModel } from './model';
 
@@ -139,6 +140,8 @@ export class TaskDetails {
       ['Id', task.id],
       ['Notebook', task.notebook || '—'],
       ['Kernel', kernelLabel(task)],
+      // Not for tasks of older kernels, whose records do not say.
+      ...(runsOn(task) ? [['Runs on', runsOn(task)] as [string, string]] : []),
       ['Created', localTime(task.created_at)],
       ['Started', localTime(task.started_at)],
       ['Finished', localTime(task.completed_at)],

@@ -77,6 +77,39 @@ export function timeLabel(task: ITask, now = Date.now()): string {
   return formatSeconds(duration);
 }
 
+/**
+ * Where a task runs, as the widget's details say it (raytha_nb/widgets.py `_where`, same
+ * text): "process pid 42", "thread raytha-nb-worker-2", "dask tcp://10.0.0.5:40123".
+ * '' when the record does not say (tasks of older kernels).
+ */
+export function whereText(task: ITask): string {
+  const executor = task.executor ?? null;
+  const worker = task.worker ?? null;
+  if (worker === null) {
+    return executor ?? '';
+  }
+  return executor === null || worker.startsWith(executor) ? worker : `${executor} ${worker}`;
+}
+
+/**
+ * The details' "Runs on" value: the executor, then its worker without the executor's
+ * name repeated ("process · pid 1234", "thread · raytha-nb-worker-2"); '' when unknown.
+ */
+export function runsOn(task: ITask): string {
+  const executor = task.executor ?? null;
+  let worker = task.worker ?? null;
+  if (executor !== null && worker !== null && worker.startsWith(`${executor} `)) {
+    worker = worker.slice(executor.length + 1);
+  }
+  return [executor, worker].filter(Boolean).join(' · ');
+}
+
+/** The list row's badge: the executor, except the default ("thread") and unknown ones. */
+export function executorBadge(task: ITask): string {
+  const executor = task.executor ?? null;
+  return executor === null || executor === 'thread' ? '' : executor;
+}
+
 export function basename(path: string | null): string {
   return path ? path.split('/').pop() || path : '';
 }

@@ -8,7 +8,15 @@ import { Widget } from '@lumino/widgets';
 import { ITask, STATUSES, isActive } from './api';
 import { TaskActions, actionButtons, confirmDelete } from './actions';
 import { TaskDetails } from './details';
-import { STATUS_GLYPH, basename, el, percentText, timeLabel } from './format';
+import {
+  STATUS_GLYPH,
+  basename,
+  el,
+  executorBadge,
+  percentText,
+  runsOn,
+  timeLabel
+} from './format';
 import { tasksIcon } from './icons';
 import { ITasksChange, TaskModel } from './model';
 
@@ -55,7 +63,8 @@ export class TasksPanel extends Widget {
     this._textFilter = el('input', 'jp-RaythaPanel-textFilter');
     this._textFilter.type = 'search';
     this._textFilter.placeholder = 'Filter tasks';
-    this._textFilter.title = 'Show tasks whose name, task, notebook, info, status or id contains this';
+    this._textFilter.title =
+      'Show tasks whose name, task, notebook, info, status, executor, worker or id contains this';
     this._clear = el('button', 'jp-RaythaPanel-clear', 'Clear finished');
     this._clear.title = 'Delete every finished task (complete, error, cancelled, interrupted)';
     toolbar.append(this._textFilter, this._statusFilter, this._clear);
@@ -136,9 +145,16 @@ export class TasksPanel extends Widget {
     if (!text) {
       return true;
     }
-    return [task.name, task.task, task.notebook, task.status_info, task.status, task.id].some(
-      v => v && v.toLowerCase().includes(text)
-    );
+    return [
+      task.name,
+      task.task,
+      task.notebook,
+      task.status_info,
+      task.status,
+      task.executor,
+      task.worker,
+      task.id
+    ].some(v => v && v.toLowerCase().includes(text));
   }
 
   protected onAfterShow(): void {
@@ -350,9 +366,11 @@ export class TasksPanel extends Widget {
     node.addEventListener('click', () => this.showTask(id));
     const glyph = el('span', 'jp-RaythaTask-glyph');
     const name = el('span', 'jp-RaythaTask-name');
+    const executor = el('span', 'jp-RaythaTask-executor');
+    executor.hidden = true;
     const time = el('span', 'jp-RaythaTask-time');
     const line1 = el('div', 'jp-RaythaTask-line');
-    line1.append(glyph, name, time);
+    line1.append(glyph, name, executor, time);
     const bar = el('div', 'jp-RaythaTask-bar');
     const fill = el('div', 'jp-RaythaTask-fill');
     bar.append(fill);
@@ -365,12 +383,25 @@ export class TasksPanel extends Widget {
     const line3 = el('div', 'jp-RaythaTask-line');
     line3.append(state, info, buttons);
     node.append(line1, line2, line3);
-    return { node, glyph, name, time, fill, percent, state, info, buttons, key: '', actionsKey: '' };
+    return {
+      node,
+      glyph,
+      name,
+      executor,
+      time,
+      fill,
+      percent,
+      state,
+      info,
+      buttons,
+      key: '',
+      actionsKey: ''
+    };
   }
 
   private _fillRow(row: IRow, task: ITask, now: number): void {
     setText(row.time, timeLabel(task, now));
-    const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}`;
+    const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}|${task.executor}|${task.worker}`;
     if (key === row.key) {
       this._fillActions(row, task); // kernels may have come or gone
       return;
@@ -381,6 +412,12 @@ export class TasksPanel extends Widget {
     row.glyph.title = task.status;
     row.name.textContent = task.name;
     row.name.title = `${task.name} (${task.task})`;
+    // Only where it is not the default thread: most rows stay as they were.
+    const badge = executorBadge(task);
+    row.executor.hidden = !badge;
+    row.executor.textContent = badge;
+    row.executor.dataset.executor = badge;
+    row.executor.title = badge ? `Runs on ${runsOn(task)}` : '';
     const pct = Math.max(0, Math.min(100, task.percent_complete));
     row.fill.style.width = `${pct}%`;
     row.percent.textContent = percentText(task);
@@ -436,6 +473,8 @@ interface IRow {
   node: HTMLElement;
   glyph: HTMLElement;
   name: HTMLElement;
+  /** The executor's badge ("process", "dask", "server"), hidden for threads. */
+  executor: HTMLElement;
   time: HTMLElement;
   fill: HTMLElement;
   percent: HTMLElement;

@@ -8,7 +8,16 @@ import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, FILE_RESULT_KINDS, ILogLine, ITask, isActive, isTable } from './api';
-import { count, durationOf, el, formatSeconds, localTime, logTitle, percentText } from './format';
+import {
+  count,
+  durationOf,
+  el,
+  formatSeconds,
+  localTime,
+  logTitle,
+  percentText,
+  whereText
+} from './format';
 import { ITasksChange, TaskModel } from './model';
 
 export const TASK_MIME = 'application/vnd.raytha-nb.task+json';
@@ -158,8 +167,18 @@ export class TaskOutput extends Widget implements IRenderMime.IRenderer {
     if (task.status_info) {
       info.push(task.status_info);
     }
-    this._info.textContent = info.join(' · ');
-    this._info.hidden = !info.length;
+    // Where it runs comes last and quieter, as in the widget's details line.
+    const where = whereText(task);
+    const parts: (string | HTMLElement)[] = info.length ? [info.join(' · ')] : [];
+    if (where) {
+      parts.push(...(info.length ? [' · '] : []), el('span', 'jp-RaythaCell-where', where));
+    }
+    const infoKey = `${info.join(' · ')}|${where}`;
+    if (infoKey !== this._infoKey) {
+      this._infoKey = infoKey;
+      this._info.replaceChildren(...parts);
+    }
+    this._info.hidden = !parts.length;
 
     this._note.textContent = this._noteText(task, source);
     this._note.hidden = !this._note.textContent;
@@ -311,6 +330,7 @@ export class TaskOutput extends Widget implements IRenderMime.IRenderer {
   private _notStored = false;
   private _cancelFailed = false;
   private _outcomeKey = '';
+  private _infoKey = '';
   private _outcomeGen = 0;
   private _ticker = 0;
   private _logTimer = 0;

@@ -13,7 +13,8 @@ which also starts the tasks still waiting.
 Here a thread per worker waits for its process: one that ends while its task is still
 active died (a crash, an out-of-memory kill) and leaves the task ``error`` with the
 reason and the worker's last output. A cancel reaches the worker cooperatively (its
-next heartbeat), and its process group is killed after ``grace`` (at once with
+next heartbeat, every 0.1 s), the worker forces it in the task's thread after
+``grace``, and its process group is killed ``KILL_MARGIN`` later (at once with
 ``force``).
 """
 
@@ -37,6 +38,10 @@ from .service import TaskService
 
 #: Bytes of a dead worker's own output quoted in its task's error.
 _TAIL = 2000
+#: Seconds after the grace period before a cancelled task's worker is killed: the
+#: worker first raises TaskCancelled in the task's thread itself at the grace period
+#: (a clean end, logs kept); only a task stuck in a C call needs the kill.
+KILL_MARGIN = 0.5
 
 
 class ServerWorkers:
@@ -80,12 +85,17 @@ class ServerWorkers:
     # -- queueing ----------------------------------------------------------------------
     def submit(self, spec: ServerTask, payload: bytes) -> TaskRecord:
         """Store the task ``enqueued`` and start it when a worker slot is free."""
-        if not os.path.isabs(spec.python) or not os.access(spec.python, os.X_OK):
+        python = spec.python
+        if (
+            not os.path.isabs(python)
+            or not os.path.isfile(python)
+            or not os.access(python, os.X_OK)
+        ):
             raise ProtocolError(f"'python' must be an executable file's path, not {spec.python!r}")
         if not os.path.isdir(spec.cwd):
             raise ProtocolError(f"'cwd' {spec.cwd!r} is not a directory on the server")
         self._write(self.folder / f"{spec.id}.pickle", payload)
-        data = {**spec.to_json(), "store": str(self.service.store.path)}
+        data = {**spec.to_json(), "store": str(self.service.store.path), "grace": self.grace}
         self._write(self._spec_file(spec.id), json.dumps(data).encode())
         row = TaskRow(
             spec.id, spec.name, spec.task, json.dumps(spec.args), created_at=spec.created_at,
@@ -132,7 +142,7 @@ class ServerWorkers:
             if force:
                 self._kill(job_id)
             else:
-                timer = threading.Timer(self.grace, self._kill, args=(job_id,))
+                timer = threading.Timer(self.grace + KILL_MARGIN, self._kill, args=(job_id,))
                 timer.daemon = True
                 timer.start()
 
