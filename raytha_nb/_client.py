@@ -165,7 +165,7 @@ class RemoteBackend(TaskBackend):
             self._results_dir = Path(info["results_dir"])
         return self._results_dir
 
-    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+    def publish(self, batch: Batch, active: list[str]) -> dict[str, bool]:
         message = Publish(self._session, batch, self._kernel_id, os.getpid(), tuple(active))
         status, reply = self._request("POST", "publish", body=message.to_json())
         if status != 200 or not isinstance(reply, dict):
@@ -174,7 +174,8 @@ class RemoteBackend(TaskBackend):
                 "raytha_nb server extension enabled?",
                 status,
             )
-        return set(reply["cancel"])
+        forced = set(reply.get("force", ()))  # an older server sends none
+        return {job_id: job_id in forced for job_id in reply["cancel"]}
 
     def get(self, job_id: str) -> TaskRecord | None:
         status, data = self._request("GET", self._task_path(job_id))

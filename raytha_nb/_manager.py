@@ -110,6 +110,8 @@ class TaskManager:
         self._closed = False
         #: Tasks an earlier wait_all() already waited for (and reported).
         self._waited_all: set[str] = set()
+        # Tasks this process handed to the server (executor="server"), oldest first.
+        self._handed: dict[str, None] = {}
 
     # -- starting tasks ------------------------------------------------------------
     def enqueue(
@@ -172,7 +174,12 @@ class TaskManager:
             tuple(sys.path), self._notebook, time.time(), _cell_sources(),
         )  # fmt: skip
         self.backend.run_on_server(spec, shipped.payload)
+        self._handed[spec.id] = None
         return spec.id
+
+    def on_server(self, job_id: str) -> bool:
+        """Whether this process handed ``job_id`` to the server to run."""
+        return job_id in self._handed
 
     def adopt(self, spec: ServerTask, body: Body) -> LiveTask:
         """Run a task the server created on a thread here: this process is the server
@@ -360,7 +367,12 @@ class TaskManager:
             pending[0].wait_committed(_slice(deadline))
         records = [t.snapshot() for t in tasks]
         self._waited_all.update(t.id for t in tasks)
-        self._waited_all.intersection_update(list(self._tasks))  # forgotten: no entry
+        for job_id in [j for j in self._handed if j not in self._waited_all]:
+            # Run by the server: waited for here, though this process's exit does not.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            records.append(self.wait(job_id, left))
+            self._waited_all.add(job_id)
+        self._waited_all.intersection_update([*self._tasks, *self._handed])  # forgotten
         failed = [r for r in records if r.status in (TaskStatus.ERROR, TaskStatus.INTERRUPTED)]
         if failed:
             raise TaskFailed(*failed)
@@ -398,8 +410,8 @@ class TaskManager:
         """Cancel a queued or running task; False if it had already finished.
 
         Cooperative first (``check_cancelled`` raises), forced after the grace period;
-        ``force=True`` forces it at once (a process task's worker is killed). A task of
-        another kernel gets the cooperative request (its kernel forces it later)."""
+        ``force=True`` forces it at once (a process task's worker is killed), for a task
+        of another kernel or the server too (the request carries it)."""
         live = self._tasks.get(job_id)
         if live is not None:
             return live.request_cancel(force)

@@ -28,9 +28,10 @@ class TaskBackend(ABC):
         """Where result files of this process's tasks are written."""
 
     @abstractmethod
-    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+    def publish(self, batch: Batch, active: list[str]) -> dict[str, bool]:
         """Commit ``batch`` (``active``: this process's unfinished task ids, its
-        heartbeat); return ids of its tasks that others asked to cancel."""
+        heartbeat); return ids of its tasks that others asked to cancel, each with
+        whether to force it at once."""
 
     @abstractmethod
     def get(self, job_id: str) -> TaskRecord | None: ...
@@ -78,10 +79,10 @@ class EmbeddedBackend(TaskBackend):
     def results_dir(self) -> Path:
         return self.store.results_dir
 
-    def publish(self, batch: Batch, active: list[str]) -> set[str]:
+    def publish(self, batch: Batch, active: list[str]) -> dict[str, bool]:
         # Nobody else can open the file, so nobody else can ask for a cancel.
         self.store.apply(batch)
-        return set()
+        return {}
 
     def idle(self) -> None:
         # A quiet kernel's history goes from the WAL into the file (Store.checkpoint_if_idle).

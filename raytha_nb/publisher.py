@@ -189,10 +189,10 @@ class Publisher:
             self.last_error = None
             self._last_publish = now
             self._acknowledge(sent)
-            for job_id in cancels:
+            for job_id, force in cancels.items():
                 live = self._tasks.get(job_id)
                 if live is not None:
-                    live.request_cancel()
+                    live.request_cancel(force)
             return True
 
     def _collect(self, now: float) -> tuple[Batch, list[_Sent]]:

@@ -107,7 +107,8 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         live = manager().live(self.job_id)
         if live is None and not (force_logs or self._was_live) and now < self._next_remote_poll:
             return  # a task of another process: its state comes from the store, 1/s
-        self._next_remote_poll = now + 1.0
+        # A task this kernel handed to the server is watched closely; others at 1/s.
+        self._next_remote_poll = now + (0.25 if manager().on_server(self.job_id) else 1.0)
         self._was_live = live is not None
         record = get_task(self.job_id)
         if live is None or force_logs:

@@ -458,7 +458,7 @@ def test_logs_of_an_unpublished_task_come_from_memory_only(db_path: Path) -> Non
             self.release = threading.Event()
             self.log_queries = 0
 
-        def publish(self, batch: Any, active: list[str]) -> set[str]:
+        def publish(self, batch: Any, active: list[str]) -> dict[str, bool]:
             self.release.wait(10)
             return super().publish(batch, active)
 

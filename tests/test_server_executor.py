@@ -268,3 +268,39 @@ def test_background_cell_on_the_server_copies_names_in_and_out(
         assert time.monotonic() < deadline, "the cell's names were not copied back"
         time.sleep(0.1)
     assert value(client, "total") == 6
+
+
+def test_wait_all_waits_for_the_server_tasks_this_kernel_started(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    job = value(client, "rnb.enqueue(spin, {'steps': 10, 'delay': 0.1}, executor='server')")
+    assert value(client, "[(r.id, r.status.value) for r in rnb.wait_all(60)]") == [
+        (job, "complete")
+    ]
+    run(client, "def fail():\n    raise RuntimeError('from the server')")
+    failing = value(client, "rnb.enqueue(fail, executor='server')")
+    text = run(client, "try:\n    rnb.wait_all(60)\nexcept rnb.TaskFailed as exc:\n    print(exc)")
+    assert failing in text and "from the server" in text
+
+
+def test_force_true_from_another_kernel_kills_a_process_task_at_once(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    """The force travels with the cancel request: the owner kills its worker process
+    now rather than after its (here 10 s) grace period."""
+    _, client = kernel
+    run(client, "rnb.configure(cancel_grace=10)\n" + SETUP)
+    job = value(client, "rnb.enqueue(nap, {'seconds': 60}, executor='process')")
+    server.wait_for(job, {"processing"}, 30)
+    other_id, other = server.start_kernel()
+    try:
+        run(other, "import raytha_nb as rnb")
+        started = time.monotonic()
+        assert value(other, f"rnb.cancel({job!r}, force=True)") is True
+        record = server.wait_for(job, {"cancelled"}, 10)
+        assert time.monotonic() - started < 5, "forced only after the grace period"
+        assert "worker process stopped" in record["status_info"]
+    finally:
+        other.stop_channels()
+        server.request("DELETE", f"api/kernels/{other_id}")

@@ -368,8 +368,8 @@ class PublishHandler(Base):
             message = Publish.from_json(self.json_body())
         except ProtocolError as exc:
             raise bad_request(str(exc)) from None
-        cancels = await self.call(self.service.publish, message, self.worker_job)
-        self.reply({"cancel": cancels})
+        cancels, forced = await self.call(self.service.publish, message, self.worker_job)
+        self.reply({"cancel": cancels, "force": forced})
 
 
 class ServerTasksHandler(Base):

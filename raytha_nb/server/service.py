@@ -81,6 +81,8 @@ class TaskService:
         # stored rows until they finish; ``_undelivered`` are not yet sent to their kernel.
         self._cancelling: set[str] = set()
         self._undelivered: set[str] = set()
+        # Of those, the ones to force at once (``cancel(force=True)``).
+        self._forcing: set[str] = set()
         # Tasks left active by an earlier server run: deadline for a kernel to claim them.
         self._unclaimed: dict[str, float] = {}
         # Tasks interrupted only because their kernel went silent (presumed dead, not
@@ -97,9 +99,12 @@ class TaskService:
             self._unclaimed[job_id] = deadline
 
     # -- kernels ---------------------------------------------------------------------
-    def publish(self, message: Publish, worker_job: str | None = None) -> list[str]:
-        """Commit a kernel's batch and heartbeat; return the ids it must cancel.
-        ``worker_job``: the caller is the server worker running that task."""
+    def publish(
+        self, message: Publish, worker_job: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Commit a kernel's batch and heartbeat; return the ids it must cancel, and
+        those of them to force at once. ``worker_job``: the caller is the server worker
+        running that task."""
         if self.closed:
             raise StoreClosed(f"the task store {self.store.path} is closed")
         batch = message.batch
@@ -136,6 +141,8 @@ class TaskService:
                 finished & known.active
             )
             self._undelivered -= cancels
+            forced = cancels & self._forcing
+            self._forcing -= forced
             # Under the lock, so a concurrent reap cannot leave a stale live copy. Whole
             # rows are what was just stored; only progress rows of tasks not held in
             # memory (e.g. after a server restart) need reading back.
@@ -145,7 +152,7 @@ class TaskService:
             for row in batch.logs:  # only lines above the stored max are left
                 if row.task_id in self._active:
                     self._log_seq[row.task_id] = max(row.seq, self._log_seq.get(row.task_id, 0))
-        return sorted(cancels)
+        return sorted(cancels), sorted(forced)
 
     def _drop_finished(
         self, batch: Batch, known: KernelSession, stored: dict[str, TaskRecord]
@@ -270,7 +277,8 @@ class TaskService:
 
     def cancel(self, job_id: str, force: bool = False) -> tuple[bool, TaskRecord | None]:
         """Ask the task's kernel to cancel it; (False, task) if it already finished.
-        ``force``: a server-run task's worker is killed at once, not after its grace."""
+        ``force``: its kernel forces it at once (a process task's worker is killed), as
+        is a server-run task's worker, instead of after the grace period."""
         with self._lock:
             record = self.store.get(job_id)
             if record is None or record.finished:
@@ -278,6 +286,8 @@ class TaskService:
             self.store.request_cancel(job_id)
             self._cancelling.add(job_id)
             self._undelivered.add(job_id)
+            if force:
+                self._forcing.add(job_id)
             self._announce({job_id})
         for hook in self.cancel_hooks:
             hook(job_id, force)
@@ -438,6 +448,7 @@ class TaskService:
     def _forget(self, ids: set[str]) -> None:
         self._cancelling -= ids
         self._undelivered -= ids
+        self._forcing -= ids
         for job_id in ids:
             self._unclaimed.pop(job_id, None)
 
