@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import linecache
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,17 @@ from .protocol import ServerTask
 
 
 def main(argv: list[str]) -> int:
-    """Run the task the spec file names; 0 once its final state is stored."""
+    """Run the task the spec file names; 0 once its final state is stored. A spare
+    (``--spare``) has done its imports and reads its task from stdin first: the spec
+    file, the task's part of the environment, its directory."""
+    if argv == ["--spare"]:
+        line = sys.stdin.readline()
+        if not line:
+            return 0  # the server stopped without a task for it
+        task = json.loads(line)
+        os.environ.update(task["env"])
+        os.chdir(task["cwd"])
+        argv = [task["spec"]]
     spec_file = Path(argv[0])
     data = json.loads(spec_file.read_text())
     spec = ServerTask.from_json(data)

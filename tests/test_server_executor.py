@@ -304,3 +304,18 @@ def test_force_true_from_another_kernel_kills_a_process_task_at_once(
     finally:
         other.stop_channels()
         server.request("DELETE", f"api/kernels/{other_id}")
+
+
+def test_workers_run_in_the_kernels_directory_whether_warm_spares_or_not(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    """The first task of an interpreter starts a worker of its own; later ones get the
+    spare the server keeps warm (imports done), moved into the task's directory."""
+    _, client = kernel
+    run(client, "os.makedirs('sub', exist_ok=True)\nos.chdir('sub')\nimport sys")
+    where = value(client, "(os.getcwd(), sys.executable)")
+    run(client, "def here():\n    import sys\n    return [os.getcwd(), sys.executable]")
+    for _ in range(3):
+        job = value(client, "rnb.enqueue(here, executor='server')")
+        assert tuple(server.wait_for(job, {"complete"}, 30)["result"]) == where
+        time.sleep(1.5)  # time for the next spare to finish its imports

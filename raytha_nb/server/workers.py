@@ -28,7 +28,6 @@ import subprocess
 import threading
 from collections import deque
 from pathlib import Path
-from typing import IO
 
 from .._identity import ENV_DB, ENV_TOKEN, ENV_WORKER, worker_token
 from ..errors import ProtocolError
@@ -66,6 +65,9 @@ class ServerWorkers:
         self._pending: deque[str] = deque()
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._killed: set[str] = set()
+        # One idle worker per interpreter, imports done, waiting for its task.
+        self._spares: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._spare_count = 0
         self._stopping = False
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         service.cancel_hooks.append(self.cancel)
@@ -184,21 +186,70 @@ class ServerWorkers:
             ).start()  # fmt: skip
 
     def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
+        """The task's worker: the warm spare of its interpreter if there is one (its
+        imports done), else a new process; then a new spare for the next task."""
         spec = ServerTask.from_json(json.loads(self._spec_file(job_id).read_text()))
-        env = {key: value for key, value in os.environ.items() if key != ENV_DB}
-        env[ENV_TOKEN] = worker_token(self._secret, job_id)
-        env[ENV_WORKER] = job_id
-        env["PYTHONUNBUFFERED"] = "1"
-        env.pop("JPY_SESSION_NAME", None)
+        env = {ENV_TOKEN: worker_token(self._secret, job_id), ENV_WORKER: job_id}
         if spec.notebook:
             env["JPY_SESSION_NAME"] = spec.notebook
-        output: IO[bytes]
-        with open(self.folder / f"{job_id}.log", "wb") as output:
-            return subprocess.Popen(
-                [spec.python, "-m", "raytha_nb._server_worker", str(self._spec_file(job_id))],
-                cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        spare = self._spares.pop(spec.python, None)
+        process = None if spare is None else self._assign(*spare, job_id, env, spec.cwd)
+        if process is None:
+            with open(self.folder / f"{job_id}.log", "wb") as output:
+                process = subprocess.Popen(
+                    [spec.python, "-m", "raytha_nb._server_worker", str(self._spec_file(job_id))],
+                    cwd=spec.cwd, env={**self._base_env(), **env}, stdin=subprocess.DEVNULL,
+                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        self._start_spare(spec.python)
+        return process
+
+    def _base_env(self) -> dict[str, str]:
+        """The server's environment as every worker gets it, before its task's part."""
+        env = {k: v for k, v in os.environ.items() if k not in (ENV_DB, "JPY_SESSION_NAME")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start_spare(self, python: str) -> None:
+        """A worker of ``python`` that imports raytha_nb now and waits for a task on its
+        stdin: the next task of that interpreter starts without the import time."""
+        if self._stopping or python in self._spares:
+            return
+        self._spare_count += 1
+        log = self.folder / f"spare-{self._spare_count}.log"
+        try:
+            with open(log, "wb") as output:
+                spare = subprocess.Popen(
+                    [python, "-m", "raytha_nb._server_worker", "--spare"],
+                    cwd=self.folder, env=self._base_env(), stdin=subprocess.PIPE,
+                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            self._spares[python] = (spare, log)
+        except OSError as exc:  # the task's own start says why, if it fails too
+            self.log.debug("raytha_nb: no spare server worker for %s: %s", python, exc)
+
+    def _assign(
+        self,
+        spare: subprocess.Popen[bytes],
+        log: Path,
+        job_id: str,
+        env: dict[str, str],
+        cwd: str,
+    ) -> subprocess.Popen[bytes] | None:
+        """Hand the task to a waiting spare; None if it is gone."""
+        if spare.poll() is not None or spare.stdin is None:
+            log.unlink(missing_ok=True)
+            return None
+        try:
+            # Renamed while it is open: the spare's output goes on into the task's log.
+            log.replace(self.folder / f"{job_id}.log")
+            line = {"spec": str(self._spec_file(job_id)), "env": env, "cwd": cwd}
+            spare.stdin.write(json.dumps(line).encode() + b"\n")
+            spare.stdin.close()
+        except OSError:
+            spare.kill()
+            return None
+        return spare
 
     def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
         """Wait for the worker; end its task if it died without ending it."""
@@ -251,6 +302,12 @@ class ServerWorkers:
             return list(self._running)
 
     def stop(self) -> None:
-        """The server stops: start nothing more; running workers carry on."""
+        """The server stops: start nothing more; running workers carry on, idle spares
+        end."""
         with self._lock:
             self._stopping = True
+            spares, self._spares = list(self._spares.values()), {}
+        for spare, log in spares:
+            spare.kill()
+            spare.wait(5)
+            log.unlink(missing_ok=True)
