@@ -5,6 +5,7 @@ shutdown), a server restart, and a dying worker ends only its own task."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import signal
@@ -52,13 +53,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     srv.stop()
 
 
+@contextlib.contextmanager
+def started_kernel(server: JupyterServer, setup: str = SETUP) -> Iterator[tuple[str, Any]]:
+    """A kernel of the server with ``setup`` run in it; shut down afterwards."""
+    kernel_id, client = server.start_kernel()
+    try:
+        run(client, setup)
+        yield kernel_id, client
+    finally:
+        client.stop_channels()
+        server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
 @pytest.fixture
 def kernel(server: JupyterServer) -> Iterator[tuple[str, Any]]:
-    kernel_id, client = server.start_kernel()
-    run(client, SETUP)
-    yield kernel_id, client
-    client.stop_channels()
-    server.request("DELETE", f"api/kernels/{kernel_id}")
+    with started_kernel(server) as started:
+        yield started
 
 
 def value(client: Any, expr: str) -> Any:
@@ -84,13 +94,8 @@ def test_a_server_task_outlives_its_kernels_restart_and_loads_in_a_new_kernel(
     assert len(seen) >= 3  # live progress through REST while the kernel restarted
     lines = server.get(f"raytha-nb/api/tasks/{job}/logs")["lines"]
     assert [line["text"] for line in lines] == [f"line {i}" for i in range(1, 31)]
-    other_id, other = server.start_kernel()
-    try:
-        run(other, "import raytha_nb as rnb")
+    with started_kernel(server, "import raytha_nb as rnb") as (_, other):
         assert value(other, f"rnb.result({job!r})") == {"steps": 30, "pid": record["pid"]}
-    finally:
-        other.stop_channels()
-        server.request("DELETE", f"api/kernels/{other_id}")
 
 
 def test_a_server_task_survives_its_kernel_being_shut_down(
@@ -293,17 +298,12 @@ def test_force_true_from_another_kernel_kills_a_process_task_at_once(
     run(client, "rnb.configure(cancel_grace=10)\n" + SETUP)
     job = value(client, "rnb.enqueue(nap, {'seconds': 60}, executor='process')")
     server.wait_for(job, {"processing"}, 30)
-    other_id, other = server.start_kernel()
-    try:
-        run(other, "import raytha_nb as rnb")
+    with started_kernel(server, "import raytha_nb as rnb") as (_, other):
         started = time.monotonic()
         assert value(other, f"rnb.cancel({job!r}, force=True)") is True
         record = server.wait_for(job, {"cancelled"}, 10)
         assert time.monotonic() - started < 5, "forced only after the grace period"
         assert "worker process stopped" in record["status_info"]
-    finally:
-        other.stop_channels()
-        server.request("DELETE", f"api/kernels/{other_id}")
 
 
 def test_workers_run_in_the_kernels_directory_whether_warm_spares_or_not(
