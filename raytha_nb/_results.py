@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from ._jsonable import to_jsonable
 from ._sql import literal
 from .errors import NotJsonable, ResultUnavailable
@@ -86,13 +88,21 @@ def encode(value: Any, job_id: str, results_dir: Path) -> tuple[Any, str | None]
     text = _short_repr(value)
     path = results_dir / f"{job_id}.pickle"
     try:
-        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = dumps(value)
     except Exception as exc:  # noqa: BLE001 - any pickling failure means "repr only"
         return {"type": kind, "repr": text, "why": f"{type(exc).__name__}: {exc}"}, "repr"
     results_dir.mkdir(parents=True, exist_ok=True)
     with staged(path, job_id) as tmp:
         tmp.write_bytes(payload)
     return {"type": kind, "repr": text, "path": str(path), "bytes": len(payload)}, "pickle"
+
+
+def dumps(value: Any) -> bytes:
+    """A result pickled by value where needed (cloudpickle): a class the notebook
+    defined pickles in a worker process, which got it by value and cannot name it,
+    and loads in another kernel, which never defined it."""
+    payload: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return payload
 
 
 def _encode_frame(value: Any, library: str, path: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ every ``SEND_INTERVAL``. A cancel is a byte of shared memory the kernel sets, re
 Messages (tuples over one duplex ``multiprocessing`` connection):
 kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir)`` and
 ``("stop",)``; worker -> kernel ``("progress", job_id, step, percent, info, logs)``
-and then one of ``("done", job_id, stored, kind)``, ``("error", job_id, type,
+and then one of ``("done", job_id, stored, kind, exact)`` (``exact``: the value
+pickled when its JSON form differs from it, else None), ``("error", job_id, type,
 message, text, tb)``, ``("cancelled", job_id)``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -38,6 +40,17 @@ from .threads import _PACKAGE, _user_traceback
 SEND_INTERVAL = 0.05
 #: Log lines per progress message at most.
 LOG_BATCH = 5_000
+
+
+def send(conn: Connection, message: tuple[Any, ...]) -> None:
+    """One message of plain data (str, bytes, JSON values): stdlib pickle, not
+    ``Connection.send``'s ForkingPickler, which copies its dispatch table per message."""
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def receive(conn: Connection) -> Any:
+    """The next message ``send`` sent; EOFError once the other end is gone."""
+    return pickle.loads(conn.recv_bytes())  # noqa: S301 - our own processes' messages
 
 
 class _Worker:
@@ -78,7 +91,7 @@ class _Worker:
             logs = [(stream, text) for _, _, stream, text in live.take_logs(LOG_BATCH)]
             step, pct, info = live.reported()
             self.sent = version
-            self.conn.send(("progress", live.id, step, pct, info, logs))
+            send(self.conn, ("progress", live.id, step, pct, info, logs))
 
     def run(self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str) -> None:
         live = _Task(self.flag, job_id, name, name, args, kernel_id=None, notebook=None,
@@ -96,7 +109,7 @@ class _Worker:
                 flush_task_output()
                 _enter(None)
             stored, kind = _results.encode(value, job_id, Path(results_dir))
-            outcome = ("done", job_id, stored, kind)
+            outcome = ("done", job_id, stored, kind, _exact(value, stored, kind))
         except TaskCancelled:
             outcome = ("cancelled", job_id)
         except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
@@ -108,7 +121,21 @@ class _Worker:
         self.flush(live)
         with self.send_lock:
             self.live = None
-            self.conn.send(outcome)
+            send(self.conn, outcome)
+
+
+def _exact(value: Any, stored: Any, kind: str | None) -> bytes | None:
+    """``value`` pickled when its JSON form is not the same object (a tuple, a set, a
+    NumPy array): the kernel caches it, so ``result()`` there returns what the task
+    returned, as for a thread task. None when the JSON form is exact."""
+    if kind != "json":
+        return None
+    try:
+        if type(stored) is type(value) and bool(stored == value):
+            return None
+        return _results.dumps(value)
+    except Exception:  # noqa: BLE001 - a value that cannot say: the JSON form only
+        return None
 
 
 class _Task(LiveTask):
@@ -176,7 +203,7 @@ def main(conn: Connection, flag: Any, kernel: int) -> None:
     threading.Thread(target=worker.ship, name="raytha-nb-sender", daemon=True).start()
     while True:
         try:
-            message = conn.recv()
+            message = receive(conn)
         except (EOFError, OSError):
             return  # the kernel went away
         if message[0] != "run":

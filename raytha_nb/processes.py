@@ -16,13 +16,14 @@ import logging
 import multiprocessing
 import os
 import pickle
+import selectors
 import threading
 import time
 import types
 import weakref
 from collections import ChainMap, deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import cloudpickle
 
 from . import _worker
 from ._live import LiveTask
+from ._results import ValueCache
 from .context import TaskContext
 from .errors import NotPicklable
 from .executor import Body, Executor
@@ -130,12 +132,23 @@ def _names(code: Any) -> set[str]:
 class _Slot:
     """One worker process and the kernel thread that feeds it."""
 
-    __slots__ = ("conn", "flag", "job", "killed", "lock", "number", "process", "thread")
+    __slots__ = (
+        "conn", "flag", "handed", "job", "killed", "lock", "number", "process", "selector",
+        "state", "thread", "wake",
+    )  # fmt: skip
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, lock: threading.Lock) -> None:
         self.number = number
+        #: Under the executor's lock: "busy", "idle" (its thread waits for work),
+        #: "reserved" (a submit is sending it a task), "handed" (sent: watch it).
+        self.state = "busy"
+        self.handed: tuple[LiveTask, bool] | None = None  # the task submit sent, and if it did
+        self.wake = threading.Condition(lock)
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        #: Waits on the connection and the process sentinel: made once per process
+        #: (``multiprocessing.connection.wait`` builds a selector per call).
+        self.selector: selectors.BaseSelector | None = None
         self.flag: Any = None  # the running task's cancel flag, shared with the worker
         self.job: LiveTask | None = None
         self.killed: LiveTask | None = None  # the task whose cancel killed the process
@@ -151,6 +164,7 @@ class ProcessExecutor(Executor):
         workers: int | None,
         results_dir: Callable[[], Path],
         grace: float = 1.0,
+        values: ValueCache | None = None,
     ) -> None:
         workers = workers or os.cpu_count() or 1
         if workers < 1:
@@ -158,8 +172,10 @@ class ProcessExecutor(Executor):
         self.size = workers
         self.grace = grace
         self._results_dir = results_dir
+        self._values = values
         self._pending: deque[tuple[LiveTask, Shipped]] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # the queue, the slots' states; their conditions'
+        self._results: str | None = None  # the results folder, once known
         self._slots: list[_Slot] = []
         self._stopping = False
         self._context = multiprocessing.get_context("forkserver")
@@ -172,14 +188,33 @@ class ProcessExecutor(Executor):
         return body if isinstance(body, Shipped) else ship(body, what)
 
     def submit(self, live: LiveTask, body: Body) -> None:
+        """Queue it; or, when a worker is idle and nothing waits, send it there from
+        this thread (the slot thread's wake-up is then off the task's path)."""
         shipped = self.ship(body, live.task)
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 raise RuntimeError("the task queue is shut down")
-            self._pending.append((live, shipped))
-            if len(self._slots) < self.size:
-                self._start_slot()
-            self._cond.notify()
+            idle = [slot for slot in self._slots if slot.state == "idle"]
+            direct = next((slot for slot in idle if self._ready(slot)), None)
+            if direct is None or self._pending:
+                self._pending.append((live, shipped))
+                if idle:
+                    idle[0].wake.notify()
+                if len(self._slots) < self.size:
+                    self._start_slot()
+                return
+            direct.state = "reserved"
+        sent = False
+        try:
+            sent = self._dispatch(direct, live, shipped)
+        finally:
+            with self._lock:
+                direct.handed, direct.state = (live, sent), "handed"
+                direct.wake.notify()
+
+    def _ready(self, slot: _Slot) -> bool:
+        """Whether a task can be sent to this slot's worker as it is (no spawn needed)."""
+        return self._results is not None and _alive(slot)
 
     def _start_slot(self) -> None:
         if not self._atexit:
@@ -187,7 +222,7 @@ class ProcessExecutor(Executor):
             # the workers are gone before that hook joins them.
             atexit.register(_shutdown_at_exit, weakref.ref(self))
             self._atexit = True
-        slot = _Slot(len(self._slots) + 1)
+        slot = _Slot(len(self._slots) + 1, self._lock)
         slot.thread = threading.Thread(
             target=self._loop, args=(slot,), name=f"raytha-nb-process-{slot.number}", daemon=True
         )
@@ -218,20 +253,31 @@ class ProcessExecutor(Executor):
     # -- the slot loop -------------------------------------------------------------
     def _loop(self, slot: _Slot) -> None:
         while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                live, shipped = self._pending.popleft()
+            with self._lock:
+                slot.state = "idle"
+                while slot.state != "handed" and not (
+                    slot.state == "idle" and (self._pending or self._stopping)
+                ):
+                    slot.wake.wait()
+                handed, slot.handed = slot.handed, None
+                if handed is None and not self._pending:
+                    return  # stopping
+                if handed is None:
+                    live, shipped = self._pending.popleft()
+                slot.state = "busy"
             try:
-                self._run(slot, live, shipped)
+                if handed is None:
+                    self._run(slot, live, shipped)
+                else:
+                    live, sent = handed
+                    if sent:
+                        self._watch(slot, live)
             except BaseException:
                 log.exception("raytha_nb process slot failed while running task %s", live.id)
                 self._reap(slot)
 
     def _spawn(self, slot: _Slot) -> None:
-        if slot.process is not None and slot.process.is_alive():
+        if _alive(slot):
             return
         self._reap(slot)
         ours, theirs = self._context.Pipe(duplex=True)
@@ -243,12 +289,17 @@ class ProcessExecutor(Executor):
         )
         process.start()
         theirs.close()
-        slot.process, slot.conn, slot.flag = process, ours, flag
+        selector = selectors.DefaultSelector()
+        selector.register(ours, selectors.EVENT_READ)
+        selector.register(process.sentinel, selectors.EVENT_READ)
+        slot.process, slot.conn, slot.flag, slot.selector = process, ours, flag, selector
 
     def _reap(self, slot: _Slot) -> None:
         """Forget the slot's process (killing it if it lives) and its connection."""
-        process, conn = slot.process, slot.conn
-        slot.process = slot.conn = None
+        process, conn, selector = slot.process, slot.conn, slot.selector
+        slot.process = slot.conn = slot.selector = None
+        if selector is not None:
+            selector.close()
         if process is not None:
             if process.is_alive():
                 process.kill()
@@ -260,6 +311,14 @@ class ProcessExecutor(Executor):
         if live.status is not TaskStatus.ENQUEUED:
             return  # cancelled while it waited
         self._spawn(slot)
+        if self._results is None:
+            self._results = str(self._results_dir())
+        if self._dispatch(slot, live, shipped):
+            self._watch(slot, live)
+
+    def _dispatch(self, slot: _Slot, live: LiveTask, shipped: Shipped) -> bool:
+        """Mark it processing and send it to the slot's worker; False if it was
+        cancelled meanwhile. A worker that died as it was sent is ``_watch``'s to see."""
         assert slot.process is not None and slot.conn is not None
         with slot.lock:
             slot.job, slot.killed = live, None
@@ -268,25 +327,24 @@ class ProcessExecutor(Executor):
         live.on_cancel = self.cancel
         if not live.transition(TaskStatus.PROCESSING):
             slot.job = None
-            return
-        args = live.args
-        message = ("run", live.id, live.task, args, shipped.payload, str(self._results_dir()))
+            return False
+        message = ("run", live.id, live.task, live.args, shipped.payload, self._results)
         try:
             with slot.lock:
-                slot.conn.send(message)
+                _worker.send(slot.conn, message)
         except (OSError, ValueError):
             pass  # it died as we sent: _watch reports it
-        self._watch(slot, live)
+        return True
 
     def _watch(self, slot: _Slot, live: LiveTask) -> None:
         """Apply the worker's messages to ``live`` until its task ends or the worker dies."""
-        conn, process = slot.conn, slot.process
-        assert conn is not None and process is not None
+        conn, process, selector = slot.conn, slot.process, slot.selector
+        assert conn is not None and process is not None and selector is not None
         while True:
-            ready = wait([conn, process.sentinel])
+            ready = [key.fileobj for key, _ in selector.select()]
             if conn in ready:
                 try:
-                    message = conn.recv()
+                    message = _worker.receive(conn)
                 except (EOFError, OSError):
                     break
                 if self._apply(slot, live, message):
@@ -309,7 +367,9 @@ class ProcessExecutor(Executor):
         with slot.lock:
             slot.job = None
         if kind == "done":
-            stored, result_kind = message[2], message[3]
+            stored, result_kind, exact = message[2], message[3], message[4]
+            if exact is not None and self._values is not None:
+                self._values.put(live.id, _load(exact))
             live.transition(
                 TaskStatus.COMPLETE, result=stored, result_kind=result_kind,
                 percent_complete=100.0,
@@ -355,7 +415,7 @@ class ProcessExecutor(Executor):
 
     # -- lifecycle -----------------------------------------------------------------
     def drop_pending(self) -> list[LiveTask]:
-        with self._cond:
+        with self._lock:
             items = [live for live, _ in self._pending]
             self._pending.clear()
             return items
@@ -364,16 +424,17 @@ class ProcessExecutor(Executor):
         return [slot.job for slot in self._slots if slot.job is not None]
 
     def shutdown(self, wait: float = 0) -> None:
-        with self._cond:
+        with self._lock:
             if self._stopping and not self._slots:
                 return
             self._stopping = True
-            self._cond.notify_all()
+            for slot in self._slots:
+                slot.wake.notify()
         deadline = time.monotonic() + wait
         for slot in self._slots:
             if slot.conn is not None and slot.job is None:
                 try:
-                    slot.conn.send(("stop",))
+                    _worker.send(slot.conn, ("stop",))
                 except (OSError, ValueError):
                     pass
         for slot in list(self._slots):
@@ -383,6 +444,24 @@ class ProcessExecutor(Executor):
                 if process.is_alive():
                     process.kill()
                     process.join(1)
+
+
+def _alive(slot: _Slot) -> bool:
+    """Whether the slot's worker process lives: its sentinel is not readable (one
+    ``epoll_wait`` on the slot's selector; ``is_alive()`` builds a selector per call)."""
+    process, selector = slot.process, slot.selector
+    if process is None or selector is None:
+        return False
+    return all(key.fileobj != process.sentinel for key, _ in selector.select(0))
+
+
+def _load(payload: bytes) -> Any:
+    """A value the worker pickled; a class of the notebook's loads as the class itself."""
+    try:
+        return pickle.loads(payload)  # noqa: S301 - from our own worker process
+    except Exception:  # its JSON form is stored anyway
+        log.debug("raytha_nb: a result sent by a worker did not load", exc_info=True)
+        return None
 
 
 def _shutdown_at_exit(ref: weakref.ref[ProcessExecutor]) -> None:

@@ -20,18 +20,24 @@ from tqdm import tqdm
 
 import raytha_nb as rnb
 from raytha_nb import _manager
+from raytha_nb._client import RemoteBackend
 from raytha_nb.protocol import Batch, check_version
 from raytha_nb.store import Store
+
+from ._server_helpers import JupyterServer, kernel_address
 
 pytestmark = pytest.mark.timeout(60)
 
 GRACE = 0.3
+#: The server's grace: a cancel travels kernel -> server -> the worker's next publish.
+SERVER_GRACE = 3.0
 try:
     import distributed
 except ImportError:  # the dask extra is not installed: the contract on the other two
     distributed = None
-EXECUTORS = ["thread", "process"] + (["dask"] if distributed is not None else [])
+EXECUTORS = ["thread", "process"] + (["dask"] if distributed is not None else []) + ["server"]
 WORKER_PREFIX = {"thread": "thread raytha-nb-", "process": "pid ", "dask": "tcp://"}
+WORKER_PREFIX["server"] = "pid "
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rnb.TaskManager]:
     address = None if cluster is None else cluster.scheduler_address
     manager = rnb.configure(db, workers=4, flush_interval=0.05, cancel_grace=GRACE,
                             process_workers=2, dask=address)  # fmt: skip
-    warm = [rnb.enqueue(_noop, executor=name) for name in EXECUTORS[1:] for _ in range(2)]
+    pools = [name for name in EXECUTORS if name in ("process", "dask")]
+    warm = [rnb.enqueue(_noop, executor=name) for name in pools for _ in range(2)]
     for job in warm:
         rnb.wait(job, 30)
     yield manager
@@ -54,6 +61,41 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rnb.TaskManager]:
     _manager._default = None
     if cluster is not None:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def on_server(
+    pool: rnb.TaskManager, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[rnb.TaskManager]:
+    """A manager publishing to a real jupyter server, for ``executor="server"``: this
+    process is a script using the server, whose workers run the tasks."""
+    home = tmp_path_factory.mktemp("server-executor")
+    options = (f"--RaythaNbApp.server_cancel_grace={SERVER_GRACE}",)
+    server = JupyterServer(home, home / "tasks.duckdb", heartbeat_timeout=10, options=options)
+    server.start()
+    manager = rnb.TaskManager(backend=RemoteBackend(kernel_address(server)), flush_interval=0.05)
+    yield manager
+    manager.shutdown()
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _server_manager(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The ``server`` runs of the contract use ``on_server`` as the default manager."""
+    params = getattr(request.node, "callspec", None)
+    if params is None or params.params.get("executor") != "server":
+        yield
+        return
+    request.getfixturevalue("pool")
+    old, _manager._default = _manager._default, request.getfixturevalue("on_server")
+    try:
+        yield
+    finally:
+        _manager._default = old
+
+
+def _grace(executor: str) -> float:
+    return SERVER_GRACE if executor == "server" else GRACE
 
 
 def _noop() -> None:
@@ -148,7 +190,7 @@ def test_cooperative_cancel(pool: Any, executor: str) -> None:
     assert rnb.cancel(job)
     record = _done(job)
     assert record.status is rnb.TaskStatus.CANCELLED
-    assert time.monotonic() - start < GRACE * 0.9  # it stopped itself: nothing was forced
+    assert time.monotonic() - start < _grace(executor) * 0.9  # it stopped itself: not forced
     assert record.status_info == "cancelled at 0%"
 
 
@@ -159,7 +201,7 @@ def test_forced_cancel_after_the_grace_period(pool: Any, executor: str) -> None:
     start = time.monotonic()
     rnb.cancel(job)
     assert _done(job).status is rnb.TaskStatus.CANCELLED
-    assert GRACE * 0.9 <= time.monotonic() - start < GRACE + 0.5
+    assert _grace(executor) * 0.9 <= time.monotonic() - start < _grace(executor) + 0.5
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -169,7 +211,7 @@ def test_force_true_stops_at_once(pool: Any, executor: str) -> None:
     start = time.monotonic()
     rnb.cancel(job, force=True)
     assert _done(job).status is rnb.TaskStatus.CANCELLED
-    assert time.monotonic() - start < GRACE * 0.9
+    assert time.monotonic() - start < _grace(executor) * 0.9
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -218,6 +260,32 @@ def test_notebook_functions_lambdas_classes_and_registered_tasks_run(pool: Any) 
     assert [rnb.result(j, timeout=10) for j in jobs] == [12, 6, 4, jobs[3]]
 
 
+def test_objects_of_notebook_classes_come_back_as_themselves(pool: Any) -> None:
+    """A class defined in the notebook reaches the worker by value; its instance (and any
+    other object that is neither JSON nor a table) comes back as that object."""
+
+    class Point:
+        def __init__(self, x: int, y: int) -> None:
+            self.x, self.y = x, y
+
+        def norm1(self) -> int:
+            return abs(self.x) + abs(self.y)
+
+    offset = 10
+    point = rnb.enqueue(lambda: Point(3, -4), executor="process")
+    shifted = rnb.enqueue(lambda: lambda v: v + offset, executor="process")
+    pair = rnb.enqueue(lambda: {1, 2}, executor="process")
+    value = rnb.result(point, timeout=10)
+    assert type(value) is Point  # the notebook's own class, not a copy of it
+    assert (value.x, value.y, value.norm1()) == (3, -4, 7)
+    assert rnb.get_task(point).result_kind == "pickle"
+    rnb.manager().values.pop(point)  # loaded from the worker's pickle file, as elsewhere
+    assert type(rnb.result(point)) is Point
+    assert rnb.result(shifted, timeout=10)(1) == 11
+    assert rnb.result(pair, timeout=10) == {1, 2}  # JSON stores [1, 2]; this process has the set
+    assert rnb.get_task(pair).result == [1, 2]
+
+
 def test_progress_is_coalesced_and_logging_reaches_the_log(pool: Any) -> None:
     def hammer() -> None:
         logging.getLogger("user.code").info("from logging")
@@ -245,21 +313,25 @@ def _burn(seconds: float) -> int:
     return n
 
 
+def _burn_timed(seconds: float) -> dict[str, Any]:
+    """Burn ``seconds`` of CPU; say where (pid) and when (wall clock) it ran."""
+    start = time.time()
+    _burn(seconds)
+    return {"pid": os.getpid(), "start": start, "end": time.time()}
+
+
 def test_cpu_bound_tasks_run_in_parallel(pool: Any) -> None:
-    """Two CPU-bound tasks take about as long as one (best of three: cores are shared)."""
+    """Two CPU-bound tasks run at the same time, in two processes (so no GIL is shared).
 
-    def timed(n: int) -> float:
-        start = time.monotonic()
-        for job in [rnb.enqueue(_burn, [0.6], executor="process") for _ in range(n)]:
-            rnb.wait(job, 10)
-        return time.monotonic() - start
-
-    ratios = []
-    for _ in range(3):
-        ratios.append(timed(2) / timed(1))
-        if ratios[-1] < 1.6:
-            break
-    assert min(ratios) < 1.6, ratios
+    Measured inside the tasks (overlapping wall-clock intervals), not by total elapsed
+    time: on a loaded machine the cores others use slow both, but cannot serialise them.
+    """
+    jobs = [rnb.enqueue(_burn_timed, [0.6], executor="process") for _ in range(2)]
+    first, second = (rnb.result(job, timeout=20) for job in jobs)
+    assert first["pid"] != second["pid"]
+    overlap = min(first["end"], second["end"]) - max(first["start"], second["start"])
+    shorter = min(first["end"] - first["start"], second["end"] - second["start"])
+    assert overlap > 0.5 * shorter, (first, second)
 
 
 def test_a_blocking_c_call_is_stopped_within_the_grace_period(pool: Any) -> None:
@@ -294,8 +366,8 @@ def test_a_dying_worker_ends_its_task_only(pool: Any, body: Any, reason: str) ->
 def test_executor_names_and_the_default(pool: Any) -> None:
     with pytest.raises(ValueError, match="unknown executor 'gpu': choose one of 'thread'"):
         rnb.enqueue(_noop, executor="gpu")
-    with pytest.raises(NotImplementedError, match="not available yet"):
-        rnb.enqueue(_noop, executor="server")
+    with pytest.raises(rnb.ExecutorUnavailable, match="use executor='process'"):
+        rnb.enqueue(_noop, executor="server")  # embedded: no server to run it
     with pytest.raises(ValueError, match="not possible for data jobs"):
         rnb.sql("SELECT 1", executor="process")
 
