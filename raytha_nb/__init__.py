@@ -53,7 +53,7 @@ from .errors import (
 )
 from .magics import load_ipython_extension
 from .model import LogLine, TaskQuery, TaskRecord, TaskStatus
-from .registry import BackgroundTask, register, registered
+from .registry import BackgroundTask, register, registered, task
 from .store import Store
 from .tasks import export, import_csv, sql
 from .widgets import TaskProgress, show
@@ -115,6 +115,7 @@ __all__ = [
     "manager",
     "progress",
     "register",
+    "task",
     "registered",
     "result",
     "show",

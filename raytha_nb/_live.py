@@ -7,7 +7,13 @@ are rare and take the task's lock so that a terminal state is never overwritten.
 A ``LiveTask`` holds the task's state and nothing about where it is sent: the
 publisher keeps its own flush cursors. Two hooks let the others hear of changes
 without the task knowing them: ``on_change`` (the publisher: something to flush) and
-``on_cancel`` (the executor running it: a cancel to enforce).
+``on_cancel`` (the executor running it: a cancel to enforce); ``on_status`` (the flow:
+a status change, e.g. an end that lets its continuations and the next of its name go).
+
+Retries and timeouts are decided in :meth:`LiveTask.transition`, under the lock: a
+failed attempt with attempts left becomes ``scheduled`` (the failure kept in its
+history) instead of ``error``, so no reader ever sees it end; a task cancelled because
+its timeout passed ends ``error`` with ``TaskTimeout`` (and may be retried).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._options import TaskOptions
 from .model import TERMINAL, LogLine, TaskRecord, TaskStatus, clean_text, dumps, utc
 from .protocol import HistoryRow, ProgressRow, TaskRow
 
@@ -32,16 +39,26 @@ LOG_OUTBOX = 100_000
 LOG_WAIT = 30.0
 
 
+#: Where a task waits before it runs: a cancel there ends it at once.
+_WAITING = frozenset({TaskStatus.SCHEDULED, TaskStatus.AWAITING, TaskStatus.ENQUEUED})
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else dumps(value)
+
+
 class LiveTask:
     """The mutable state of one task owned by this process."""
 
     __slots__ = (
-        "args", "args_json", "cancel_requested", "committed", "completed_at", "created_at",
-        "error_message", "error_type", "executor", "history", "id", "kernel_id", "lock", "log_seq",
-        "logs", "logs_dropped", "name", "notebook", "on_cancel", "on_change", "outbox",
-        "percent_complete", "pid", "room",
-        "result", "result_kind", "row_version", "started_at", "status", "status_info",
-        "task", "task_step", "traceback", "version", "waiter", "worker",
+        "args", "args_json", "attempt", "cancel_requested", "checkpoint", "checkpoint_version",
+        "committed",
+        "completed_at", "created_at", "depends_on", "error_message", "error_type", "executor",
+        "group_id", "history", "id", "kernel_id", "lock", "log_seq", "logs", "logs_dropped",
+        "name", "notebook", "on_cancel", "on_change", "on_status", "options", "outbox",
+        "percent_complete", "pid", "resume", "retry_of", "room", "result", "result_kind",
+        "row_version", "scheduled_for", "started_at", "status", "status_info", "task",
+        "task_step", "timed_out", "traceback", "version", "waiter", "worker",
     )  # fmt: skip
 
     def __init__(
@@ -55,6 +72,7 @@ class LiveTask:
         notebook: str | None,
         pid: int,
         executor: str = "thread",
+        options: TaskOptions | None = None,
     ) -> None:
         self.id = job_id
         self.name = name
@@ -80,6 +98,20 @@ class LiveTask:
         self.executor = executor
         #: The worker running it, once one does ("thread raytha-nb-worker-2", "pid 1234").
         self.worker: str | None = None
+        self.options = options or TaskOptions()
+        self.attempt = 1
+        self.scheduled_for: float | None = self.options.not_before
+        self.depends_on = list(self.options.after) or None
+        self.group_id = self.options.group_id
+        self.retry_of = self.options.retry_of
+        #: The last checkpoint (stored), and what the running attempt resumes from.
+        self.checkpoint: Any = None
+        self.checkpoint_version = 0  # bumped by each checkpoint(); the publisher sends 1/s
+        self.resume: Any = self.options.resume
+        #: Set when the timeout cancelled it: its end is a TaskTimeout error.
+        self.timed_out = False
+        #: Called (outside the lock) after each status change, with the task.
+        self.on_status: Callable[[LiveTask], None] | None = None
         # Bumped by every change; progress reports bump only this (the publisher scans
         # running tasks), to keep report() to attribute assignments.
         self.version = 1
@@ -99,6 +131,10 @@ class LiveTask:
         # Status changes, in order (a handful per task; progress samples are the
         # publisher's): history rows it has not yet sent are those past its cursor.
         self.history: list[HistoryRow] = [HistoryRow(job_id, self.created_at, "enqueued", 0, 0.0)]
+        first = self.waiting()
+        if first is not TaskStatus.ENQUEUED:
+            self.status = first
+            self.history[0] = HistoryRow(job_id, self.created_at, first.value, 0, 0.0)
         # The last LOG_TAIL lines, for live readers; and the lines not yet handed to the
         # publisher, which takes them (take_logs) and owns them until they are stored.
         self.logs: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_TAIL)
@@ -123,6 +159,15 @@ class LiveTask:
             self.task_step = step
         self.version += 1
 
+    def set_checkpoint(self, state: Any) -> None:
+        """Keep ``state`` (JSON-able) as the task's checkpoint; stored within a second."""
+        self.checkpoint = state
+        self.checkpoint_version += 1
+        self.version += 1
+        hook = self.on_change
+        if hook is not None:
+            hook(self)
+
     def mark(self, row: bool = True) -> None:
         """Flag a change the publisher must send even if the task is not running;
         ``row``: the change is more than progress, so write the whole row."""
@@ -134,17 +179,40 @@ class LiveTask:
             hook(self)
 
     # -- status changes ----------------------------------------------------------
+    def waiting(self) -> TaskStatus:
+        """What it waits for before it may run: other tasks, a time, or nothing."""
+        if self.depends_on:
+            return TaskStatus.AWAITING
+        if self.scheduled_for is not None and self.scheduled_for > time.time():
+            return TaskStatus.SCHEDULED
+        return TaskStatus.ENQUEUED
+
     def transition(
-        self, status: TaskStatus, *, only_from: TaskStatus | None = None, **fields: Any
+        self,
+        status: TaskStatus,
+        *,
+        only_from: TaskStatus | frozenset[TaskStatus] | None = None,
+        error_mro: list[str] | None = None,
+        **fields: Any,
     ) -> bool:
         """Move to ``status`` unless already finished (or, with ``only_from``, unless in
-        another state: checked under the lock); False if the change was refused."""
+        another state: checked under the lock); False if the change was refused.
+        ``error_mro``: with ``ERROR``, the exception's classes, for ``retry_on``."""
+        allowed = (only_from,) if isinstance(only_from, TaskStatus) else only_from
         with self.lock:
-            if self.status in TERMINAL or (only_from is not None and self.status is not only_from):
+            if self.status in TERMINAL or (allowed is not None and self.status not in allowed):
                 return False
             now = time.time()
+            if status is TaskStatus.CANCELLED and self.timed_out:
+                status, fields = TaskStatus.ERROR, self._timeout_error()
+                error_mro = ["raytha_nb.errors.TaskTimeout", "Exception", "BaseException", "object"]
             if status is TaskStatus.PROCESSING:
                 self.started_at = now
+                if self.attempt > 1:  # a new attempt: the last one's failure is history
+                    self.error_type = self.error_message = self.traceback = None
+                    self.status_info = None
+            elif status is TaskStatus.ERROR and self._retry(now, error_mro or [], fields):
+                status = TaskStatus.SCHEDULED
             elif status in TERMINAL:
                 self.completed_at = now
             for key, value in fields.items():
@@ -156,6 +224,53 @@ class LiveTask:
         hook = self.on_change
         if hook is not None:
             hook(self)
+        follow = self.on_status
+        if follow is not None:
+            follow(self)
+        return True
+
+    def _timeout_error(self) -> dict[str, Any]:
+        seconds = self.options.timeout or 0
+        message = f"ran longer than {seconds:g} s (timeout={seconds:g})"
+        return {
+            "error_type": "raytha_nb.TaskTimeout",
+            "error_message": message,
+            "traceback": f"raytha_nb.TaskTimeout: {message}\n",
+            "status_info": message,
+        }
+
+    def _retry(self, now: float, mro: list[str], fields: dict[str, Any]) -> bool:
+        """Under the lock, for a failed attempt: if attempts are left and the error is
+        one to retry (never a cancel), record the failure in the history and schedule
+        the next attempt; False to end the task ``error``."""
+        options = self.options
+        if self.attempt >= options.max_attempts or (self.cancel_requested and not self.timed_out):
+            return False
+        if not options.retries_for(mro, fields.get("error_type")):
+            return False
+        delay = options.delay_for(self.attempt)
+        error = {
+            "attempt": self.attempt,
+            "error_type": fields.get("error_type"),
+            "error_message": fields.get("error_message"),
+            "traceback": fields.get("traceback"),
+        }
+        what = f"{error['error_type']}: {error['error_message']}"
+        self.history.append(
+            HistoryRow(self.id, now, "error", *self.reported()[:2], what, dumps(error))
+        )
+        self.attempt += 1
+        self.resume = self.checkpoint  # the next attempt starts where this one got to
+        self.scheduled_for = now + delay
+        self.cancel_requested = self.timed_out = False
+        self.started_at = None
+        fields.clear()
+        fields["status_info"] = (
+            f"attempt {self.attempt - 1} failed ({what:.200}); attempt {self.attempt} of "
+            f"{options.max_attempts} in {delay:.3g} s"
+        )
+        fields["percent_complete"] = 0.0
+        fields["task_step"] = 0
         return True
 
     def request_cancel(self, force: bool = False) -> bool:
@@ -164,7 +279,7 @@ class LiveTask:
         False if it already finished."""
         if self.transition(
             TaskStatus.CANCELLED,
-            only_from=TaskStatus.ENQUEUED,
+            only_from=_WAITING,
             status_info="cancelled before it started",
         ):
             return True
@@ -252,7 +367,9 @@ class LiveTask:
             self.result_kind, self.created_at, self.started_at, self.completed_at,
             now if self.status is TaskStatus.PROCESSING else None,
             self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
-            self.executor, self.worker,
+            self.executor, self.worker, self.attempt, self.options.max_attempts,
+            self.scheduled_for, _json(self.depends_on), self.group_id, self.retry_of,
+            _json(self.checkpoint), dumps(self.options.to_json()),
         )  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:
@@ -294,6 +411,14 @@ class LiveTask:
             cancel_requested=self.cancel_requested,
             executor=self.executor,
             worker=self.worker,
+            attempt=self.attempt,
+            max_attempts=self.options.max_attempts,
+            scheduled_for=utc(self.scheduled_for),
+            depends_on=self.depends_on,
+            group_id=self.group_id,
+            retry_of=self.retry_of,
+            checkpoint=self.checkpoint,
+            options=self.options.to_json(),
         )
 
 

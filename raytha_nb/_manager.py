@@ -32,9 +32,11 @@ from typing import Any
 
 from . import _dask, _results, processes
 from ._client import RemoteBackend
+from ._flow import Flow
 from ._identity import default_db_path, discover, find_server, kernel_identity
 from ._jsonable import to_jsonable
 from ._live import LiveTask
+from ._options import TaskOptions, defaults
 from .backend import EmbeddedBackend, TaskBackend
 from .context import TaskContext
 from .errors import (
@@ -107,6 +109,8 @@ class TaskManager:
             grace=cancel_grace,
         )
         self.publisher = Publisher(self.backend, interval=flush_interval)
+        #: Delays, retries, continuations, limits and timeouts of this process's tasks.
+        self.flow = Flow(self._read, self._tasks.get)
         self._closed = False
         #: Tasks an earlier wait_all() already waited for (and reported).
         self._waited_all: set[str] = set()
@@ -115,38 +119,42 @@ class TaskManager:
 
     # -- starting tasks ------------------------------------------------------------
     def enqueue(
-        self, task: Any, args: Any = None, *, name: str | None = None, executor: str | None = None
+        self, task: Any, args: Any = None, *, name: str | None = None, **options: Any
     ) -> str:
         """Queue ``task`` (class, function or registered name) with JSON ``args``; return
-        its id. ``executor``: "thread", "process" or "dask" (default: ``default_executor``)."""
+        its id. ``options``: ``executor``, ``retries``, ``retry_delay``, ``retry_on``,
+        ``timeout``, ``limit``, ``at``/``delay``, ``after``/``when`` (see ``rnb.enqueue``);
+        they override those ``@rnb.task`` gave the function."""
         target = resolve(task)
         plain = to_jsonable(args)
         check_signature(target, plain)
         label = task if isinstance(task, str) else task_label(target)
         body = functools.partial(_run_task, target)
-        return self._submit(body, name or label, label, plain, executor)
+        merged = defaults(target).merged(**options)
+        return self._submit(body, name or label, label, plain, merged)
 
-    def submit(
-        self, body: Body, *, name: str, task: str, args: Any = None, executor: str | None = None
-    ) -> str:
+    def submit(self, body: Body, *, name: str, task: str, args: Any = None, **options: Any) -> str:
         """Queue ``body(ctx)`` directly: for magics and data jobs whose inputs (a cell's
         code, a DataFrame) live in memory rather than in JSON ``args``."""
-        return self._submit(body, name, task, to_jsonable(args), executor)
+        return self._submit(body, name, task, to_jsonable(args), TaskOptions().merged(**options))
 
-    def _submit(self, body: Body, name: str, task: str, args: Any, executor: str | None) -> str:
+    def _submit(self, body: Body, name: str, task: str, args: Any, options: TaskOptions) -> str:
         if self._closed:
             raise RuntimeError(
                 "this TaskManager is shut down; use raytha_nb.configure() for a new one"
             )
-        where = executor or self.default_executor
+        for parent in options.after:  # each must exist: an unknown id is an error now
+            if self._read(parent) is None:
+                raise TaskNotFound(parent, "after= names tasks to wait for, by their ids")
+        where = options.executor or self.default_executor
         if where == "server":
-            return self._to_server(body, name, task, args)
+            return self._to_server(body, name, task, args, options)
         runner = self._executor(where)
         body = runner.ship(body, f"task {task}")  # fails here, before a task exists
         job_id = str(uuid.uuid4())
         live = LiveTask(
-            job_id, name, task, args,
-            kernel_id=self._kernel_id, notebook=self._notebook, pid=os.getpid(), executor=where,
+            job_id, name, task, args, kernel_id=self._kernel_id, notebook=self._notebook,
+            pid=os.getpid(), executor=where, options=options,
         )  # fmt: skip
         self._start(live, runner, body)
         return job_id
@@ -156,9 +164,16 @@ class TaskManager:
             self._tasks[live.id] = live
             self._forget_old()
         self.publisher.track(live)
-        runner.submit(live, body)
+        self.flow.start(live, runner, body)
 
-    def _to_server(self, body: Body, name: str, task: str, args: Any) -> str:
+    def _read(self, job_id: str) -> TaskRecord | None:
+        """A task's record, or None if there is none (for the flow's parents)."""
+        try:
+            return self.get_task(job_id)
+        except TaskNotFound:
+            return None
+
+    def _to_server(self, body: Body, name: str, task: str, args: Any, options: TaskOptions) -> str:
         """Hand the task to the Jupyter server, which runs it in a worker process of its
         own (it outlives this kernel); this process only reads its state."""
         if not isinstance(self.backend, RemoteBackend):
@@ -172,6 +187,7 @@ class TaskManager:
         spec = ServerTask(
             str(uuid.uuid4()), name, task, args, sys.executable, os.getcwd(),
             tuple(sys.path), self._notebook, time.time(), _cell_sources(),
+            options.to_json(everything=True),
         )  # fmt: skip
         self.backend.run_on_server(spec, shipped.payload)
         self._handed[spec.id] = None
@@ -185,8 +201,8 @@ class TaskManager:
         """Run a task the server created on a thread here: this process is the server
         worker it started for that task."""
         live = LiveTask(
-            spec.id, spec.name, spec.task, spec.args,
-            kernel_id=None, notebook=self._notebook, pid=os.getpid(), executor="server",
+            spec.id, spec.name, spec.task, spec.args, kernel_id=None, notebook=self._notebook,
+            pid=os.getpid(), executor="server", options=TaskOptions.from_json(spec.options),
         )  # fmt: skip
         live.created_at = spec.created_at
         live.history.clear()  # the server stored its "enqueued" row
@@ -449,6 +465,7 @@ class TaskManager:
                 live.transition(TaskStatus.INTERRUPTED, status_info=reason)
         for live in list(self._tasks.values()):
             live.transition(TaskStatus.INTERRUPTED, status_info=reason)
+        self.flow.stop()
         for runner in self._executors():
             runner.shutdown()
         self.publisher.stop(flush=True)

@@ -7,7 +7,7 @@ every ``SEND_INTERVAL``. A cancel is a byte of shared memory the kernel sets, re
 ``check_cancelled`` (no message to wait for while the task runs).
 
 Messages (tuples over one duplex ``multiprocessing`` connection):
-kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir)`` and
+kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir, resume)`` and
 ``("stop",)``; worker -> kernel ``("progress", job_id, step, percent, info, logs)``
 and then one of ``("done", job_id, stored, kind, exact)`` (``exact``: the value
 pickled when its JSON form differs from it, else None), ``("error", job_id, type,
@@ -32,6 +32,7 @@ import cloudpickle
 from . import _results, _tqdm
 from ._identity import pid_alive
 from ._live import LiveTask
+from ._options import mro_names
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
 from .threads import _PACKAGE, _user_traceback
@@ -63,6 +64,7 @@ class _Worker:
         self.send_lock = threading.Lock()
         self.live: LiveTask | None = None  # the task running now
         self.sent = 0  # its version at the last progress message
+        self.sent_checkpoint = 0
 
     def ship(self) -> None:
         """The sender thread: progress and logs of the running task, coalesced; and the
@@ -90,14 +92,21 @@ class _Worker:
                 return
             logs = [(stream, text) for _, _, stream, text in live.take_logs(LOG_BATCH)]
             step, pct, info = live.reported()
+            checkpoint = None  # (its version, the state) when it changed
+            if live.checkpoint_version != self.sent_checkpoint:
+                checkpoint = (live.checkpoint_version, live.checkpoint)
+                self.sent_checkpoint = live.checkpoint_version
             self.sent = version
-            send(self.conn, ("progress", live.id, step, pct, info, logs))
+            send(self.conn, ("progress", live.id, step, pct, info, logs, checkpoint))
 
-    def run(self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str) -> None:
+    def run(
+        self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str, resume: Any
+    ) -> None:
         live = _Task(self.flag, job_id, name, name, args, kernel_id=None, notebook=None,
                      pid=os.getpid())  # fmt: skip
+        live.resume = resume
         with self.send_lock:
-            self.live, self.sent = live, live.version
+            self.live, self.sent, self.sent_checkpoint = live, live.version, 0
         outcome: tuple[Any, ...]
         try:
             try:
@@ -116,7 +125,7 @@ class _Worker:
             kind_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
             outcome = (
                 "error", job_id, kind_name.removeprefix("builtins."), str(exc),
-                _user_traceback(exc), _tb_dict(exc),
+                _user_traceback(exc), _tb_dict(exc), mro_names(exc),
             )  # fmt: skip
         self.flush(live)
         with self.send_lock:
@@ -208,5 +217,5 @@ def main(conn: Connection, flag: Any, kernel: int) -> None:
             return  # the kernel went away
         if message[0] != "run":
             return
-        _, job_id, name, args, payload, results_dir = message
-        worker.run(job_id, name, args, payload, results_dir)
+        _, job_id, name, args, payload, results_dir, resume = message
+        worker.run(job_id, name, args, payload, results_dir, resume)

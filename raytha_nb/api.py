@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -13,24 +14,50 @@ from .model import LogLine, TaskRecord
 
 
 def enqueue(
-    task: Any, args: Any = None, *, name: str | None = None, executor: str | None = None
+    task: Any,
+    args: Any = None,
+    *,
+    name: str | None = None,
+    executor: str | None = None,
+    retries: int | None = None,
+    retry_delay: float | Sequence[float] | Callable[[int], float] | None = None,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    timeout: float | timedelta | None = None,
+    limit: int | None = None,
+    at: datetime | None = None,
+    delay: float | timedelta | None = None,
+    after: str | Sequence[str] | None = None,
+    when: str | None = None,
 ) -> str:
     """Queue a task (Raytha's ``EnqueueAsync<T>``) and return its job id (a UUID string).
 
     ``task`` is a :class:`BackgroundTask` subclass, a function (called as ``fn(**args)``)
     or a registered name; ``args`` must be JSON-serialisable. ``executor``: "thread" (a
-    worker thread of this kernel) or "process" (a worker process this kernel owns);
-    default as ``configure(executor=...)`` set it, else "thread".
+    worker thread of this kernel), "process", "dask" or "server"; default as
+    ``configure(executor=...)`` set it, else "thread". Each option below overrides what
+    ``@rnb.task`` gave the function:
+
+    * ``retries``: more attempts after a failure raising one of ``retry_on`` (default
+      ``Exception``), never after a cancel; ``retry_delay``: seconds, a list of seconds
+      (one per retry) or ``fn(attempt) -> seconds`` (default 1, 2, 4 ... s +/- 25 %);
+    * ``timeout``: seconds; a longer run ends ``error`` with ``TaskTimeout``;
+    * ``at`` (a datetime) or ``delay`` (seconds): ``scheduled`` until then;
+    * ``after``: task id(s) to wait for (``awaiting``); ``when="success"`` (default)
+      runs it only if they all completed, else it ends ``cancelled``; ``"finished"``
+      runs it however they ended;
+    * ``limit``: at most this many tasks of its name run at once in this kernel.
     """
-    return manager().enqueue(task, args, name=name, executor=executor)
+    return manager().enqueue(
+        task, args, name=name, executor=executor, retries=retries, retry_delay=retry_delay,
+        retry_on=retry_on, timeout=timeout, limit=limit, at=at, delay=delay, after=after,
+        when=when,
+    )  # fmt: skip
 
 
-def submit(
-    body: Body, *, name: str, task: str, args: Any = None, executor: str | None = None
-) -> str:
-    """Queue ``body(ctx)``, a callable that takes the task's context (``executor`` as
+def submit(body: Body, *, name: str, task: str, args: Any = None, **options: Any) -> str:
+    """Queue ``body(ctx)``, a callable that takes the task's context (``options`` as
     for :func:`enqueue`; for "process" the body and what it holds must pickle)."""
-    return manager().submit(body, name=name, task=task, args=args, executor=executor)
+    return manager().submit(body, name=name, task=task, args=args, **options)
 
 
 def get_task(job_id: str) -> TaskRecord:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, TextIO, TypeVar
 
+from ._jsonable import to_jsonable
 from ._live import LiveTask
 from .errors import TaskCancelled
 
@@ -56,6 +57,23 @@ class TaskContext:
         """Raise :class:`TaskCancelled` if someone asked to cancel this task."""
         if self._live.cancel_requested:
             raise TaskCancelled(self._live.id)
+
+    @property
+    def resume(self) -> Any:
+        """The last ``checkpoint()`` of an earlier attempt of this task, or of the task
+        it re-runs (``rnb.retry``); None when it starts from scratch."""
+        return self._live.resume
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is, from 1 (``retries=`` allows more)."""
+        return self._live.attempt
+
+    def checkpoint(self, state: Any) -> None:
+        """Store ``state`` (small, JSON-serialisable) with the task, durably: a retry
+        or re-run finds it in ``resume``. Call it as often as you like: the latest wins,
+        and the store is written at most once a second."""
+        self._live.set_checkpoint(to_jsonable(state))
 
     def log(self, text: str, stream: str = "log") -> None:
         """Add a line to the task's stored log."""

@@ -12,8 +12,12 @@ from typing import Any
 
 
 class TaskStatus(str, enum.Enum):
-    """Lifecycle of a task; Raytha's four states plus ``cancelled`` and ``interrupted``."""
+    """Lifecycle of a task; Raytha's four states plus ``cancelled`` and ``interrupted``,
+    and the two waits: ``scheduled`` (for a time: a delayed task, or between retry
+    attempts) and ``awaiting`` (for other tasks to end)."""
 
+    SCHEDULED = "scheduled"
+    AWAITING = "awaiting"
     ENQUEUED = "enqueued"
     PROCESSING = "processing"
     COMPLETE = "complete"
@@ -33,7 +37,9 @@ class TaskStatus(str, enum.Enum):
 TERMINAL = frozenset(
     {TaskStatus.COMPLETE, TaskStatus.ERROR, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
 )
-ACTIVE = frozenset({TaskStatus.ENQUEUED, TaskStatus.PROCESSING})
+ACTIVE = frozenset(
+    {TaskStatus.SCHEDULED, TaskStatus.AWAITING, TaskStatus.ENQUEUED, TaskStatus.PROCESSING}
+)
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -92,6 +98,19 @@ class TaskRecord:
     #: ("thread raytha-nb-worker-2", "pid 1234"); None for tasks of older kernels.
     executor: str | None = None
     worker: str | None = None
+    #: Retries: this is attempt ``attempt`` (from 1) of at most ``max_attempts``.
+    attempt: int = 1
+    max_attempts: int = 1
+    #: When a ``scheduled`` task (delayed, or between attempts) is due.
+    scheduled_for: datetime | None = None
+    #: The tasks it waits for (``after=``), its fan-out group, the task it re-runs.
+    depends_on: list[str] | None = None
+    group_id: str | None = None
+    retry_of: str | None = None
+    #: The last ``ctx.checkpoint(state)``; a retry or re-run resumes from it.
+    checkpoint: Any = None
+    #: The options it was enqueued with (retries, timeout, limit...), for re-runs.
+    options: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -186,7 +205,9 @@ def clean_text(text: str) -> str:
 
 
 #: The times of a task record.
-_TIMES = ("created_at", "started_at", "completed_at", "heartbeat_at", "updated_at")
+_TIMES = (
+    "created_at", "started_at", "completed_at", "heartbeat_at", "updated_at", "scheduled_for",
+)  # fmt: skip
 #: DuckDB's BIGINT: the largest limit or offset a query may carry.
 BIGINT = 2**63 - 1
 

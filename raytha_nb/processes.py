@@ -328,7 +328,9 @@ class ProcessExecutor(Executor):
         if not live.transition(TaskStatus.PROCESSING):
             slot.job = None
             return False
-        message = ("run", live.id, live.task, live.args, shipped.payload, self._results)
+        message = (
+            "run", live.id, live.task, live.args, shipped.payload, self._results, live.resume,
+        )  # fmt: skip
         try:
             with slot.lock:
                 _worker.send(slot.conn, message)
@@ -359,10 +361,12 @@ class ProcessExecutor(Executor):
         if message[1] != live.id:
             return False  # cannot happen (one task at a time); never apply it to another
         if kind == "progress":
-            _, _, step, percent, info, logs = message
+            _, _, step, percent, info, logs, checkpoint = message
             for stream, text in logs:
                 live.add_log(stream, text)
             live.report(percent, info, step)
+            if checkpoint is not None:
+                live.set_checkpoint(checkpoint[1])
             return False
         with slot.lock:
             slot.job = None
@@ -377,12 +381,13 @@ class ProcessExecutor(Executor):
         elif kind == "cancelled":
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
         else:
-            _, _, error_type, error_message, text, tb = message
+            _, _, error_type, error_message, text, tb, mro = message
             live.transition(
                 TaskStatus.ERROR,
                 error_type=error_type,
                 error_message=error_message,
                 traceback=_worker.format_traceback(text, tb),
+                error_mro=mro,
             )
         return True
 

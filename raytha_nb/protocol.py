@@ -27,7 +27,7 @@ from .model import TaskRecord, TaskStatus, stored_utc, utc
 
 #: (major, minor). A server accepts kernels of the same major version whose minor
 #: version is at most one away; a change that breaks that bumps the major version.
-PROTOCOL = (1, 1)
+PROTOCOL = (1, 2)
 
 
 class TaskRow(NamedTuple):
@@ -57,6 +57,15 @@ class TaskRow(NamedTuple):
     #: Since protocol 1.1 (optional: 1.0 kernels do not send them).
     executor: str | None = None
     worker: str | None = None
+    #: Since protocol 1.2 (optional): retries, waits, groups, checkpoints.
+    attempt: int = 1
+    max_attempts: int = 1
+    scheduled_for: float | None = None
+    depends_on: str | None = None  # JSON list of ids
+    group_id: str | None = None
+    retry_of: str | None = None
+    checkpoint: str | None = None  # JSON
+    options: str | None = None  # JSON
 
     def record(self, updated_at: float) -> TaskRecord:
         """The task as readers see it once this row is stored (what the store would
@@ -86,7 +95,19 @@ class TaskRow(NamedTuple):
             cancel_requested=self.cancel_requested,
             executor=self.executor,
             worker=self.worker,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            scheduled_for=stored_utc(self.scheduled_for),
+            depends_on=_loads(self.depends_on),
+            group_id=self.group_id,
+            retry_of=self.retry_of,
+            checkpoint=_loads(self.checkpoint),
+            options=_loads(self.options),
         )
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 class ProgressRow(NamedTuple):
@@ -108,6 +129,8 @@ class HistoryRow(NamedTuple):
     task_step: int | None = None
     percent_complete: float | None = None
     status_info: str | None = None
+    #: Since protocol 1.2: JSON with what this event adds (a failed attempt's error).
+    detail: str | None = None
 
 
 class LogRow(NamedTuple):
@@ -274,11 +297,20 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seq": _integer(_INT64, 1),
     "stream": _one_of(_STREAMS),
     "cancel_requested": _boolean,
+    "attempt": _integer(_INT32, 1),
+    "max_attempts": _integer(_INT32, 1),
+    "scheduled_for": _time,
+    "depends_on": _json_text,
+    "group_id": _id,
+    "retry_of": _id,
+    "checkpoint": _json_text,
+    "options": _json_text,
+    "detail": _json_text,
 }
 #: Columns whose value may be null (every text column not listed here may be too).
 _NOT_NULL = frozenset(
     {"id", "task_id", "name", "task", "status", "created_at", "ts", "seq", "stream", "text"}
-    | {"task_step", "percent_complete", "cancel_requested"}
+    | {"task_step", "percent_complete", "cancel_requested", "attempt", "max_attempts"}
 )
 #: Columns a sender must send (the others have defaults in the row types).
 _REQUIRED = {
@@ -416,6 +448,8 @@ class ServerTask:
     #: Source of the notebook cells the kernel ran (file name -> text): they exist only
     #: in the kernel's line cache, and the worker's tracebacks show their lines.
     sources: dict[str, str] = field(default_factory=dict)
+    #: Its run options (``TaskOptions.to_json(everything=True)``): the worker applies them.
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -448,10 +482,13 @@ class ServerTask:
             isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
         ):
             raise ProtocolError("'sources' must be an object of file name -> source text")
+        options = body.get("options", {})
+        if not isinstance(options, dict):
+            raise ProtocolError("'options' must be an object")
         created = body.get("created_at", 0.0)
         if not isinstance(created, int | float) or not 0 <= created <= _LAST_TIME:
             raise ProtocolError("'created_at' must be epoch seconds")
         return cls(
             job_id, body["name"], body["task"], body.get("args"), body["python"], body["cwd"],
-            tuple(sys_path), notebook, float(created), sources,
+            tuple(sys_path), notebook, float(created), sources, options,
         )  # fmt: skip

@@ -40,6 +40,8 @@ _LOG_BATCH = 50_000
 _LOG_EARLY = 20_000
 #: Finished, stored tasks kept so that late log lines of theirs are still stored.
 _RECENT = 2_000
+#: Seconds between two stored checkpoints of one task (the latest wins meanwhile).
+_CHECKPOINT_EVERY = 1.0
 
 
 @dataclass
@@ -54,6 +56,8 @@ class _Cursor:
     sampled_at: float = 0.0
     #: Lines taken from the task and not yet stored (sent again after a failure).
     logs: list[tuple[int, float, str, str]] = field(default_factory=list)
+    checkpoint_version: int = 0
+    checkpoint_at: float = 0.0
 
 
 @dataclass
@@ -212,22 +216,29 @@ class Publisher:
             if live.status is not TaskStatus.PROCESSING:
                 self._running.discard(job_id)
             version, row_version = live.version, live.row_version
-            if version == cursor.version and not live.outbox and not cursor.logs:
+            pending = live.checkpoint_version != cursor.checkpoint_version
+            if version == cursor.version and not live.outbox and not cursor.logs and not pending:
                 continue
             # Lines first: taken now, they are the publisher's until stored.
             cursor.logs.extend(live.take_logs(_LOG_BATCH - len(cursor.logs)))
             batch.logs.extend(LogRow(live.id, *line) for line in cursor.logs)
             last_seq = cursor.logs[-1][0] if cursor.logs else cursor.log_seq
-            if live.committed or version == cursor.version:
+            if live.committed or (version == cursor.version and not pending):
                 # Only log lines are new (a loud task between reports, or lines printed
                 # after the task's final state was stored): no row to rewrite.
                 moved = replace(cursor, version=version, log_seq=last_seq, logs=[])
                 sent.append(_Sent(live, moved))
                 continue
-            if row_version != cursor.row_version:
+            # A checkpoint goes with the whole row, at most once a second (latest wins).
+            whole = row_version != cursor.row_version or (
+                pending and now - cursor.checkpoint_at >= _CHECKPOINT_EVERY
+            )
+            if whole:
                 batch.tasks.append(live.row(now))
-            else:
+            elif version != cursor.version:
                 batch.progress.append(live.progress_row(now))
+            checkpoint = live.checkpoint_version if whole else cursor.checkpoint_version
+            checkpoint_at = now if whole and pending else cursor.checkpoint_at
             history = live.history[cursor.history :]
             batch.history.extend(history)
             sample, sampled_at = live.reported(), cursor.sampled_at
@@ -242,8 +253,9 @@ class Publisher:
             else:
                 sample = cursor.sample
             moved = _Cursor(
-                version, row_version, cursor.history + len(history), last_seq, sample, sampled_at
-            )
+                version, row_version, cursor.history + len(history), last_seq, sample, sampled_at,
+                checkpoint_version=checkpoint, checkpoint_at=checkpoint_at,
+            )  # fmt: skip
             sent.append(_Sent(live, moved))
         return batch, sent
 

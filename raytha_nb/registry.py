@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ._options import TaskOptions
 from .context import TaskContext
 from .errors import UnknownTask
 
@@ -44,6 +45,37 @@ def register(target: Any = None, *, name: str | None = None) -> Any:
     def add(obj: Any) -> Any:
         _registry[name or task_label(obj)] = obj
         return obj
+
+    return add if target is None else add(target)
+
+
+def task(
+    target: Any = None,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: Any = None,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    timeout: float | None = None,
+    executor: str | None = None,
+    limit: int | None = None,
+) -> Any:
+    """Register a function under ``name`` (default: its qualified name) with default run
+    options, as Celery's and Huey's ``@app.task`` do; ``enqueue(...)`` may override
+    each. Use as ``@rnb.task`` or ``@rnb.task(retries=3, timeout=600)``."""
+    if isinstance(retry_on, type):
+        retry_on = (retry_on,)
+    options = TaskOptions(
+        retries=retries, retry_delay=retry_delay, retry_on=tuple(retry_on), timeout=timeout,
+        executor=executor, limit=limit,
+    ).checked()  # fmt: skip
+
+    def add(fn: Any) -> Any:
+        if not callable(fn) or isinstance(fn, type):
+            raise TypeError(f"@rnb.task decorates a function, not {fn!r}")
+        fn.__raytha_nb_options__ = options
+        _registry[name or fn.__qualname__] = fn
+        return fn
 
     return add if target is None else add(target)
 

@@ -43,12 +43,14 @@ TASK_COLUMNS = TaskRow._fields
 PROGRESS_COLUMNS = ProgressRow._fields
 HISTORY_COLUMNS = HistoryRow._fields
 LOG_COLUMNS = LogRow._fields
-_TIME_COLUMNS = {"created_at", "started_at", "completed_at", "heartbeat_at", "ts"}
+_TIME_COLUMNS = {"created_at", "started_at", "completed_at", "heartbeat_at", "ts", "scheduled_for"}
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "task_step": pa.int32(),
     "percent_complete": pa.float64(),
     "pid": pa.int64(),
+    "attempt": pa.int32(),
+    "max_attempts": pa.int32(),
     "seq": pa.int64(),
     "cancel_requested": pa.bool_(),
     **{name: pa.float64() for name in _TIME_COLUMNS},
@@ -164,6 +166,19 @@ class Store:
         ALTER TABLE tasks ADD COLUMN executor VARCHAR;
         ALTER TABLE tasks ADD COLUMN worker VARCHAR;
         """,
+        # 4: retries, waits, groups, checkpoints (protocol 1.2); a failed attempt's
+        # error in its history event.
+        """
+        ALTER TABLE tasks ADD COLUMN attempt INTEGER DEFAULT 1;
+        ALTER TABLE tasks ADD COLUMN max_attempts INTEGER DEFAULT 1;
+        ALTER TABLE tasks ADD COLUMN scheduled_for TIMESTAMP;
+        ALTER TABLE tasks ADD COLUMN depends_on VARCHAR;    -- JSON list of ids
+        ALTER TABLE tasks ADD COLUMN group_id VARCHAR;
+        ALTER TABLE tasks ADD COLUMN retry_of VARCHAR;
+        ALTER TABLE tasks ADD COLUMN checkpoint VARCHAR;    -- JSON
+        ALTER TABLE tasks ADD COLUMN options VARCHAR;       -- JSON
+        ALTER TABLE task_events ADD COLUMN detail VARCHAR;  -- JSON
+        """,
     )
 
     UPSERT_TASKS = (
@@ -186,7 +201,9 @@ class Store:
         f"INSERT INTO task_logs ({', '.join(LOG_COLUMNS)}) "
         f"SELECT {_select(LOG_COLUMNS)} FROM batch_logs"
     )
-    SELECT_ACTIVE = "SELECT id FROM tasks WHERE status IN ('enqueued', 'processing')"
+    SELECT_ACTIVE = (
+        "SELECT id FROM tasks WHERE status IN ('scheduled', 'awaiting', 'enqueued', 'processing')"
+    )
     # Ending tasks from outside their process (a reaper, a server worker that died):
     # ``{pid}`` in the reason is filled from each task's pid.
     END_HISTORY = """
@@ -248,7 +265,7 @@ class Store:
         WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?
     """
     SELECT_HISTORY = """
-        SELECT ts, status, task_step, percent_complete, status_info FROM task_events
+        SELECT ts, status, task_step, percent_complete, status_info, detail FROM task_events
         WHERE task_id = ? ORDER BY ts, rowid
     """
 
@@ -842,8 +859,11 @@ class Store:
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._cursor().execute(self.SELECT_HISTORY, [job_id]).fetchall()
-        keys = ("ts", "status", "task_step", "percent_complete", "status_info")
-        return [dict(zip(keys, (_aware(r[0]), *r[1:]))) for r in rows]
+        keys = ("ts", "status", "task_step", "percent_complete", "status_info", "detail")
+        out = [dict(zip(keys, (_aware(r[0]), *r[1:]))) for r in rows]
+        for event in out:
+            event["detail"] = None if event["detail"] is None else json.loads(event["detail"])
+        return out
 
     #: The tables users query (``rnb.task_store()``) and a snapshot copies.
     TABLES = ("tasks", "task_events", "task_logs")
@@ -897,9 +917,9 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     values = dict(zip((*TASK_COLUMNS, "updated_at"), row))
-    for key in ("created_at", "started_at", "completed_at", "heartbeat_at", "updated_at"):
+    for key in (*_TIME_COLUMNS - {"ts"}, "updated_at"):
         values[key] = _aware(values[key])
-    for key in ("args", "result"):
+    for key in ("args", "result", "depends_on", "checkpoint", "options"):
         values[key] = None if values[key] is None else json.loads(values[key])
     values["status"] = TaskStatus(values["status"])
     return TaskRecord(**values)

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _results, _tqdm
 from ._live import LiveTask
+from ._options import mro_names
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
 from .executor import Body, Executor
@@ -153,6 +154,7 @@ class ThreadExecutor(Executor):
                 ),
                 error_message=str(exc),
                 traceback=_user_traceback(exc),
+                error_mro=mro_names(exc),
             )
             return
         self._finish(live, value)
