@@ -207,7 +207,7 @@ class Store:
     # Ending tasks from outside their process (a reaper, a server worker that died):
     # ``{pid}`` in the reason is filled from each task's pid.
     END_HISTORY = """
-        INSERT INTO task_events
+        INSERT INTO task_events (task_id, ts, status, task_step, percent_complete, status_info)
         SELECT id, make_timestamp($now), $status, task_step, percent_complete,
                replace($reason, '{pid}', coalesce(CAST(pid AS VARCHAR), 'unknown'))
         FROM tasks WHERE id IN (SELECT unnest($ids))
@@ -221,7 +221,7 @@ class Store:
         WHERE id IN (SELECT unnest($ids))
     """
     REVIVE_HISTORY = """
-        INSERT INTO task_events
+        INSERT INTO task_events (task_id, ts, status, task_step, percent_complete, status_info)
         SELECT id, make_timestamp($now), 'processing', task_step, percent_complete, $reason
         FROM tasks WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
     """

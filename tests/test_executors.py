@@ -21,6 +21,7 @@ from tqdm import tqdm
 import raytha_nb as rnb
 from raytha_nb import _manager
 from raytha_nb._client import RemoteBackend
+from raytha_nb.errors import ProtocolError
 from raytha_nb.protocol import Batch, check_version
 from raytha_nb.store import Store
 
@@ -384,12 +385,15 @@ def test_configure_sets_the_default_executor(tmp_path: Path) -> None:
 
 
 # -- the record's new fields: wire, store ---------------------------------------------
-def test_a_protocol_1_0_batch_without_the_new_columns_is_accepted() -> None:
-    check_version("1.0", "0.1.0")
+def test_a_batch_of_an_older_protocol_without_the_new_columns_is_accepted() -> None:
+    check_version("1.1", "0.1.0")  # one minor version back: columns it lacks take defaults
     columns = ["id", "name", "task", "status", "created_at"]
     row = ["0b6e3c1e-3a6f-4e2a-9d5c-2f1d3c4b5a69", "old", "old", "enqueued", 1.0]
     batch = Batch.from_json({"tasks": {"columns": columns, "rows": [row]}})
     assert batch.tasks[0].executor is None and batch.tasks[0].worker is None
+    assert (batch.tasks[0].attempt, batch.tasks[0].max_attempts) == (1, 1)
+    with pytest.raises(ProtocolError, match="cannot talk"):
+        check_version("1.0", "0.1.0")  # two back
 
 
 def test_a_store_of_schema_1_opens_and_gains_the_columns(tmp_path: Path) -> None:
