@@ -55,6 +55,7 @@ class Flow:
         self._held: dict[str, _Held] = {}
         self._children: dict[str, set[str]] = defaultdict(set)  # parent -> waiting ids
         self._remote: set[str] = set()  # parents to poll
+        self._ready: list[_Held] = []  # waited for parents that had all ended
         self._running: dict[str, int] = defaultdict(int)  # name -> slots taken
         self._queued: dict[str, deque[_Held]] = defaultdict(deque)  # name -> over the limit
         self._stopped = False
@@ -107,9 +108,9 @@ class Flow:
                 held.waiting_for.add(parent)
                 self._children[parent].add(held.live.id)
                 self._remote.add(parent)
-        if not held.waiting_for:
-            self._lock.notify()  # every parent ended already: decide on the flow thread
-            self._remote.add("")  # a marker: look at once
+        if not held.waiting_for:  # every parent ended already: decide on the flow thread
+            self._ready.append(held)
+        self._lock.notify()  # the flow thread may be asleep with nothing to poll
 
     def _parent_ended(self, parent: str) -> list[_Held]:
         """Under the lock: the waiting tasks that no longer wait for anything."""
@@ -219,7 +220,7 @@ class Flow:
             with self._lock:
                 while not self._stopped:
                     now = time.time()
-                    if self._heap and self._heap[0][0] <= now:
+                    if self._ready or (self._heap and self._heap[0][0] <= now):
                         break
                     if self._remote and now >= next_poll:
                         break
@@ -234,6 +235,7 @@ class Flow:
                     _, _, what, held = heapq.heappop(self._heap)
                     due.append((what, held))
                 remote = set(self._remote) if now >= next_poll else set()
+                ready, self._ready = self._ready, []
             for what, held in due:
                 try:
                     self._due(what, held)
@@ -241,7 +243,9 @@ class Flow:
                     log.exception("raytha_nb: flow step %s of %s failed", what, held.live.id)
             if remote:
                 next_poll = time.time() + REMOTE_POLL
-                self._poll(remote)
+                ready += self._poll(remote)
+            for waiting in ready:
+                self._go_or_cancel(waiting)
 
     def _due(self, what: str, held: _Held) -> None:
         live = held.live
@@ -254,24 +258,15 @@ class Flow:
             live.timed_out = True
             live.request_cancel(force=True)
 
-    def _poll(self, remote: set[str]) -> None:
-        """Parents other processes run: those that ended let their children go."""
+    def _poll(self, remote: set[str]) -> list[_Held]:
+        """Parents other processes run: the children of those that ended, now free."""
         ready: list[_Held] = []
-        for parent in remote - {""}:
+        for parent in remote:
             record = self._read(parent)
             if record is None or record.finished:
                 with self._lock:
                     ready += self._parent_ended(parent)
-        with self._lock:
-            self._remote.discard("")
-            # Tasks whose parents had all ended when they were queued.
-            ready += [
-                h
-                for h in self._held.values()
-                if h.live.status is TaskStatus.AWAITING and not h.waiting_for
-            ]
-        for held in {id(h): h for h in ready}.values():
-            self._go_or_cancel(held)
+        return ready
 
 
 def _gone(live: LiveTask) -> bool:

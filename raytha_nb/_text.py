@@ -18,6 +18,8 @@ from .model import TaskRecord, TaskStatus
 
 #: Bar colours by status (the widget's bar and the %jobs table's bars).
 STATUS_COLOURS = {
+    TaskStatus.SCHEDULED: "#9e9e9e",
+    TaskStatus.AWAITING: "#9e9e9e",
     TaskStatus.ENQUEUED: "#9e9e9e",
     TaskStatus.PROCESSING: "#2196f3",
     TaskStatus.COMPLETE: "#4caf50",
@@ -78,14 +80,45 @@ def eta(record: TaskRecord) -> float | None:
 
 
 def timing(record: TaskRecord) -> str:
-    """``0:12 elapsed, ~0:05 left`` (or ``took 0:17`` once finished)."""
+    """``0:12 elapsed, ~0:05 left`` (or ``took 0:17`` once finished); what a waiting
+    task waits for (``attempt 2 of 4, next in 14 s``, ``waiting for 2 tasks``)."""
+    waits = waiting(record)
+    if waits:
+        return waits
     elapsed = duration(record.duration)
     if not elapsed:
-        return "waiting for a worker" if record.status is TaskStatus.ENQUEUED else ""
+        return ""
     if record.finished:
         return f"took {elapsed}"
     left = eta(record)
-    return f"{elapsed} elapsed" + (f", ~{duration(left)} left" if left is not None else "")
+    text = f"{elapsed} elapsed" + (f", ~{duration(left)} left" if left is not None else "")
+    if record.attempt > 1:
+        text = f"attempt {record.attempt} of {record.max_attempts}, {text}"
+    return text
+
+
+def waiting(record: TaskRecord) -> str:
+    """What a task that has not started waits for; empty for the others."""
+    status = record.status
+    if status is TaskStatus.SCHEDULED:
+        due = record.scheduled_for
+        left = 0.0 if due is None else (due - datetime.now(timezone.utc)).total_seconds()
+        when = _in(left)
+        if record.attempt > 1:
+            return f"attempt {record.attempt} of {record.max_attempts}, next {when}"
+        return f"starts {when}"
+    if status is TaskStatus.AWAITING:
+        return f"waiting for {count(len(record.depends_on or ()), 'task')}"
+    if status is TaskStatus.ENQUEUED:
+        return "waiting for a worker"
+    return ""
+
+
+def _in(seconds: float) -> str:
+    """``in 14 s`` (whole seconds, rounded up), ``in 2:03``, ``now``."""
+    if seconds <= 0:
+        return "now"
+    return f"in {math.ceil(seconds)} s" if seconds < 60 else f"in {duration(seconds)}"
 
 
 def text_bar(percent: float, width: int = 20) -> str:
