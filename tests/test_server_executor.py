@@ -319,3 +319,23 @@ def test_workers_run_in_the_kernels_directory_whether_warm_spares_or_not(
         job = value(client, "rnb.enqueue(here, executor='server')")
         assert tuple(server.wait_for(job, {"complete"}, 30)["result"]) == where
         time.sleep(1.5)  # time for the next spare to finish its imports
+
+
+def test_a_limit_on_server_tasks_holds_server_wide(server: JupyterServer) -> None:
+    """limit=1 across two kernels: the server runs one task of that name at a time."""
+    with started_kernel(server) as (_, a), started_kernel(server) as (_, b):
+        enqueue = (
+            "rnb.enqueue(spin, {'steps': 8, 'delay': 0.1}, name='one-export', limit=1, "
+            "executor='server')"
+        )
+        jobs = [value(client, enqueue) for client in (a, b, a)]
+        peak = 0
+        deadline = time.monotonic() + 90
+        while True:
+            statuses = [server.task(job)["status"] for job in jobs]
+            peak = max(peak, statuses.count("processing"))
+            if all(s == "complete" for s in statuses):
+                break
+            assert time.monotonic() < deadline, statuses
+            time.sleep(0.05)
+        assert peak == 1

@@ -26,7 +26,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from pathlib import Path
 
 from .._identity import ENV_DB, ENV_TOKEN, ENV_WORKER, worker_token
@@ -63,6 +63,9 @@ class ServerWorkers:
         self._secret = secret
         self._lock = threading.Lock()
         self._pending: deque[str] = deque()
+        # Each queued or running task's (name, limit), and running tasks per name.
+        self._limits: dict[str, tuple[str, int | None]] = {}
+        self._per_name: defaultdict[str, int] = defaultdict(int)
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._killed: set[str] = set()
         # One idle worker per interpreter, imports done, waiting for its task.
@@ -110,6 +113,7 @@ class ServerWorkers:
             raise
         with self._lock:
             self._pending.append(spec.id)
+            self._limits[spec.id] = (spec.name, spec.options.get("limit"))
         self._start_next()
         return record
 
@@ -125,6 +129,9 @@ class ServerWorkers:
         ]
         self.service.claim(waiting)
         with self._lock:
+            for job_id in waiting:
+                spec = ServerTask.from_json(json.loads(self._spec_file(job_id).read_text()))
+                self._limits[job_id] = (spec.name, spec.options.get("limit"))
             self._pending.extend(waiting)
         self._start_next()
         return waiting
@@ -136,6 +143,7 @@ class ServerWorkers:
             waiting = job_id in self._pending
             if waiting:
                 self._pending.remove(job_id)
+                self._limits.pop(job_id, None)
             running = job_id in self._running
         if waiting:
             self.service.end(job_id, "cancelled", "cancelled before it started")
@@ -163,16 +171,20 @@ class ServerWorkers:
     def _start_next(self) -> None:
         while True:
             with self._lock:
-                if self._stopping or not self._pending or len(self._running) >= self.size:
+                if self._stopping or len(self._running) >= self.size:
                     return
-                job_id = self._pending.popleft()
+                job_id = self._next()
+                if job_id is None:
+                    return
                 process: subprocess.Popen[bytes] | None = None
                 try:
                     process = self._spawn(job_id)
                 except Exception as exc:  # noqa: BLE001 - any failure to start is the task's error
                     failure = f"{type(exc).__name__}: {exc}"
+                    self._limits.pop(job_id, None)
                 else:
                     self._running[job_id] = process
+                    self._per_name[self._limits[job_id][0]] += 1
             if process is None:
                 self.service.end(
                     job_id, "error", f"its server worker could not start: {failure}",
@@ -184,6 +196,16 @@ class ServerWorkers:
                 target=self._watch, args=(job_id, process), name="raytha-nb-server-worker",
                 daemon=True,
             ).start()  # fmt: skip
+
+    def _next(self) -> str | None:
+        """Under the lock: the first waiting task whose name is under its ``limit``
+        (server-wide for server tasks), taken off the queue."""
+        for job_id in self._pending:
+            name, limit = self._limits.get(job_id, ("", None))
+            if limit is None or self._per_name[name] < limit:
+                self._pending.remove(job_id)
+                return job_id
+        return None
 
     def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
         """The task's worker: the warm spare of its interpreter if there is one (its
@@ -256,6 +278,8 @@ class ServerWorkers:
         code = process.wait()
         with self._lock:
             self._running.pop(job_id, None)
+            name, _ = self._limits.pop(job_id, ("", None))
+            self._per_name[name] -= 1
             killed = job_id in self._killed
             self._killed.discard(job_id)
         try:
