@@ -26,6 +26,7 @@ from .api import (
     list_tasks,
     logs,
     result,
+    retry,
     submit,
     task_store,
     wait,
@@ -33,6 +34,7 @@ from .api import (
 )
 from .context import TaskContext, bind, check_cancelled, current, log, progress, track
 from .errors import (
+    CannotRetry,
     ExecutorUnavailable,
     NotJsonable,
     NotPicklable,
@@ -51,6 +53,7 @@ from .errors import (
     TaskStateError,
     UnknownTask,
 )
+from .groups import as_completed, map
 from .magics import load_ipython_extension
 from .model import LogLine, TaskQuery, TaskRecord, TaskStatus
 from .registry import BackgroundTask, register, registered, task
@@ -69,6 +72,7 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
 
 __all__ = [
     "BackgroundTask",
+    "CannotRetry",
     "LogLine",
     "ExecutorUnavailable",
     "NotJsonable",
@@ -97,6 +101,7 @@ __all__ = [
     "UnknownTask",
     "__version__",
     "bind",
+    "as_completed",
     "cancel",
     "check_cancelled",
     "configure",
@@ -112,12 +117,14 @@ __all__ = [
     "load_ipython_extension",
     "log",
     "logs",
+    "map",
     "manager",
     "progress",
     "register",
     "task",
     "registered",
     "result",
+    "retry",
     "show",
     "sql",
     "submit",

@@ -30,7 +30,7 @@ from concurrent.futures import thread as _futures_thread  # noqa: F401
 from pathlib import Path
 from typing import Any
 
-from . import _dask, _results, processes
+from . import _dask, _group, _results, _retry, processes
 from ._client import RemoteBackend
 from ._flow import Flow
 from ._identity import default_db_path, discover, find_server, kernel_identity
@@ -116,6 +116,8 @@ class TaskManager:
         self._waited_all: set[str] = set()
         # Tasks this process handed to the server (executor="server"), oldest first.
         self._handed: dict[str, None] = {}
+        #: Groups rnb.map() started here, for as_completed().
+        self._groups = _group.Groups()
 
     # -- starting tasks ------------------------------------------------------------
     def enqueue(
@@ -130,8 +132,20 @@ class TaskManager:
         check_signature(target, plain)
         label = task if isinstance(task, str) else task_label(target)
         body = functools.partial(_run_task, target)
-        merged = defaults(target).merged(**options)
+        merged = defaults(target).merged(ref=_retry.reference(target), **options)
         return self._submit(body, name or label, label, plain, merged)
+
+    def retry(self, job_id: str) -> str:
+        """Run a finished task again as a new task (same task, args and options,
+        ``retry_of`` it, ``ctx.resume`` its last checkpoint); return the new id."""
+        record = self.get_task(job_id)
+        plan = _retry.plan(record, self.backend.results_dir)
+        if plan.body is not None:
+            body: Body = processes.Shipped(plan.body.payload)
+        else:
+            check_signature(plan.target, record.args)
+            body = functools.partial(_run_task, plan.target)
+        return self._submit(body, record.name, record.task, record.args, plan.options)
 
     def submit(self, body: Body, *, name: str, task: str, args: Any = None, **options: Any) -> str:
         """Queue ``body(ctx)`` directly: for magics and data jobs whose inputs (a cell's
@@ -152,12 +166,35 @@ class TaskManager:
         runner = self._executor(where)
         body = runner.ship(body, f"task {task}")  # fails here, before a task exists
         job_id = str(uuid.uuid4())
+        if isinstance(body, processes.Shipped):  # kept, so that retry() can run it again
+            _retry.store_body(self.backend.results_dir, job_id, body.payload)
         live = LiveTask(
             job_id, name, task, args, kernel_id=self._kernel_id, notebook=self._notebook,
             pid=os.getpid(), executor=where, options=options,
         )  # fmt: skip
         self._start(live, runner, body)
         return job_id
+
+    def map(self, fn: Any, items: Any, *, name: str | None = None, **options: Any) -> str:
+        """One child task per item (``fn(item)``) and a group task over them; the
+        group's id (see ``rnb.map``)."""
+        if self._closed:
+            raise RuntimeError(
+                "this TaskManager is shut down; use raytha_nb.configure() for a new one"
+            )
+        return _group.start_map(self, fn, items, name, options, self._track)
+
+    def as_completed(
+        self, group_id: str, timeout: float | None = None, return_exceptions: bool = False
+    ) -> Any:
+        """``(child_id, result)`` of each child of a group as it ends (``rnb.as_completed``)."""
+        return _group.as_completed(self, group_id, timeout, return_exceptions)
+
+    def _track(self, live: LiveTask) -> None:
+        """Keep and publish ``live`` without running it (a group's own task)."""
+        with self._tasks_lock:
+            self._tasks[live.id] = live
+        self.publisher.track(live)
 
     def _start(self, live: LiveTask, runner: Executor, body: Body) -> None:
         with self._tasks_lock:
@@ -190,6 +227,7 @@ class TaskManager:
             options.to_json(everything=True),
         )  # fmt: skip
         self.backend.run_on_server(spec, shipped.payload)
+        _retry.store_body(self.backend.results_dir, spec.id, shipped.payload)  # for retry()
         self._handed[spec.id] = None
         return spec.id
 
@@ -419,6 +457,8 @@ class TaskManager:
             )
         if job_id in self.values:
             return self.values.get(job_id)
+        if record.result_kind == _group.GROUP_KIND:
+            return _group.results(self, record)
         return _results.decode(job_id, record.result, record.result_kind)
 
     # -- changing tasks ------------------------------------------------------------------

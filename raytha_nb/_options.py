@@ -44,6 +44,8 @@ class TaskOptions:
     retry_of: str | None = None
     #: The checkpoint a re-run starts from (``ctx.resume``).
     resume: Any = None
+    #: ``module:qualname`` of an importable task, so a re-run elsewhere can import it.
+    ref: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -143,6 +145,7 @@ class TaskOptions:
             "limit": self.limit,
             "executor": self.executor,
             "when": self.when,
+            "ref": self.ref,
         }
         if delay is not None and not callable(delay):
             out["retry_delay"] = delay if isinstance(delay, (int, float)) else list(delay)
@@ -158,7 +161,7 @@ class TaskOptions:
         """Inverse of :meth:`to_json` (``retry_on`` as names)."""
         known = {
             "retries", "retry_delay", "timeout", "limit", "executor", "when", "not_before",
-            "group_id", "retry_of", "resume",
+            "group_id", "retry_of", "resume", "ref",
         }  # fmt: skip
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("retry_delay"), list):

@@ -54,6 +54,15 @@ def enqueue(
     )  # fmt: skip
 
 
+def retry(job_id: str) -> str:
+    """Run a finished task (error, cancelled, interrupted or complete) again as a new
+    task with the same task, args and options; return its id. Its ``retry_of`` is
+    ``job_id`` and its ``ctx.resume`` the old task's last ``ctx.checkpoint()``. Works from
+    any kernel for a registered task, an importable function, or a process, Dask or
+    server task (their code is stored); else ``CannotRetry`` says why."""
+    return manager().retry(job_id)
+
+
 def submit(body: Body, *, name: str, task: str, args: Any = None, **options: Any) -> str:
     """Queue ``body(ctx)``, a callable that takes the task's context (``options`` as
     for :func:`enqueue`; for "process" the body and what it holds must pickle)."""

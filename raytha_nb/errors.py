@@ -66,6 +66,11 @@ class UnknownTask(LookupError):
     """A task was enqueued by a name that nobody registered."""
 
 
+class CannotRetry(UnknownTask):
+    """``retry()`` of a task whose code is not known here (neither registered, importable
+    nor stored); the message says why and how to make it re-runnable."""
+
+
 class NotJsonable(TypeError):
     """A value has no JSON form; ``path`` says where it sits (``args['rows'][3]``)."""
 

@@ -797,6 +797,7 @@ class Store:
                 ("notebooks_gone", "task_id"),
             ):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [job_id])
+        (self.results_dir / f"{job_id}.task.pickle").unlink(missing_ok=True)  # its stored body
         if isinstance(record.result, dict) and "path" in record.result:
             path = Path(record.result["path"])
             if path.parent == self.results_dir:  # ours; a user's export file stays

@@ -23,11 +23,11 @@ import ipywidgets as w
 from IPython import get_ipython
 from IPython.display import display, update_display
 
-from . import _task_view, _terminal, _text
+from . import _group, _task_view, _terminal, _text
 from ._live import LiveTask
 from ._manager import manager
 from ._refresher import refresher
-from .api import cancel, get_task, logs
+from .api import cancel, get_task, logs, retry
 from .model import LogLine, TaskRecord, TaskStatus
 
 #: Log lines a widget keeps for display (the store keeps them all).
@@ -66,6 +66,15 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             layout=w.Layout(width="auto"),
         )
         self._cancel.on_click(self._on_cancel)
+        self._retry = w.Button(
+            description="Retry",
+            icon="redo",
+            tooltip="Run this task again as a new task (resuming from its last checkpoint)",
+            layout=w.Layout(width="auto", display="none"),
+        )
+        self._retry.on_click(self._on_retry)
+        #: The widget of the task a Retry click started, below this one.
+        self._retried = w.VBox()
         self._info = w.HTML()
         self._warning = w.HTML(layout=w.Layout(display="none"))
         self._outcome = w.HTML(layout=w.Layout(display="none"))
@@ -76,16 +85,23 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             children=[
                 self._title,
                 w.HBox(
-                    [self._bar, self._numbers, self._cancel], layout=w.Layout(align_items="center")
+                    [self._bar, self._numbers, self._cancel, self._retry],
+                    layout=w.Layout(align_items="center"),
                 ),
                 self._info,
                 self._warning,
                 self._outcome,
                 self._log_box,
+                self._retried,
             ],
             **kwargs,
         )
         self.add_class("raytha-nb-task")
+        if _group.is_group(record):
+            # One bar for the whole rnb.map (its info counts the children); the children
+            # log on their own, so the group has no log of its own to show.
+            self.add_class("raytha-nb-group")
+            self._log_box.layout.display = "none"
         self.refresh(force_logs=True)
         refresher().add(self)
 
@@ -195,6 +211,8 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         self._info.value = " · ".join(details)
         if record.finished:
             self._cancel.layout.display = "none"
+            if self._retry.layout.display == "none":
+                self._retry.layout.display = "inline-flex"
             if not self._log_count:
                 self._log_box.set_title(0, _text.log_title(0, finished=True))
             self._show_outcome(record)
@@ -237,6 +255,25 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
             self._cancel.description = "Cancel failed: retry"
             self._cancel.tooltip = f"could not cancel: {exc}"
             self._cancel.disabled = False
+
+    def _on_retry(self, _button: Any) -> None:
+        """Start the task again (``rnb.retry``) and show the new task's widget below."""
+        self._retry.disabled = True
+        try:
+            new_id = retry(self.job_id)
+        except Exception as exc:  # noqa: BLE001 - a click has nowhere else to report to
+            # Said below the task (a comm handler's traceback is never seen).
+            self._retry.disabled = False
+            said = w.HTML(
+                f'<div style="color:var(--jp-error-color1,#c62828)">Retry failed: '
+                f"{_text.esc(f'{type(exc).__name__}: {exc}')}</div>"
+            )
+            self._retried.children = (*self._retried.children, said)
+            return
+        self._retry.description = "Retry"
+        self._retry.tooltip = f"retried as {new_id}; click to run it once more"
+        self._retry.disabled = False
+        self._retried.children = (*self._retried.children, progress_widget(new_id))
 
     # -- text forms ----------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -51,13 +51,29 @@ def expression(record: TaskRecord) -> str:
     )
 
 
-async def rerun_in_kernel(kernel_manager: Any, record: TaskRecord) -> dict[str, Any]:
-    """Ask the task's kernel, if this server runs it, to start the task again; return
-    ``{"id", "kernel_id", "queued"}`` (``queued``: the kernel is busy and will start it
-    when its current cell ends). Raises CannotRerun saying why not."""
-    what = expression(record)
+def kernel_alive(kernel_manager: Any, record: TaskRecord) -> bool:
+    """Whether the kernel that ran ``record`` is running on this server."""
+    return bool(record.kernel_id) and record.kernel_id in kernel_manager
+
+
+async def retry_in_kernel(kernel_manager: Any, record: TaskRecord) -> dict[str, Any]:
+    """``rnb.retry(id)`` in the task's kernel (alive on this server): the new task,
+    ``retry_of`` it, resuming from its checkpoint; as :func:`rerun_in_kernel` answers."""
+    return await rerun_in_kernel(
+        kernel_manager, record, f"__import__('raytha_nb').retry({record.id!r})"
+    )
+
+
+async def rerun_in_kernel(
+    kernel_manager: Any, record: TaskRecord, what: str | None = None
+) -> dict[str, Any]:
+    """Ask the task's kernel, if this server runs it, to start the task again (by
+    ``what``, a Python expression; default: :func:`expression`); return ``{"id",
+    "kernel_id", "queued"}`` (``queued``: the kernel is busy and will start it when its
+    current cell ends). Raises CannotRerun saying why not."""
+    what = expression(record) if what is None else what
     kernel_id = record.kernel_id
-    if not kernel_id or kernel_id not in kernel_manager:
+    if not kernel_alive(kernel_manager, record):
         where = f"kernel {kernel_id}" if kernel_id else "the process that ran it"
         raise CannotRerun(
             f"task {record.name} ({record.id}) can only be re-run in its own kernel, and "

@@ -12,6 +12,8 @@ import base64
 import mimetypes
 import os
 import stat
+import time
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -19,12 +21,13 @@ from urllib.parse import quote
 from jupyter_core.utils import ensure_async
 from tornado import iostream, web
 
-from ..errors import ProtocolError
+from .. import _retry
+from ..errors import ProtocolError, TaskStateError
 from ..model import BIGINT, TaskQuery, TaskRecord, iso
 from ..protocol import Publish, ServerTask
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from ._preview import preview
-from ._rerun import CannotRerun, rerun_in_kernel
+from ._rerun import CannotRerun, kernel_alive, rerun_in_kernel, retry_in_kernel
 from .events import sse
 from .service import contents_path
 from .workers import ServerWorkers
@@ -243,6 +246,67 @@ class RerunHandler(Base):
         self.reply({"rerun_of": record.id, **started}, status=202)
 
 
+class RetryHandler(Base):
+    """``tasks/{id}/retry``: run a finished task again as a new task (``retry_of`` it,
+    resuming from its last checkpoint): ``rnb.retry(id)`` in its kernel while that runs
+    here, else a server task from its stored body. The server never runs task code."""
+
+    @guarded
+    async def post(self, job_id: str) -> None:
+        record = await self.record(job_id)
+        try:
+            _retry.check_finished(record)
+        except TaskStateError as exc:
+            raise web.HTTPError(409, str(exc), reason="Conflict") from None
+        kernels = self.serverapp.kernel_manager
+        if record.executor != "server" and kernel_alive(kernels, record):
+            try:
+                started = await retry_in_kernel(kernels, record)
+            except CannotRerun as exc:
+                raise web.HTTPError(409, str(exc), reason="Conflict") from None
+            self.reply({"retry_of": record.id, "ran_in": "kernel", **started}, status=202)
+            return
+        new = await self.call(self._on_server, record)
+        self.reply(
+            {"retry_of": record.id, "ran_in": "server", "id": new.id, "kernel_id": None,
+             "queued": False, "task": new.to_json()},
+            status=202,
+        )  # fmt: skip
+
+    def _on_server(self, record: TaskRecord) -> TaskRecord:
+        """Start ``record`` again as a server task from its stored body (its kernel is
+        gone); 409 saying why when no body was stored."""
+        results = self.service.results_dir
+        stored = _retry.load_body(results, record.id)
+        if stored is None:
+            where = f"kernel {record.kernel_id}" if record.kernel_id else "the process that ran it"
+            raise web.HTTPError(
+                409,
+                f"task {record.name} ({record.id}) cannot be retried here: {where} is not "
+                "running on this Jupyter server, and its code was not stored (only "
+                "process, Dask and server tasks store it); open its notebook and call "
+                f"rnb.retry({record.id!r}) in a kernel that has the task registered or "
+                "can import it",
+                reason="Conflict",
+            )
+        options = _retry.new_options(record).to_json(everything=True)
+        options["executor"] = "server"
+        spec = ServerTask(
+            str(uuid.uuid4()), record.name, record.task, record.args, stored.python,
+            stored.cwd, stored.sys_path, record.notebook, time.time(), {}, options,
+        )  # fmt: skip
+        workers: ServerWorkers = self.settings["raytha_nb_workers"]
+        _retry.write_body(results, spec.id, stored)  # so that the new task can be retried too
+        try:
+            return workers.submit(spec, stored.payload)
+        except ProtocolError as exc:  # its interpreter or directory is gone
+            _retry.body_path(results, spec.id).unlink(missing_ok=True)
+            raise web.HTTPError(
+                409, f"task {record.name} ({record.id}) cannot run again: {exc}",
+                reason="Conflict",
+            ) from None  # fmt: skip
+
+
 class NotebookHandler(Base):
     """``tasks/{id}/notebook``: the notebook to open for a task (its contents path), or
     why there is none: a renamed notebook is followed, a deleted one is never replaced
@@ -428,6 +492,7 @@ handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
     (f"{API}/tasks/{JOB_ID}/result", ResultHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/result/preview", PreviewHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/rerun", RerunHandler, _AS_USER),
+    (f"{API}/tasks/{JOB_ID}/retry", RetryHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/notebook", NotebookHandler, _AS_USER),
     (f"{API}/events", EventsHandler, _AS_USER),
     (f"{API}/status", StatusHandler, _AS_USER),

@@ -1,0 +1,211 @@
+"""rnb.map / rnb.as_completed: a group task over one child task per item, on a real
+DuckDB store (and one real kernel for the group's single widget)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import raytha_nb as rnb
+from raytha_nb import _group
+from raytha_nb.model import TaskStatus
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _wait_until(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def test_map_10000_items_returns_results_in_input_order(mgr: rnb.TaskManager) -> None:
+    group = rnb.map(_square, range(10_000), show=False)
+    assert rnb.result(group, timeout=120) == [i * i for i in range(10_000)]
+    record = rnb.wait(group, 30)
+    assert record.status is TaskStatus.COMPLETE
+    assert record.status_info == "10000 done of 10000"
+    assert record.percent_complete == 100.0
+    assert _group.is_group(record) and _group.size(record) == 10_000
+    child = rnb.get_task(_group.child_id(group, 7))
+    assert (child.group_id, child.args, child.name) == (group, 7, "_square")
+    rnb.wait_all(60)
+    stored = rnb.task_store().sql(
+        f"SELECT count(*), min(status), max(status) FROM tasks WHERE group_id = '{group}'"
+    )
+    assert stored.fetchall() == [(10_000, "complete", "complete")]
+
+
+def test_counts_and_percent_aggregate_the_children(mgr: rnb.TaskManager) -> None:
+    gates = [threading.Event() for _ in range(6)]
+
+    def step(i: int) -> int:
+        rnb.progress(50.0)
+        assert gates[i].wait(30)
+        return i
+
+    group = rnb.map(step, range(6), show=False)  # 4 workers: 4 run, 2 wait
+    _wait_until(lambda: rnb.get_task(group).status_info == "0 done, 4 running, 2 waiting of 6")
+    gates[0].set()
+    gates[1].set()
+    _wait_until(lambda: rnb.get_task(group).status_info == "2 done, 4 running of 6")
+    # Ended children count 100 %, running ones the 50 % they reported: (200 + 200) / 6.
+    _wait_until(lambda: abs(rnb.get_task(group).percent_complete - 400 / 6) < 0.1)
+    assert rnb.get_task(group).status is TaskStatus.PROCESSING
+    for gate in gates:
+        gate.set()
+    assert rnb.result(group, timeout=30) == list(range(6))
+
+
+def test_a_failing_child_makes_the_group_error_with_the_count(mgr: rnb.TaskManager) -> None:
+    def picky(x: int) -> int:
+        if x == 3:
+            raise ValueError("three is right out")
+        return x
+
+    group = rnb.map(picky, range(5), show=False)
+    record = rnb.wait(group, 30)
+    assert record.status is TaskStatus.ERROR
+    assert record.status_info == "4 done, 1 failed of 5"
+    assert record.error_message is not None
+    assert record.error_message.startswith("1 of 5 tasks failed; the first: picky (")
+    assert "ValueError: three is right out" in record.error_message
+    with pytest.raises(rnb.TaskFailed, match="1 of 5 tasks failed"):
+        rnb.result(group)
+
+
+def test_options_apply_to_each_child(mgr: rnb.TaskManager) -> None:
+    def flaky(x: int) -> int:
+        ctx = rnb.current()
+        assert ctx is not None
+        if x % 2 and ctx.attempt == 1:
+            raise ConnectionError("first try of an odd one")
+        return x
+
+    group = rnb.map(flaky, range(6), retries=1, retry_delay=0, show=False)
+    assert rnb.result(group, timeout=30) == list(range(6))
+    attempts = [rnb.get_task(_group.child_id(group, i)).attempt for i in range(6)]
+    assert attempts == [1, 2, 1, 2, 1, 2]
+
+
+def test_cancelling_the_group_cancels_its_children(mgr: rnb.TaskManager) -> None:
+    started = threading.Semaphore(0)
+
+    def forever(x: int) -> None:
+        started.release()
+        while True:
+            rnb.check_cancelled()
+            time.sleep(0.01)
+
+    group = rnb.map(forever, range(8), show=False)
+    for _ in range(4):  # four run, four wait for a worker
+        assert started.acquire(timeout=30)
+    assert rnb.cancel(group)
+    record = rnb.wait(group, 30)
+    assert record.status is TaskStatus.CANCELLED
+    assert record.status_info == "cancelled: 0 done, 8 cancelled of 8"
+    children = [rnb.wait(_group.child_id(group, i), 30) for i in range(8)]
+    assert {c.status for c in children} == {TaskStatus.CANCELLED}
+
+
+def test_as_completed_yields_every_child_once(mgr: rnb.TaskManager) -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.001 * ((x * 7) % 5))
+        return x + 100
+
+    group = rnb.map(slow, range(50), show=False)
+    seen = list(rnb.as_completed(group, timeout=60))
+    assert sorted(seen) == [(_group.child_id(group, i), i + 100) for i in range(50)]
+    assert list(rnb.as_completed(group)) == seen  # again, after the end: the same order
+
+
+def test_as_completed_failures_raise_or_are_yielded(mgr: rnb.TaskManager) -> None:
+    def picky(x: int) -> int:
+        if x == 1:
+            raise KeyError("one")
+        return x
+
+    group = rnb.map(picky, range(3), show=False)
+    rnb.wait(group, 30)
+    with pytest.raises(rnb.TaskFailed, match="KeyError"):
+        list(rnb.as_completed(group))
+    got = dict(rnb.as_completed(group, return_exceptions=True))
+    assert got[_group.child_id(group, 0)] == 0 and got[_group.child_id(group, 2)] == 2
+    assert isinstance(got[_group.child_id(group, 1)], rnb.TaskFailed)
+
+
+def test_as_completed_times_out_naming_what_is_left(mgr: rnb.TaskManager) -> None:
+    gate = threading.Event()
+    group = rnb.map(lambda x: gate.wait(30), range(2), show=False)
+    with pytest.raises(TimeoutError, match="2 of 2 tasks of group"):
+        list(rnb.as_completed(group, timeout=0.2))
+    gate.set()
+    assert rnb.result(group, timeout=30) == [True, True]
+
+
+def _overlap(limit: int | None, n: int) -> int:
+    """The most children running at once, sampled inside them."""
+    lock = threading.Lock()
+    now = [0]
+    most = [0]
+
+    def sample(x: int) -> None:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.02)
+        with lock:
+            now[0] -= 1
+
+    rnb.result(rnb.map(sample, range(n), limit=limit, name=f"limited-{limit}", show=False), 60)
+    return most[0]
+
+
+def test_limit_never_runs_two_at_once(mgr: rnb.TaskManager) -> None:
+    assert _overlap(None, 8) >= 2  # without it they do overlap on the 4 workers
+    assert _overlap(1, 20) == 1
+
+
+def test_map_on_process_workers(mgr: rnb.TaskManager) -> None:
+    group = rnb.map(_square, range(20), executor="process", show=False)
+    assert rnb.result(group, timeout=120) == [i * i for i in range(20)]
+    assert rnb.get_task(_group.child_id(group, 3)).executor == "process"
+
+
+def test_bad_input_is_a_clear_error_before_anything_is_queued(mgr: rnb.TaskManager) -> None:
+    with pytest.raises(rnb.NotJsonable, match=r"items\[2\]"):
+        rnb.map(_square, [1, 2, object()], show=False)
+    with pytest.raises(TypeError, match="iterable of items"):
+        rnb.map(_square, 5, show=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retries must be"):
+        rnb.map(_square, [1], retries=-1, show=False)
+    with pytest.raises(ValueError, match="executor='thread', 'process' or 'dask'"):
+        rnb.map(_square, [1], executor="server", show=False)
+    assert rnb.list_tasks() == []
+    with pytest.raises(ValueError, match="not a group"):
+        list(rnb.as_completed(rnb.enqueue(_square, [2])))
+
+
+def test_an_empty_map_completes_with_no_results(mgr: rnb.TaskManager) -> None:
+    group = rnb.map(_square, [], show=False)
+    assert rnb.result(group, timeout=10) == []
+    assert list(rnb.as_completed(group)) == []
+
+
+def test_map_in_a_notebook_shows_one_widget(tmp_path: Path) -> None:
+    from ._kernel import running_kernel
+
+    with running_kernel(tmp_path / "k.duckdb") as k:
+        k.execute("import raytha_nb as rnb")
+        cell = k.execute("group = rnb.map(lambda x: x * 2, range(500))")
+        assert len(cell.widget_ids()) == 1
+        assert k.value("rnb.result(group, timeout=60)[-3:]") == [994, 996, 998]
+        assert k.value("rnb.get_task(group).status_info") == "500 done of 500"
