@@ -4,7 +4,9 @@ A task is submitted with its id as the Dask key (``pure=False``) and runs in a D
 worker with the whole task API (``_worker``'s pieces: cloudpickle bodies, output
 capture, tblib tracebacks, results written there). Progress and log lines travel as
 Dask events (``Worker.log_event`` -> ``Client.subscribe_topic``), coalesced, latest
-progress wins; a cancel is a ``distributed.Event`` per task that the worker watches.
+progress wins; the last event carries the outcome (the result is fetched only when too
+big for one); a cancel is a ``distributed.Event`` per task that the worker watches once
+the task has run 50 ms.
 Forced cancel raises ``TaskCancelled`` in the task's worker thread, then
 ``client.cancel(future)``; Dask cannot interrupt a blocking call, which may run on.
 """
@@ -59,13 +61,14 @@ def require_distributed() -> Any:
 class _Job:
     """A submitted task: its live state, its future and the events seen so far."""
 
-    __slots__ = ("future", "live", "seen", "started")
+    __slots__ = ("ended", "future", "live", "seen", "started")
 
     def __init__(self, live: LiveTask) -> None:
         self.live = live
         self.future: Any = None
         self.seen = 0  # events applied (the outcome says how many were sent)
         self.started = False
+        self.ended = False  # its outcome applied (from its end event or its future)
 
 
 class DaskExecutor(Executor):
@@ -187,7 +190,9 @@ class DaskExecutor(Executor):
 
     # -- events and outcomes ---------------------------------------------------------
     def _on_event(self, event: tuple[float, Any]) -> None:
-        """A worker's event (on the client's event loop): start or progress."""
+        """A worker's event (on the client's event loop): start, progress or end. The
+        end event carries the outcome, so a task's result is never fetched from its
+        worker unless it was too big for an event or came with files."""
         msg = event[1]
         with self._lock:
             job = self._jobs.get(msg[1])
@@ -195,55 +200,94 @@ class DaskExecutor(Executor):
                 return
             job.seen += 1
             self._lock.notify_all()
+        kind = msg[0]
+        if kind == "start":
+            self._start(job, msg[2])
+        elif kind == "progress":
+            self._progress(job, msg[2:6])
+        elif kind == "end":  # [end, id, worker, step, percent, info, logs, outcome | None]
+            outcome = msg[7]
+            claimed = outcome is not None and self._claim(job)
+            self._start(job, msg[2])
+            self._progress(job, msg[3:7])
+            if claimed:
+                try:
+                    self._end(job, outcome)
+                except Exception:
+                    log.exception("raytha_nb: could not finish Dask task %s", job.live.id)
+                    job.live.transition(TaskStatus.INTERRUPTED, status_info="its outcome failed")
+
+    def _start(self, job: _Job, worker: str) -> None:
         live = job.live
-        if msg[0] == "start":
-            live.worker = msg[2]
-            if not job.started:
-                job.started = True
-                if not live.transition(TaskStatus.PROCESSING):
-                    # Cancelled before it started: stop it there (not on this loop).
-                    threading.Thread(target=self._stop, args=(job,), daemon=True).start()
-        elif msg[0] == "progress" and live.status is TaskStatus.PROCESSING:
-            _, _, step, percent, info, logs = msg
-            for stream, text in logs:
-                live.add_log(stream, text)
-            live.report(percent, info, step)
+        live.worker = worker
+        if job.started:
+            return
+        job.started = True
+        if not live.transition(TaskStatus.PROCESSING) and not job.ended:
+            # Cancelled before it started, and running there: stop it (not on this loop).
+            threading.Thread(target=self._stop, args=(job,), daemon=True).start()
+
+    @staticmethod
+    def _progress(job: _Job, fields: list[Any]) -> None:
+        step, percent, info, logs = fields
+        live = job.live
+        if live.status is not TaskStatus.PROCESSING:
+            return
+        for stream, text in logs:
+            live.add_log(stream, text)
+        live.report(percent, info, step)
+
+    def _claim(self, job: _Job) -> bool:
+        """Whether this caller applies the job's outcome (once, whoever sees it first)."""
+        with self._lock:
+            if job.ended:
+                return False
+            job.ended = True
+            self._jobs.pop(job.live.id, None)
+            return True
 
     def _finished(self, job: _Job, future: Any) -> None:
-        """The future ended (a callback thread): apply the worker's outcome."""
+        """The future ended (a callback thread): apply its outcome unless its end event
+        did already; a failed or cancelled future ends the task here."""
         live = job.live
         try:
-            self._apply(job, future)
+            if future.status == "finished":
+                # Its end event came first (the same worker stream) and, unless it was
+                # too big for an event, ended it: then nothing is fetched.
+                if not job.ended:
+                    outcome = future.result()
+                    with self._lock:  # the events it sent first: its last log lines
+                        self._lock.wait_for(lambda: job.seen >= outcome[2], EVENT_WAIT)
+                    if self._claim(job):
+                        self._end(job, outcome)
+            elif self._claim(job):
+                self._failed(live, future)
         except BaseException:
             log.exception("raytha_nb: could not finish Dask task %s", live.id)
             live.transition(TaskStatus.INTERRUPTED, status_info="its Dask future failed")
         finally:
             with self._lock:
+                job.ended = True
                 self._jobs.pop(live.id, None)
             self._clear_events(live)
 
-    def _apply(self, job: _Job, future: Any) -> None:
-        live = job.live
+    def _failed(self, live: LiveTask, future: Any) -> None:
         if future.cancelled():
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
             return
         error = future.exception()
-        if error is not None:
-            if self._stopping:
-                info = "the kernel stopped while it ran"
-            elif isinstance(error, self._distributed.KilledWorker):
-                info = "the Dask worker running it was lost (KilledWorker)"
-            else:
-                info = f"Dask failed it: {type(error).__name__}: {error}"
-            live.transition(TaskStatus.INTERRUPTED, status_info=info)
-            return
-        outcome = future.result()
-        with self._lock:  # the events it sent first, so its last log lines come before
-            self._lock.wait_for(lambda: job.seen >= outcome[2], EVENT_WAIT)
-        live.worker = outcome[3]
-        if not job.started:
-            job.started = True
-            live.transition(TaskStatus.PROCESSING)
+        if self._stopping:
+            info = "the kernel stopped while it ran"
+        elif isinstance(error, self._distributed.KilledWorker):
+            info = "the Dask worker running it was lost (KilledWorker)"
+        else:
+            info = f"Dask failed it: {type(error).__name__}: {error}"
+        live.transition(TaskStatus.INTERRUPTED, status_info=info)
+
+    def _end(self, job: _Job, outcome: list[Any]) -> None:
+        """Apply a worker's outcome ``[kind, job_id, events_sent, worker_address, ...]``."""
+        live = job.live
+        self._start(job, outcome[3])
         kind, job_id = outcome[0], outcome[1]
         if kind == "done":
             stored, result_kind, files = outcome[4], outcome[5], outcome[6]
@@ -334,22 +378,30 @@ def _force_name(job_id: str) -> str:
 
 
 # -- in the Dask worker -------------------------------------------------------------------
+#: An outcome larger than this (msgpack bytes) is fetched from the worker, not sent as an
+#: event (the scheduler keeps recent events).
+EVENT_BYTES = 64 * 1024
+
+
 class _Running(LiveTask):
     """The worker's live task: its events, its thread (to force a cancel) and the
     cancel flag its watcher thread sets from the task's ``distributed.Event``."""
 
     __slots__ = (
-        "announced", "done", "ended", "flag", "send_lock", "sent", "seq", "thread_id", "topic",
+        "announced", "client", "ended", "final", "flag", "grace", "send_lock", "sent", "seq",
+        "thread_id", "topic",
     )  # fmt: skip
 
-    def __init__(self, topic: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, topic: str, client: Any, grace: float, *args: Any, **kwargs: Any) -> None:
         self.topic = topic
+        self.client = client
+        self.grace = grace
         self.flag = threading.Event()
         self.send_lock = threading.Lock()
         self.seq = 0  # events sent
-        self.announced = False  # its start event sent
+        self.announced = False  # its start event sent (and its cancel watcher started)
         self.ended = False
-        self.done = threading.Event()  # set when it ended (the cancel watcher stops)
+        self.final: list[Any] | None = None  # what run_task returns, once its end is sent
         self.thread_id = threading.get_ident()
         super().__init__(*args, **kwargs)
         self.sent = self.version  # version at the last progress event
@@ -367,20 +419,55 @@ class _Running(LiveTask):
         worker.log_event(self.topic, msg)
 
     def flush(self, worker: Any) -> None:
-        """The start event once (a task shorter than ``SEND_INTERVAL`` sends none: its
-        outcome says where it ran), then a progress event if anything changed."""
+        """The sender's turn: the start event once, and the cancel watcher (a task
+        shorter than ``SEND_INTERVAL`` has neither: its end event says it all), then a
+        progress event if anything changed."""
         with self.send_lock:
             if self.ended:
                 return
             if not self.announced:
                 self.announced = True
                 self.send(worker, ["start", self.id, worker.address])
-            if self.version == self.sent and not self.outbox:
-                return
-            logs = [[stream, text] for _, _, stream, text in self.take_logs(_worker.LOG_BATCH)]
-            step, pct, info = self.reported()
-            self.sent = self.version
-            self.send(worker, ["progress", self.id, step, pct, info, logs])
+                threading.Thread(
+                    target=_watch_cancel, args=(self,), name="raytha-nb-dask-cancel", daemon=True
+                ).start()
+            if self.version != self.sent or self.outbox:
+                self.send(worker, ["progress", self.id, *self._state()])
+
+    def _state(self) -> list[Any]:
+        logs = [[stream, text] for _, _, stream, text in self.take_logs(_worker.LOG_BATCH)]
+        step, pct, info = self.reported()
+        self.sent = self.version
+        return [step, pct, info, logs]
+
+    def end(self, worker: Any, outcome: list[Any]) -> list[Any]:
+        """Send the last progress and log lines with the outcome, as one event (unless
+        the outcome is too big for one: then the kernel fetches it); returns what the
+        Dask task returns ``[kind, job_id, events_sent, worker_address, ...]``."""
+        with self.send_lock:
+            self.ended = True  # its watcher forces nothing from now on
+            if self.final is None:
+                while len(self.outbox) > _worker.LOG_BATCH:
+                    self.send(worker, ["progress", self.id, *self._state()])
+                result = [outcome[0], outcome[1], self.seq + 1, worker.address, *outcome[2:]]
+                self.send(worker, ["end", self.id, worker.address, *self._state(), _small(result)])
+                self.final = result
+            # Drop a forced cancel raised but not yet delivered.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+        return self.final
+
+
+def _small(outcome: list[Any]) -> list[Any] | None:
+    """``outcome`` if an event can carry it (msgpack, small, no files), else None."""
+    if outcome[0] == "done" and outcome[6]:
+        return None
+    try:
+        import msgpack
+
+        size = len(msgpack.packb(outcome))
+    except Exception:  # noqa: BLE001 - e.g. an int beyond 64 bits: fetched instead
+        return None
+    return outcome if size <= EVENT_BYTES else None
 
 
 _running: dict[str, _Running] = {}
@@ -401,12 +488,11 @@ def _send_loop(worker: Any) -> None:
                 log.debug("raytha_nb: progress event failed", exc_info=True)
 
 
-def _watch_cancel(live: _Running, grace: float, cancel: Any, force: Any) -> None:
-    """Wait for the task's cancel Event; force it after ``grace`` (or at once). A task
-    ending within ``SEND_INTERVAL`` never waits on the scheduler (a cancel set before
-    is seen at once then: the Event stays set)."""
-    if live.done.wait(SEND_INTERVAL):
-        return
+def _watch_cancel(live: _Running) -> None:
+    """Wait for the task's cancel Event; force it after the grace period (at once when
+    its force Event is set too: the kernel sets that one first)."""
+    cancel = _dist_event(_cancel_name(live.id), live.client)
+    force = _dist_event(_force_name(live.id), live.client)
     while not live.ended:
         try:
             if cancel.wait(timeout=0.5):
@@ -417,9 +503,9 @@ def _watch_cancel(live: _Running, grace: float, cancel: Any, force: Any) -> None
         return
     live.flag.set()
     try:
-        force.wait(timeout=grace)
+        force.wait(timeout=live.grace)
     except Exception:  # noqa: BLE001
-        time.sleep(grace)
+        time.sleep(live.grace)
     with live.send_lock:
         if not live.ended:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -427,46 +513,39 @@ def _watch_cancel(live: _Running, grace: float, cancel: Any, force: Any) -> None
             )
 
 
+def _dist_event(name: str, client: Any) -> Any:
+    return require_distributed().Event(name, client)
+
+
 def run_task(
     job_id: str, name: str, args: Any, payload: bytes, results_dir: str, topic: str, grace: float
 ) -> list[Any]:
-    """Runs in a Dask worker: the task, with progress and logs as events; returns its
-    outcome ``[kind, job_id, events_sent, worker_address, ...]``."""
+    """Runs in a Dask worker: the task, with progress and logs as events, its outcome
+    as the last; returns the outcome ``[kind, job_id, events_sent, worker_address, ...]``."""
     global _sender
     dist: Any = require_distributed()
     worker, client = dist.get_worker(), dist.get_client()
-    events = dist.Event(_cancel_name(job_id), client), dist.Event(_force_name(job_id), client)
     install_output_capture()
     _tqdm.install()
+    live = _Running(topic, client, grace, job_id, name, name, args, kernel_id=None,
+                    notebook=None, pid=os.getpid())  # fmt: skip
     with _running_lock:
         if _sender is None:
             _sender = threading.Thread(
                 target=_send_loop, args=(worker,), name="raytha-nb-dask-sender", daemon=True
             )
             _sender.start()
-    live = _Running(topic, job_id, name, name, args, kernel_id=None, notebook=None,
-                    pid=os.getpid())  # fmt: skip
-    with _running_lock:
         _running[job_id] = live
-    threading.Thread(
-        target=_watch_cancel,
-        args=(live, grace, *events),
-        name="raytha-nb-dask-cancel",
-        daemon=True,
-    ).start()
     try:
         outcome = _outcome(live, args, payload, results_dir)
     except TaskCancelled:  # a forced cancel landing after the task's own end
         outcome = ["cancelled", job_id]
     with _running_lock:
         _running.pop(job_id, None)
-    live.flush(worker)
-    with live.send_lock:
-        live.ended = True
-        live.done.set()
-        # Drop a forced cancel raised but not yet delivered.
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(live.thread_id), None)
-    return [outcome[0], outcome[1], live.seq, worker.address, *outcome[2:]]
+    try:
+        return live.end(worker, outcome)
+    except TaskCancelled:  # landed while it sent its end: the outcome stands
+        return live.end(worker, outcome)
 
 
 def _outcome(live: _Running, args: Any, payload: bytes, results_dir: str) -> list[Any]:

@@ -1,13 +1,15 @@
 """What only the Dask executor does (the shared contract is in test_executors.py): its
 own LocalCluster started on first use, a lost worker, a blocking call cancelled, a
 cluster given as a Client, results shipped back from a worker without our filesystem,
-``%%background --executor dask``, and the error without ``distributed``."""
+``%%background --executor dask``, the error without ``distributed``, and a task's
+progress seen through a real jupyter server's REST API."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ import pytest
 
 import raytha_nb as rnb
 from raytha_nb import _dask, _manager
+from raytha_nb._client import RemoteBackend
+
+from ._server_helpers import JupyterServer, kernel_address
 
 distributed = pytest.importorskip("distributed")
 
@@ -74,6 +79,33 @@ def test_a_lost_worker_ends_its_task_interrupted_not_retried(own: Any) -> None:
     assert rnb.result(rnb.enqueue(lambda: "next"), timeout=30) == "next"
 
 
+def _dies_once(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).write_text("ran")
+        os._exit(3)
+    return "second run"
+
+
+def test_a_lost_worker_on_a_given_cluster_is_retried_by_dask(tmp_path: Path) -> None:
+    """A cluster the user gives keeps Dask's allowed-failures (3): the task runs again
+    on another worker, staying processing, and completes."""
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    other = rnb.TaskManager(tmp_path / "t.duckdb", dask=cluster.scheduler_address,
+                            flush_interval=0.05)  # fmt: skip
+    try:
+        job = other.enqueue(_dies_once, [str(tmp_path / "marker")], executor="dask")
+        record = other.wait(job, 45)
+        assert record.status is rnb.TaskStatus.COMPLETE, record.status_info
+        assert other.result(job) == "second run"
+        statuses = list(dict.fromkeys(row["status"] for row in other.history(job)))
+        assert statuses == ["enqueued", "processing", "complete"]
+    finally:
+        other.shutdown()
+        cluster.close()
+
+
 def test_a_blocking_call_is_marked_cancelled_and_said_to_run_on(own: Any) -> None:
     job = rnb.enqueue(time.sleep, [2])
     deadline = time.monotonic() + 20
@@ -86,6 +118,22 @@ def test_a_blocking_call_is_marked_cancelled_and_said_to_run_on(own: Any) -> Non
     assert record.status is rnb.TaskStatus.CANCELLED
     assert time.monotonic() - start < GRACE + 0.6
     assert "may still run on tcp://" in (record.status_info or "")
+
+
+def _big(n: int) -> list[int]:
+    for i in range(3):
+        print(f"line {i}")
+    return list(range(n))
+
+
+def test_an_outcome_too_big_for_an_event_is_fetched_after_its_lines(own: Any) -> None:
+    """Small outcomes ride the end event; a bigger one (over EVENT_BYTES) comes from
+    the future's result, and the lines printed before it are stored all the same."""
+    n = _dask.EVENT_BYTES  # msgpack needs >= 1 byte an int: over the bound
+    assert _dask._small(["done", "id", 1, "tcp://w", list(range(n)), "json", {}]) is None
+    job = rnb.enqueue(_big, [n])
+    assert rnb.result(job, timeout=20) == list(range(n))
+    assert [line.text for line in rnb.logs(job)] == ["line 0", "line 1", "line 2"]
 
 
 def test_a_cluster_given_as_a_client(own: Any, tmp_path: Path) -> None:
@@ -141,3 +189,69 @@ def test_background_cell_on_dask_copies_names_in_and_out(own: Any, tmp_path: Pat
             time.sleep(0.05)
         assert k.value("(y, worker_pid != os.getpid())") == (42, True)
         assert k.value(f"rnb.get_task({job!r}).executor") == "dask"
+        # A cell's function failing in a Dask worker: its frame names the cell's line.
+        k.execute("def parse(text):\n    return int(text)  # the failing line")
+        k.execute("failed = rnb.wait(rnb.enqueue(parse, ['x'], executor='dask'), 20)")
+        assert k.value("failed.status.value") == "error"
+        shown = str(k.value("failed.traceback"))
+        assert "in parse" in shown and "return int(text)  # the failing line" in shown, shown
+        assert "raytha_nb" not in shown, shown
+
+
+def _steps(gates: list[str]) -> str:
+    """Reports 25, 50, 75 %, each held until the test saw it through REST (its gate, a
+    ``distributed.Event``, is set), so no step can be missed between two polls."""
+    for i, gate in enumerate(gates, 1):
+        rnb.progress(25.0 * i, f"step {i}", step=i)
+        if not distributed.Event(gate).wait(timeout=30):
+            raise TimeoutError(f"step {i} was never seen through REST")
+    return "done"
+
+
+def _rest_until(server: JupyterServer, job: str, percent: float) -> dict[str, Any]:
+    """GET tasks/{id} (with the Jupyter token) until it shows ``percent``."""
+    deadline = time.monotonic() + 20
+    while True:
+        status, record, _ = server.request("GET", f"raytha-nb/api/tasks/{job}")
+        assert status in (200, 404), (status, record)
+        if status == 200 and record["percent_complete"] == percent:
+            return dict(record)
+        assert time.monotonic() < deadline, (percent, record, server.log_text())
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(120)
+def test_progress_of_a_dask_task_is_seen_through_rest(tmp_path: Path) -> None:
+    """A task on a 2-worker LocalCluster, published to a real jupyter server by this
+    process (a RemoteBackend, as a kernel does): REST shows each step, and the worker."""
+    home = tmp_path / "server"
+    home.mkdir()
+    server = JupyterServer(home, home / "tasks.duckdb", heartbeat_timeout=10).start()
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    manager = rnb.TaskManager(
+        backend=RemoteBackend(kernel_address(server)), dask=client, flush_interval=0.05
+    )
+    try:
+        workers = set(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        gates = [f"raytha-nb-test-{uuid.uuid4().hex}-{i}" for i in (1, 2, 3)]
+        job = manager.enqueue(_steps, [gates], executor="dask")
+        for i, gate in enumerate(gates, 1):
+            record = _rest_until(server, job, 25.0 * i)
+            assert record["status"] == "processing"
+            assert (record["task_step"], record["status_info"]) == (i, f"step {i}")
+            assert record["executor"] == "dask"
+            assert record["worker"] in workers
+            distributed.Event(gate, client=client).set()
+        final = server.wait_for(job, {"complete", "error"}, 30)
+        assert final["status"] == "complete", final
+        assert final["percent_complete"] == 100.0
+        assert manager.result(job, timeout=10) == "done"
+    finally:
+        manager.shutdown()
+        client.close()
+        cluster.close()
+        server.stop()

@@ -332,7 +332,9 @@ def test_cpu_bound_tasks_run_in_parallel(pool: Any) -> None:
     assert first["pid"] != second["pid"]
     overlap = min(first["end"], second["end"]) - max(first["start"], second["start"])
     shorter = min(first["end"] - first["start"], second["end"] - second["start"])
-    assert overlap > 0.5 * shorter, (first, second)
+    # Serial runs would not overlap at all; a slow worker start (a loaded machine) may
+    # delay the second one's start by a good part of a second.
+    assert overlap > 0.25 * shorter, (first, second)
 
 
 def test_a_blocking_c_call_is_stopped_within_the_grace_period(pool: Any) -> None:
