@@ -27,6 +27,7 @@ from typing import Any
 
 from . import _results, _tqdm, _worker
 from ._live import LiveTask
+from ._options import mro_names
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
 from .executor import Body, Executor
@@ -137,10 +138,13 @@ class DaskExecutor(Executor):
                 raise RuntimeError("the task queue is shut down")
             self._jobs[live.id] = job
         live.on_cancel = self.cancel
+        # A retried attempt is another Dask task: the first attempt's key may still be
+        # held by the scheduler.
+        key = live.id if live.attempt == 1 else f"{live.id}-attempt-{live.attempt}"
         job.future = client.submit(
             run_task, live.id, live.task, live.args, shipped.payload,
-            str(self._results_dir()), self._topic, self.grace,
-            key=live.id, pure=False,
+            str(self._results_dir()), self._topic, self.grace, (live.attempt, live.resume),
+            key=key, pure=False,
         )  # fmt: skip
         job.future.add_done_callback(lambda future: self._finished(job, future))
 
@@ -204,12 +208,12 @@ class DaskExecutor(Executor):
         if kind == "start":
             self._start(job, msg[2])
         elif kind == "progress":
-            self._progress(job, msg[2:6])
-        elif kind == "end":  # [end, id, worker, step, percent, info, logs, outcome | None]
-            outcome = msg[7]
+            self._progress(job, msg[2:7])
+        elif kind == "end":  # [end, id, worker, step, pct, info, logs, checkpoint, outcome]
+            outcome = msg[8]
             claimed = outcome is not None and self._claim(job)
             self._start(job, msg[2])
-            self._progress(job, msg[3:7])
+            self._progress(job, msg[3:8])
             if claimed:
                 try:
                     self._end(job, outcome)
@@ -229,13 +233,15 @@ class DaskExecutor(Executor):
 
     @staticmethod
     def _progress(job: _Job, fields: list[Any]) -> None:
-        step, percent, info, logs = fields
+        step, percent, info, logs, checkpoint = fields
         live = job.live
         if live.status is not TaskStatus.PROCESSING:
             return
         for stream, text in logs:
             live.add_log(stream, text)
         live.report(percent, info, step)
+        if checkpoint is not None:  # [its version, the state], when it changed
+            live.set_checkpoint(checkpoint[1])
 
     def _claim(self, job: _Job) -> bool:
         """Whether this caller applies the job's outcome (once, whoever sees it first)."""
@@ -300,12 +306,13 @@ class DaskExecutor(Executor):
         elif kind == "cancelled":
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
         else:
-            _, _, _, _, error_type, error_message, text, tb = outcome
+            _, _, _, _, error_type, error_message, text, tb, mro = outcome
             live.transition(
                 TaskStatus.ERROR,
                 error_type=error_type,
                 error_message=error_message,
                 traceback=_worker.format_traceback(text, tb),
+                error_mro=mro,
             )
 
     def _store_files(self, job_id: str, stored: Any, files: dict[str, bytes]) -> Any:
@@ -388,8 +395,8 @@ class _Running(LiveTask):
     cancel flag its watcher thread sets from the task's ``distributed.Event``."""
 
     __slots__ = (
-        "announced", "client", "ended", "final", "flag", "grace", "send_lock", "sent", "seq",
-        "thread_id", "topic",
+        "announced", "client", "ended", "final", "flag", "grace", "send_lock", "sent",
+        "sent_checkpoint", "seq", "thread_id", "topic",
     )  # fmt: skip
 
     def __init__(self, topic: str, client: Any, grace: float, *args: Any, **kwargs: Any) -> None:
@@ -405,6 +412,7 @@ class _Running(LiveTask):
         self.thread_id = threading.get_ident()
         super().__init__(*args, **kwargs)
         self.sent = self.version  # version at the last progress event
+        self.sent_checkpoint = 0
 
     @property  # type: ignore[override]
     def cancel_requested(self) -> bool:
@@ -438,7 +446,11 @@ class _Running(LiveTask):
         logs = [[stream, text] for _, _, stream, text in self.take_logs(_worker.LOG_BATCH)]
         step, pct, info = self.reported()
         self.sent = self.version
-        return [step, pct, info, logs]
+        checkpoint = None
+        if self.checkpoint_version != self.sent_checkpoint:
+            checkpoint = [self.checkpoint_version, self.checkpoint]
+            self.sent_checkpoint = self.checkpoint_version
+        return [step, pct, info, logs, checkpoint]
 
     def end(self, worker: Any, outcome: list[Any]) -> list[Any]:
         """Send the last progress and log lines with the outcome, as one event (unless
@@ -518,7 +530,14 @@ def _dist_event(name: str, client: Any) -> Any:
 
 
 def run_task(
-    job_id: str, name: str, args: Any, payload: bytes, results_dir: str, topic: str, grace: float
+    job_id: str,
+    name: str,
+    args: Any,
+    payload: bytes,
+    results_dir: str,
+    topic: str,
+    grace: float,
+    attempt: tuple[int, Any] = (1, None),
 ) -> list[Any]:
     """Runs in a Dask worker: the task, with progress and logs as events, its outcome
     as the last; returns the outcome ``[kind, job_id, events_sent, worker_address, ...]``."""
@@ -529,6 +548,7 @@ def run_task(
     _tqdm.install()
     live = _Running(topic, client, grace, job_id, name, name, args, kernel_id=None,
                     notebook=None, pid=os.getpid())  # fmt: skip
+    live.attempt, live.resume = attempt  # which attempt, and its checkpoint to resume
     with _running_lock:
         if _sender is None:
             _sender = threading.Thread(
@@ -569,7 +589,7 @@ def _outcome(live: _Running, args: Any, payload: bytes, results_dir: str) -> lis
         kind_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         return [
             "error", job_id, kind_name.removeprefix("builtins."), str(exc),
-            _user_traceback(exc), _worker._tb_dict(exc),
+            _user_traceback(exc), _worker._tb_dict(exc), mro_names(exc),
         ]  # fmt: skip
 
 

@@ -7,7 +7,8 @@ every ``SEND_INTERVAL``. A cancel is a byte of shared memory the kernel sets, re
 ``check_cancelled`` (no message to wait for while the task runs).
 
 Messages (tuples over one duplex ``multiprocessing`` connection):
-kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir, resume)`` and
+kernel -> worker ``("run", job_id, name, args, body_pickle, results_dir, (attempt,
+resume))`` and
 ``("stop",)``; worker -> kernel ``("progress", job_id, step, percent, info, logs)``
 and then one of ``("done", job_id, stored, kind, exact)`` (``exact``: the value
 pickled when its JSON form differs from it, else None), ``("error", job_id, type,
@@ -100,11 +101,17 @@ class _Worker:
             send(self.conn, ("progress", live.id, step, pct, info, logs, checkpoint))
 
     def run(
-        self, job_id: str, name: str, args: Any, payload: bytes, results_dir: str, resume: Any
+        self,
+        job_id: str,
+        name: str,
+        args: Any,
+        payload: bytes,
+        results_dir: str,
+        attempt: tuple[int, Any],
     ) -> None:
         live = _Task(self.flag, job_id, name, name, args, kernel_id=None, notebook=None,
                      pid=os.getpid())  # fmt: skip
-        live.resume = resume
+        live.attempt, live.resume = attempt  # which attempt, and its checkpoint to resume
         with self.send_lock:
             self.live, self.sent, self.sent_checkpoint = live, live.version, 0
         outcome: tuple[Any, ...]
@@ -217,5 +224,5 @@ def main(conn: Connection, flag: Any, kernel: int) -> None:
             return  # the kernel went away
         if message[0] != "run":
             return
-        _, job_id, name, args, payload, results_dir, resume = message
-        worker.run(job_id, name, args, payload, results_dir, resume)
+        _, job_id, name, args, payload, results_dir, attempt = message
+        worker.run(job_id, name, args, payload, results_dir, attempt)

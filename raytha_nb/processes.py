@@ -329,7 +329,8 @@ class ProcessExecutor(Executor):
             slot.job = None
             return False
         message = (
-            "run", live.id, live.task, live.args, shipped.payload, self._results, live.resume,
+            "run", live.id, live.task, live.args, shipped.payload, self._results,
+            (live.attempt, live.resume),
         )  # fmt: skip
         try:
             with slot.lock:

@@ -207,7 +207,10 @@ def test_bad_options_are_refused_before_anything_is_queued(
     assert len(rnb.list_tasks(limit=None)) == before
 
 
-def test_checkpoints_are_stored_and_the_next_attempt_resumes(mgr: rnb.TaskManager) -> None:
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_checkpoints_are_stored_and_the_next_attempt_resumes(
+    mgr: rnb.TaskManager, executor: str
+) -> None:
     def chunks(n: int) -> list[int]:
         ctx = rnb.current()
         assert ctx is not None
@@ -218,8 +221,8 @@ def test_checkpoints_are_stored_and_the_next_attempt_resumes(mgr: rnb.TaskManage
                 raise RuntimeError("crashed at chunk 40")
         return [start, ctx.attempt]
 
-    job = rnb.enqueue(chunks, {"n": 100}, retries=1, retry_delay=0)
-    assert rnb.result(job, timeout=10) == [40, 2]
+    job = rnb.enqueue(chunks, {"n": 100}, retries=1, retry_delay=0, executor=executor)
+    assert rnb.result(job, timeout=30) == [40, 2]
     mgr.flush()
     stored = mgr.backend.get(job)
     assert stored is not None and stored.checkpoint == 99
@@ -264,3 +267,35 @@ def test_a_continuation_in_one_kernel_waits_for_a_task_of_another(tmp_path: Path
             server.request("DELETE", f"api/kernels/{kernel_id}")
     finally:
         server.stop()
+
+
+def test_retries_timeouts_and_checkpoints_on_dask(mgr: rnb.TaskManager, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    try:
+        rnb.configure(tmp_path / "dask.duckdb", flush_interval=0.05, dask=cluster.scheduler_address)
+
+        def chunks(n: int) -> list[int]:
+            ctx = rnb.current()
+            assert ctx is not None
+            start = ctx.resume or 0
+            for i in range(start, n):
+                ctx.checkpoint(i)
+                time.sleep(0.02)
+                if i == 20 and ctx.attempt == 1:
+                    raise ValueError("failed at chunk 20")
+            return [start, ctx.attempt]
+
+        job = rnb.enqueue(chunks, {"n": 30}, executor="dask", retries=1, retry_delay=0)
+        assert rnb.result(job, timeout=60) == [20, 2]
+        record = rnb.wait(
+            rnb.enqueue(wrong_type, executor="dask", retries=2, retry_on=ValueError), 60
+        )
+        assert (
+            record.status is rnb.TaskStatus.ERROR and record.attempt == 1
+        )  # KeyError: not retried
+    finally:
+        rnb.manager().shutdown()
+        cluster.close()
