@@ -369,7 +369,7 @@ class LiveTask:
             self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
             self.executor, self.worker, self.attempt, self.options.max_attempts,
             self.scheduled_for, _json(self.depends_on), self.group_id, self.retry_of,
-            _json(self.checkpoint), dumps(self.options.to_json()),
+            _json(self.checkpoint), self.options.stored,
         )  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:

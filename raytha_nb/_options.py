@@ -14,7 +14,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
+
+from .model import dumps
 
 #: Exponential back-off between attempts when ``retry_delay`` is not given: 1, 2, 4 ...
 #: seconds, +/- 25 %, at most this long.
@@ -50,6 +53,12 @@ class TaskOptions:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @cached_property
+    def stored(self) -> str:
+        """:meth:`to_json` as the store keeps it, made once: every row write of every
+        task with these options (a map's thousands of children share one) uses it."""
+        return dumps(self.to_json())
 
     def merged(self, **given: Any) -> TaskOptions:
         """These defaults overridden by the options ``enqueue()`` was given (None: not

@@ -1,8 +1,9 @@
 """Task state as short text for people: counts, byte sizes, durations, ETA, a text bar.
 
 The one place for these words in Python (widget, plain text, ``%jobs``, CLI, data jobs);
-``labextension/src/format.ts`` mirrors ``count``, ``byte_size`` and ``log_title`` and
-must give the same text for the same number (``tests/test_text_forms.py`` checks both).
+``labextension/src/format.ts`` mirrors ``count``, ``byte_size``, ``log_title``,
+``duration``, ``waiting`` and ``timing`` and must give the same text for the same values
+(``tests/test_text_forms.py`` checks both).
 """
 
 from __future__ import annotations

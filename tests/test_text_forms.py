@@ -143,3 +143,77 @@ def test_python_and_typescript_give_the_same_text() -> None:
         "counts": [_text.count(n, "line") for n in COUNTS],
         "titles": [_text.log_title(n, f) for n in COUNTS for f in (False, True)],
     }
+
+
+def _waits(now: datetime) -> list[TaskRecord]:
+    """Waiting and retried tasks, times relative to ``now`` (off whole seconds)."""
+    s = timedelta(seconds=1)
+    scheduled, awaiting = TaskStatus.SCHEDULED, TaskStatus.AWAITING
+    return [
+        record(status=scheduled, started_at=None, scheduled_for=now + 11.5 * s),
+        record(status=scheduled, started_at=None, scheduled_for=now + 125.5 * s),
+        record(status=scheduled, started_at=None, scheduled_for=now - 2 * s),
+        record(status=scheduled, started_at=None, scheduled_for=None),
+        record(
+            status=scheduled,
+            attempt=2,
+            max_attempts=4,
+            started_at=None,
+            scheduled_for=now + 13.5 * s,
+        ),
+        record(status=awaiting, started_at=None, depends_on=["a"]),
+        record(status=awaiting, started_at=None, depends_on=["a", "b"]),
+        record(status=TaskStatus.ENQUEUED, started_at=None),
+        record(attempt=3, max_attempts=4, started_at=now - 12.5 * s),
+        record(attempt=1, max_attempts=4, started_at=now - 3725.5 * s, percent_complete=0.0),
+        record(
+            status=TaskStatus.COMPLETE,
+            attempt=2,
+            max_attempts=2,
+            started_at=now - 80 * s,
+            completed_at=now - 5 * s,
+        ),
+    ]
+
+
+def test_waits_in_words() -> None:
+    now = datetime.now(timezone.utc)
+    texts = [_text.timing(r) for r in _waits(now)]
+    assert texts[0] == "starts in 12 s" and texts[1] == "starts in 2:05"
+    assert texts[2] == texts[3] == "starts now"
+    assert texts[4] == "attempt 2 of 4, next in 14 s"
+    assert texts[5:8] == ["waiting for 1 task", "waiting for 2 tasks", "waiting for a worker"]
+    assert texts[8] == "attempt 3 of 4, 0:12 elapsed, ~0:18 left"
+    assert texts[9] == "1:02:05 elapsed" and texts[10] == "took 1:15"
+
+
+def test_python_and_typescript_say_the_same_waits() -> None:
+    """format.js `waiting`/`timing`/`duration` against _text for the same records and now."""
+    lib = Path(__file__).resolve().parents[1] / "labextension" / "lib" / "format.js"
+    now = datetime.now(timezone.utc)
+    records = _waits(now)
+    expected = {  # right away: _text reads the clock itself, within milliseconds of now
+        "timing": [_text.timing(r) for r in records],
+        "waiting": [_text.waiting(r) for r in records],
+        "durations": [_text.duration(x) for x in (None, -1, 0, 7.9, 59.99, 723, 3723, 360000)],
+    }
+    tasks = [r.to_json() for r in records]
+    with tempfile.TemporaryDirectory() as tmp:
+        module = Path(tmp) / "format.mjs"
+        shutil.copy(lib, module)
+        script = (
+            f"import * as f from {json.dumps(module.as_uri())};"
+            f"const tasks = {json.dumps(tasks, default=str)}, now = {now.timestamp() * 1000};"
+            "console.log(JSON.stringify({"
+            "timing: tasks.map(t => f.timing(t, now)),"
+            "waiting: tasks.map(t => f.waiting(t, now)),"
+            "durations: [null, -1, 0, 7.9, 59.99, 723, 3723, 360000].map(f.duration)}));"
+        )
+        done = subprocess.run(
+            ["node", "--input-type=module", "-e", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected

@@ -2,11 +2,11 @@
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { FILE_RESULT_KINDS, ITask, isActive, rerunBlocker } from './api';
+import { FILE_RESULT_KINDS, ITask, isActive, rerunBlocker, retryBlocker } from './api';
 import { TaskModel } from './model';
 
 export interface IAction {
-  id: 'cancel' | 'delete' | 'download' | 'open' | 'rerun';
+  id: 'cancel' | 'delete' | 'download' | 'open' | 'rerun' | 'retry';
   label: string;
   /** A short form for the list rows, where width is scarce (the label is its tooltip). */
   glyph: string;
@@ -32,6 +32,22 @@ export async function confirmDelete(title: string, body: string, label: string):
   return answer.button.accept;
 }
 
+/** Ask before running a task again; resolves true only if the user confirmed. */
+export async function confirmRetry(task: ITask): Promise<boolean> {
+  const resume = task.checkpoint !== null && task.checkpoint !== undefined
+    ? ', resuming from its last checkpoint'
+    : '';
+  const answer = await showDialog({
+    title: 'Retry this task?',
+    body:
+      `"${task.name}" (${task.status}) runs again as a new task with the same task, ` +
+      `arguments and options${resume}. This one stays as it is.`,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Retry' })],
+    defaultButton: 1
+  });
+  return answer.button.accept;
+}
+
 /**
  * What the actions of a task depend on. Views rebuild their buttons only when it
  * changes: a button replaced mid-click (progress changes many times a second) would
@@ -48,6 +64,9 @@ export class TaskActions {
     /** Whether this Jupyter server runs a kernel (re-run asks the task's own kernel). */
     readonly kernelAlive: (id: string) => boolean = () => false
   ) {}
+
+  /** Opens a task's details (the panel sets it): where Retry takes the user. */
+  showTask: (id: string) => void = () => undefined;
 
   /** What the actions of a task depend on, kernels included (see `actionsKey`). */
   key(task: ITask): string {
@@ -99,25 +118,40 @@ export class TaskActions {
           }
         })
       });
-      const blocker = rerunBlocker(task, this.kernelAlive);
-      actions.push({
-        id: 'rerun',
-        label: 'Re-run',
-        glyph: '↻',
-        title: blocker
-          ? `Cannot re-run: ${blocker}`
-          : 'Run this task again in its kernel, with the same arguments',
-        disabled: blocker !== null,
-        run: () => this._try('re-run', async () => {
-          const started = await this.model.api.rerun(task.id);
-          Notification.info(
-            started.queued
-              ? `"${task.name}" will start again when its kernel finishes the cell it is running.`
-              : `"${task.name}" started again in its kernel.`,
-            { autoClose: 4000 }
-          );
-        })
-      });
+      const retryNot = retryBlocker(task);
+      if (task.task === '%%background') {
+        // A cell runs again only in its own kernel (Retry cannot: its code is the cell).
+        const blocker = rerunBlocker(task, this.kernelAlive);
+        actions.push({
+          id: 'rerun',
+          label: 'Re-run',
+          glyph: '↻',
+          title: blocker
+            ? `Cannot re-run: ${blocker}`
+            : 'Run this cell again in its kernel',
+          disabled: blocker !== null,
+          run: () => this._try('re-run', async () => {
+            const started = await this.model.api.rerun(task.id);
+            Notification.info(
+              started.queued
+                ? `"${task.name}" will start again when its kernel finishes the cell it is running.`
+                : `"${task.name}" started again in its kernel.`,
+              { autoClose: 4000 }
+            );
+          })
+        });
+      } else {
+        actions.push({
+          id: 'retry',
+          label: 'Retry',
+          glyph: '⟲',
+          title: retryNot
+            ? `Cannot retry: ${retryNot}`
+            : 'Run this task again as a new task, with the same arguments and options',
+          disabled: retryNot !== null,
+          run: () => this._try('retry', () => this._retry(task))
+        });
+      }
     }
     if (task.status === 'complete' && task.result_kind && FILE_RESULT_KINDS.has(task.result_kind)) {
       actions.push({
@@ -147,6 +181,32 @@ export class TaskActions {
       });
     }
     return actions;
+  }
+
+  /** Ask, POST tasks/{id}/retry, then show the new task (it may come by events later). */
+  private async _retry(task: ITask): Promise<void> {
+    if (!(await confirmRetry(task))) {
+      return;
+    }
+    const started = await this.model.api.retry(task.id);
+    if (started.task) {
+      this.model.upsert(started.task, false);
+    }
+    if (!started.id) {
+      Notification.info(
+        `"${task.name}" will be retried when its kernel finishes the cell it is running.`,
+        { autoClose: 4000 }
+      );
+      return;
+    }
+    if (!this.model.get(started.id)) {
+      try {
+        this.model.upsert(await this.model.api.getTask(started.id), false);
+      } catch {
+        // Not stored yet: its kernel publishes it within moments; the details wait for it.
+      }
+    }
+    this.showTask(started.id);
   }
 
   private async _try(what: string, body: () => Promise<void>): Promise<void> {

@@ -8,6 +8,8 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 export type TaskStatus =
+  | 'scheduled'
+  | 'awaiting'
   | 'enqueued'
   | 'processing'
   | 'complete'
@@ -16,6 +18,8 @@ export type TaskStatus =
   | 'interrupted';
 
 export const STATUSES: TaskStatus[] = [
+  'scheduled',
+  'awaiting',
   'enqueued',
   'processing',
   'complete',
@@ -51,6 +55,20 @@ export interface ITask {
   executor?: TaskExecutor | null;
   /** The worker running it ("pid 1234", "tcp://127.0.0.1:40123", "thread raytha-nb-worker-2"); null until it starts. */
   worker?: string | null;
+  /** 1-based attempt and how many are allowed (retries + 1); absent on older records. */
+  attempt?: number;
+  max_attempts?: number;
+  /** When a `scheduled` task is due (a delay, or the next retry attempt). */
+  scheduled_for?: string | null;
+  /** The tasks an `awaiting` task waits for (`after=`). */
+  depends_on?: string[] | null;
+  /** The group task (`rnb.map`) this task is a child of. */
+  group_id?: string | null;
+  /** The task this one re-runs (`rnb.retry`, the Retry button). */
+  retry_of?: string | null;
+  /** The last `ctx.checkpoint(state)`: small JSON. */
+  checkpoint?: unknown;
+  options?: Record<string, unknown> | null;
 }
 
 /** `TaskRecord.executor`: where a task runs (`rnb.enqueue(..., executor=...)`). */
@@ -91,8 +109,21 @@ export interface IServerStatus {
 /** Result kinds stored as a file on the server, downloadable as such. */
 export const FILE_RESULT_KINDS = new Set(['file', 'parquet', 'pickle']);
 
+/** Not finished: waiting (for a time, other tasks or a worker) or running. */
+export const ACTIVE_STATUSES: ReadonlySet<TaskStatus> = new Set<TaskStatus>([
+  'scheduled',
+  'awaiting',
+  'enqueued',
+  'processing'
+]);
+
 export function isActive(task: ITask): boolean {
-  return task.status === 'enqueued' || task.status === 'processing';
+  return ACTIVE_STATUSES.has(task.status);
+}
+
+/** Waiting for a time (`scheduled`) or for other tasks (`awaiting`): not yet queued. */
+export function isWaiting(task: ITask): boolean {
+  return task.status === 'scheduled' || task.status === 'awaiting';
 }
 
 /** An error the API answered with, or a failure to reach it at all. */
@@ -220,6 +251,11 @@ export class TasksApi {
   rerun(id: string): Promise<IRerun> {
     return this.json(`tasks/${encodeURIComponent(id)}/rerun`, { method: 'POST' });
   }
+
+  /** Run a finished task again as a new task, `retry_of` it (see `POST tasks/{id}/retry`). */
+  retry(id: string): Promise<IRetry> {
+    return this.json(`tasks/${encodeURIComponent(id)}/retry`, { method: 'POST' });
+  }
 }
 
 /** Rows a details view shows of a table result. */
@@ -241,6 +277,16 @@ export interface IRerun {
   queued: boolean;
 }
 
+/** `POST tasks/{id}/retry`: the new task (in the task's kernel, or on the server). */
+export interface IRetry {
+  retry_of: string;
+  id: string | null;
+  ran_in: 'kernel' | 'server';
+  kernel_id: string | null;
+  queued: boolean;
+  task?: ITask;
+}
+
 /** Whether a task's result is a table the server can preview. */
 export function isTable(task: ITask): boolean {
   if (task.status !== 'complete') {
@@ -259,6 +305,20 @@ export function isTable(task: ITask): boolean {
 
 /** Tasks of the built-in data jobs: their inputs lived in the kernel's memory. */
 const DATA_JOBS = new Set(['export', 'sql', 'import_csv']);
+
+/**
+ * Why a finished task cannot be retried (`POST tasks/{id}/retry`), or null if it may be:
+ * the server says why in its 409 for the cases it can only tell itself.
+ */
+export function retryBlocker(task: ITask): string | null {
+  if (isActive(task)) {
+    return 'It has not finished';
+  }
+  if (DATA_JOBS.has(task.task)) {
+    return `Started by raytha_nb.${task.task}(), whose inputs lived in the kernel's memory: run its cell again`;
+  }
+  return null;
+}
 
 /**
  * Why a finished task cannot be re-run from the panel, or null if it can: it runs

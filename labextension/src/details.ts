@@ -6,6 +6,7 @@ import { IResultPreview, ITask, isActive, isTable } from './api';
 import { TaskActions, actionButtons } from './actions';
 import {
   STATUS_GLYPH,
+  attemptText,
   basename,
   byteSize,
   count,
@@ -14,7 +15,8 @@ import {
   durationOf,
   localTime,
   percentText,
-  runsOn
+  runsOn,
+  waiting
 } from './format';
 import { TaskModel } from './model';
 
@@ -28,7 +30,9 @@ export class TaskDetails {
   constructor(
     readonly model: TaskModel,
     readonly actions: TaskActions,
-    onBack: () => void
+    onBack: () => void,
+    /** Open another task's details (a parent, the task retried, the group). */
+    private readonly _open: (id: string) => void = () => undefined
   ) {
     const back = el('button', 'jp-RaythaDetails-back', '← All tasks');
     back.addEventListener('click', onBack);
@@ -109,8 +113,11 @@ export class TaskDetails {
     }
     const task = this.model.get(this._id);
     if (!task) {
+      // A task just retried may reach the panel moments after its id does.
+      this._head.textContent = this._shown
+        ? `Task ${this._id} was deleted.`
+        : `Waiting for task ${this._id}…`;
       this._shown = null;
-      this._head.textContent = `Task ${this._id} was deleted.`;
       this._buttons.replaceChildren();
       this._actionsKey = '';
       return;
@@ -133,25 +140,40 @@ export class TaskDetails {
     );
     this._head.dataset.status = task.status;
     this.refreshActions();
-    const rows: [string, string][] = [
+    const rows: [string, string | Node[]][] = [
       ['Progress', ''],
       ['Info', ''],
+      ['Waiting', ''],
       ['Task', task.task],
       ['Id', task.id],
       ['Notebook', task.notebook || '—'],
       ['Kernel', kernelLabel(task)],
       // Not for tasks of older kernels, whose records do not say.
       ...(runsOn(task) ? [['Runs on', runsOn(task)] as [string, string]] : []),
+      ...this._flowRows(task),
       ['Created', localTime(task.created_at)],
       ['Started', localTime(task.started_at)],
       ['Finished', localTime(task.completed_at)],
       ['Duration', '']
     ];
-    const values = rows.map(([, v]) => el('dd', '', v));
-    values[5].title = task.kernel_id ?? ''; // the Kernel row: its full id
-    [this._progress, this._info] = values;
+    const values = rows.map(([k, v]) => {
+      const dd = typeof v === 'string' ? el('dd', '', v) : el('dd');
+      if (typeof v !== 'string') {
+        dd.append(...v);
+      }
+      dd.dataset.field = k;
+      return dd;
+    });
+    values[6].title = task.kernel_id ?? ''; // the Kernel row: its full id
+    [this._progress, this._info, this._waiting] = values;
     this._duration = values[values.length - 1];
-    this._fields.replaceChildren(...rows.flatMap(([k], i) => [el('dt', '', k), values[i]]));
+    this._fields.replaceChildren(
+      ...rows.flatMap(([k], i) => {
+        const dt = el('dt', '', k);
+        dt.dataset.field = k;
+        return [dt, values[i]];
+      })
+    );
     this._showProgress(task);
     const cell = cellSource(task);
     this._sections.args.querySelector('h3')!.textContent = cell === null ? 'Arguments' : 'Cell';
@@ -170,6 +192,61 @@ export class TaskDetails {
       : '';
     // The exception line (and the user's own frame) are at the end: show them.
     this._error.scrollTop = this._error.scrollHeight;
+  }
+
+  /** Attempt, Scheduled for, Waits for, Retry of, Group, Checkpoint: those that apply. */
+  private _flowRows(task: ITask): [string, string | Node[]][] {
+    const rows: [string, string | Node[]][] = [];
+    const attempt = attemptText(task);
+    if (attempt) {
+      rows.push(['Attempt', attempt.replace(/^attempt /, '')]);
+    }
+    if (task.scheduled_for) {
+      rows.push(['Scheduled for', localTime(task.scheduled_for)]);
+    }
+    const parents = task.depends_on ?? [];
+    if (parents.length) {
+      rows.push(['Waits for', joined(parents.map(id => this._link(id)))]);
+    }
+    if (task.retry_of) {
+      rows.push(['Retry of', [this._link(task.retry_of)]]);
+    }
+    if (task.group_id) {
+      rows.push(['Group', [this._link(task.group_id)]]);
+    }
+    if (task.checkpoint !== null && task.checkpoint !== undefined) {
+      const text = JSON.stringify(task.checkpoint);
+      rows.push(['Checkpoint', text.length > 120 ? `${text.slice(0, 119)}…` : text]);
+    }
+    return rows;
+  }
+
+  /** A link to another task's details: its name (and status) when the panel holds it. */
+  private _link(id: string): HTMLElement {
+    const other = this.model.get(id);
+    const link = el('a', 'jp-RaythaDetails-link', other ? other.name : id.slice(0, 8));
+    link.href = '#';
+    link.dataset.taskId = id;
+    link.title = other ? `${other.name} (${other.status}) · ${id}` : id;
+    link.addEventListener('click', ev => {
+      ev.preventDefault();
+      this._open(id);
+    });
+    if (other) {
+      const state = el('span', 'jp-RaythaDetails-linkStatus', ` (${other.status})`);
+      const box = el('span');
+      box.append(link, state);
+      return box;
+    }
+    return link;
+  }
+
+  /** Once a second while it waits: "starts in 12 s" counts down. */
+  tick(): void {
+    const task = this._id ? this.model.get(this._id) : undefined;
+    if (task && this._shown === task) {
+      this._showProgress(task);
+    }
   }
 
   /** Fetch and draw the first rows of a table result (once per task shown). */
@@ -227,6 +304,10 @@ export class TaskDetails {
     this._fill.style.width = `${Math.max(0, Math.min(100, task.percent_complete))}%`;
     this._progress.textContent = `${percentText(task)}${task.task_step ? ` · step ${task.task_step}` : ''}`;
     this._info.textContent = task.status_info || '—';
+    const waits = waiting(task);
+    this._waiting.textContent = waits || '—';
+    this._waiting.hidden = !waits;
+    (this._waiting.previousElementSibling as HTMLElement | null)?.toggleAttribute('hidden', !waits);
   }
 
   /** Fetch new log lines; again in a second while the task runs. */
@@ -285,6 +366,7 @@ export class TaskDetails {
   private _shown: ITask | null = null;
   private _progress = el('dd');
   private _info = el('dd');
+  private _waiting = el('dd');
   private _duration = el('dd');
   private _actionsKey = '';
   private _lastSeq = 0;
@@ -324,6 +406,11 @@ function progressOnly(a: ITask, b: ITask): boolean {
     }
   }
   return true;
+}
+
+/** Nodes with ", " between them. */
+function joined(nodes: HTMLElement[]): Node[] {
+  return nodes.flatMap((n, i) => (i ? [document.createTextNode(', '), n] : [n]));
 }
 
 function section(title: string, ...body: HTMLElement[]): HTMLElement {

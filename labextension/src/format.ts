@@ -2,6 +2,8 @@
 import { ITask, TaskStatus } from './api';
 
 export const STATUS_GLYPH: Record<TaskStatus, string> = {
+  scheduled: '◔', // a timer (⏲ is missing from the fonts Lab falls back to)
+  awaiting: '⊶', // linked to its parents
   enqueued: '◷',
   processing: '⟳',
   complete: '✓',
@@ -42,6 +44,93 @@ export function logTitle(lines: number, finished: boolean): string {
     return `Log (${count(lines, 'line')})`;
   }
   return finished ? 'Log (empty)' : 'Log (no lines yet)';
+}
+
+// duration, waiting and timing mirror raytha_nb/_text.py too (the waits' words and the
+// attempt prefix: "attempt 2 of 4, next in 14 s", "starts in 12 s", "waiting for 2 tasks").
+
+/** "0:07", "12:03", "1:02:03"; '' for unknown. */
+export function duration(seconds: number | null): string {
+  if (seconds === null || seconds < 0) {
+    return '';
+  }
+  const whole = Math.trunc(seconds);
+  const hours = Math.floor(whole / 3600);
+  const minutes = Math.floor((whole % 3600) / 60);
+  const secs = String(whole % 60).padStart(2, '0');
+  return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${secs}` : `${minutes}:${secs}`;
+}
+
+/** "in 14 s" (whole seconds, rounded up), "in 2:03", "now". */
+function inTime(seconds: number): string {
+  if (seconds <= 0) {
+    return 'now';
+  }
+  return seconds < 60 ? `in ${Math.ceil(seconds)} s` : `in ${duration(seconds)}`;
+}
+
+/** What a task that has not started waits for; '' for the others. */
+export function waiting(task: ITask, now = Date.now()): string {
+  if (task.status === 'scheduled') {
+    const left = task.scheduled_for ? (Date.parse(task.scheduled_for) - now) / 1000 : 0;
+    const when = inTime(left);
+    const attempt = task.attempt ?? 1;
+    return attempt > 1 ? `attempt ${attempt} of ${task.max_attempts ?? attempt}, next ${when}` : `starts ${when}`;
+  }
+  if (task.status === 'awaiting') {
+    return `waiting for ${count((task.depends_on ?? []).length, 'task')}`;
+  }
+  if (task.status === 'enqueued') {
+    return 'waiting for a worker';
+  }
+  return '';
+}
+
+/** Seconds left, from elapsed time and percent; null when unknowable (`_text.eta`). */
+function etaOf(task: ITask, now: number): number | null {
+  const elapsed = durationOf(task, now);
+  const pct = task.percent_complete;
+  if (isFinished(task) || elapsed === null || pct <= 0 || pct >= 100) {
+    return null;
+  }
+  return (elapsed * (100 - pct)) / pct;
+}
+
+/**
+ * "0:12 elapsed, ~0:05 left" (or "took 0:17" once finished), a later attempt's
+ * "attempt 2 of 4, 0:12 elapsed", or what a waiting task waits for.
+ */
+export function timing(task: ITask, now = Date.now()): string {
+  const waits = waiting(task, now);
+  if (waits) {
+    return waits;
+  }
+  const elapsed = duration(durationOf(task, now));
+  if (!elapsed) {
+    return '';
+  }
+  if (isFinished(task)) {
+    return `took ${elapsed}`;
+  }
+  const left = etaOf(task, now);
+  let text = `${elapsed} elapsed${left !== null ? `, ~${duration(left)} left` : ''}`;
+  const attempt = task.attempt ?? 1;
+  if (attempt > 1) {
+    text = `attempt ${attempt} of ${task.max_attempts ?? attempt}, ${text}`;
+  }
+  return text;
+}
+
+/** "attempt 2 of 4" for a task with retries; '' when it has none. */
+export function attemptText(task: ITask): string {
+  const max = task.max_attempts ?? 1;
+  return max > 1 ? `attempt ${task.attempt ?? 1} of ${max}` : '';
+}
+
+const FINISHED = new Set<TaskStatus>(['complete', 'error', 'cancelled', 'interrupted']);
+
+function isFinished(task: ITask): boolean {
+  return FINISHED.has(task.status);
 }
 
 /** "4.2s", "1m 05s", "2h 03m". */

@@ -4,7 +4,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, ITask, ITaskProgress, TasksApi, isActive } from './api';
+import { ApiError, ITask, ITaskProgress, TasksApi, isActive, isWaiting } from './api';
 
 export type ConnectionState = 'connecting' | 'ready' | 'unavailable';
 
@@ -58,6 +58,11 @@ export class TaskModel {
   /** Tasks running or queued; kept as tasks come, change and go, not recounted. */
   get activeCount(): number {
     return this._active;
+  }
+
+  /** Of those, the tasks waiting for a time or for other tasks (scheduled, awaiting). */
+  get waitingCount(): number {
+    return this._waiting;
   }
 
   /** The active count changed (signalled with the change that moved it). */
@@ -157,8 +162,10 @@ export class TaskModel {
     this._total = total;
     this._order = null;
     this._active = 0;
+    this._waiting = 0;
     for (const task of fresh.values()) {
       this._active += Number(isActive(task));
+      this._waiting += Number(isWaiting(task));
     }
     this._membership = true;
     performance.measure('raytha-nb:load', 'raytha-nb:load-start');
@@ -186,6 +193,8 @@ export class TaskModel {
     this._tasks.set(task.id, task);
     this._streamed?.add(task.id);
     this._active += Number(isActive(task)) - Number(previous !== undefined && isActive(previous));
+    this._waiting +=
+      Number(isWaiting(task)) - Number(previous !== undefined && isWaiting(previous));
     if (live) {
       this._taskChanged.emit({ previous, task });
     }
@@ -216,6 +225,7 @@ export class TaskModel {
     const task = this._tasks.get(id);
     if (task && this._tasks.delete(id)) {
       this._active -= Number(isActive(task));
+      this._waiting -= Number(isWaiting(task));
       this._compact = true; // dropped from the order on its next read: one pass for many
       this._total = Math.max(0, this._total - 1);
       this._membership = true;
@@ -367,6 +377,7 @@ export class TaskModel {
   /** Tasks were deleted: the order still lists them. */
   private _compact = false;
   private _active = 0;
+  private _waiting = 0;
   private _signalledActive = 0;
   /** Not yet signalled: membership changed, tasks replaced in place. */
   private _membership = false;

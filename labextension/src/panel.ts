@@ -10,12 +10,15 @@ import { TaskActions, actionButtons, confirmDelete } from './actions';
 import { TaskDetails } from './details';
 import {
   STATUS_GLYPH,
+  attemptText,
   basename,
+  count,
   el,
   executorBadge,
   percentText,
   runsOn,
-  timeLabel
+  timeLabel,
+  waiting
 } from './format';
 import { tasksIcon } from './icons';
 import { ITasksChange, TaskModel } from './model';
@@ -27,7 +30,7 @@ const OVERSCAN = 6;
 
 const FILTERS: { value: string; label: string }[] = [
   { value: '', label: 'All statuses' },
-  { value: 'active', label: 'Running or queued' },
+  { value: 'active', label: 'Running or waiting' },
   { value: 'finished', label: 'Finished' },
   ...STATUSES.map(s => ({ value: s, label: s[0].toUpperCase() + s.slice(1) }))
 ];
@@ -80,7 +83,8 @@ export class TasksPanel extends Widget {
     this._empty = el('div', 'jp-RaythaPanel-empty');
     this._list.append(this._spacer);
 
-    this._details = new TaskDetails(model, actions, () => this.showList());
+    this._details = new TaskDetails(model, actions, () => this.showList(), id => this.showTask(id));
+    actions.showTask = id => this.showTask(id);
     this._details.hide();
 
     this.node.append(header, toolbar, this._banner, this._empty, this._list);
@@ -118,19 +122,67 @@ export class TasksPanel extends Widget {
       const status = this._statusFilter.value;
       const text = this._textFilter.value.trim().toLowerCase();
       this._filter = status || text ? { status, text } : null;
+      let ids: readonly string[];
       if (this._filter) {
-        const ids = this.model.order().filter(id => {
+        ids = this.model.order().filter(id => {
           const task = this.model.get(id);
           return task !== undefined && this._passes(task);
         });
         this._members = new Set(ids);
-        this._filtered = ids;
       } else {
         this._members = null;
-        this._filtered = this.model.order(); // no filter: the model's own order, no copy
+        ids = this.model.order(); // no filter: the model's own order, no copy
       }
+      this._filtered = this._fold(ids);
     }
     return this._filtered;
+  }
+
+  /**
+   * Children of a group (`rnb.map`) whose group row is in the list go under it: hidden
+   * while it is folded, indented after it (in input order) while it is open.
+   */
+  private _fold(ids: readonly string[]): readonly string[] {
+    const children = new Map<string, string[]>();
+    const shown = this._members ?? null;
+    for (const id of ids) {
+      const group = this.model.get(id)?.group_id;
+      if (group && (shown ? shown.has(group) : this.model.get(group) !== undefined)) {
+        let list = children.get(group);
+        if (!list) {
+          children.set(group, (list = []));
+        }
+        list.push(id);
+      }
+    }
+    this._children = children;
+    if (!children.size) {
+      return ids;
+    }
+    const out: string[] = [];
+    for (const id of ids) {
+      const group = this.model.get(id)?.group_id;
+      if (group && children.has(group)) {
+        continue;
+      }
+      out.push(id);
+      const mine = children.get(id);
+      if (mine && this._expanded.has(id)) {
+        for (let i = mine.length - 1; i >= 0; i--) {
+          out.push(mine[i]); // newest first in the model: oldest (item 0) first here
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Open or fold a group's children. */
+  toggleGroup(id: string): void {
+    if (!this._expanded.delete(id)) {
+      this._expanded.add(id);
+    }
+    this._filtered = null;
+    this._scheduleRender();
   }
 
   /** Whether a task passes the filters the visible list was built with. */
@@ -221,6 +273,7 @@ export class TasksPanel extends Widget {
       this._ticker = window.setInterval(() => {
         if (this.isVisible && this.model.activeCount > 0) {
           this._renderRows(true);
+          this._details.tick();
         }
       }, 1000);
     }
@@ -290,15 +343,20 @@ export class TasksPanel extends Widget {
 
     const tasks = this.visibleIds();
     const active = this.model.activeCount;
-    const shown = tasks.length === this.model.total ? `${tasks.length}` : `${tasks.length} of ${this.model.total}`;
+    const waits = this.model.waitingCount;
+    // Tasks the filters let through (a folded group's children count: they are there).
+    const matched = this._members ? this._members.size : this.model.total;
+    const shown = matched === this.model.total ? `${matched}` : `${matched} of ${this.model.total}`;
     setText(
       this._summary,
       state === 'connecting'
         ? 'connecting…'
         : problem && !this.model.total
           ? 'unavailable'
-          : `${shown} ${this.model.total === 1 ? 'task' : 'tasks'} · ${active} running`
+          : `${shown} ${this.model.total === 1 ? 'task' : 'tasks'} · ${active - waits} running` +
+            (waits ? `, ${waits} waiting` : '')
     );
+    this._summary.title = this._summary.textContent ?? '';
 
     let empty = '';
     if (state === 'connecting') {
@@ -346,6 +404,7 @@ export class TasksPanel extends Widget {
         this._list.append(row.node);
       }
       row.node.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
+      this._fillGroup(row, task);
       if (!tickOnly || isActive(task)) {
         this._fillRow(row, task, now);
       }
@@ -364,13 +423,19 @@ export class TasksPanel extends Widget {
     node.dataset.taskId = id;
     node.style.height = `${ROW_HEIGHT}px`;
     node.addEventListener('click', () => this.showTask(id));
+    const toggle = el('button', 'jp-RaythaTask-toggle');
+    toggle.hidden = true;
+    toggle.addEventListener('click', ev => {
+      ev.stopPropagation();
+      this.toggleGroup(id);
+    });
     const glyph = el('span', 'jp-RaythaTask-glyph');
     const name = el('span', 'jp-RaythaTask-name');
     const executor = el('span', 'jp-RaythaTask-executor');
     executor.hidden = true;
     const time = el('span', 'jp-RaythaTask-time');
     const line1 = el('div', 'jp-RaythaTask-line');
-    line1.append(glyph, name, executor, time);
+    line1.append(toggle, glyph, name, executor, time);
     const bar = el('div', 'jp-RaythaTask-bar');
     const fill = el('div', 'jp-RaythaTask-fill');
     bar.append(fill);
@@ -385,6 +450,8 @@ export class TasksPanel extends Widget {
     node.append(line1, line2, line3);
     return {
       node,
+      toggle,
+      groupKey: '',
       glyph,
       name,
       executor,
@@ -399,9 +466,33 @@ export class TasksPanel extends Widget {
     };
   }
 
+  /** A group row's disclosure (its children's count) and a child row's indent. */
+  private _fillGroup(row: IRow, task: ITask): void {
+    const children = this._children.get(task.id);
+    const open = this._expanded.has(task.id);
+    const child = Boolean(task.group_id && this._children.has(task.group_id));
+    const key = `${children?.length ?? -1}|${open}|${child}`;
+    if (key === row.groupKey) {
+      return;
+    }
+    row.groupKey = key;
+    row.node.classList.toggle('jp-mod-child', child);
+    row.node.classList.toggle('jp-mod-group', children !== undefined);
+    row.toggle.hidden = children === undefined;
+    if (children) {
+      const what = count(children.length, 'task');
+      row.toggle.textContent = `${open ? '▾' : '▸'} ${children.length}`;
+      row.toggle.title = `${open ? 'Fold' : 'Show'} its ${what}`;
+      row.toggle.setAttribute('aria-expanded', String(open));
+      row.toggle.setAttribute('aria-label', row.toggle.title);
+    }
+  }
+
   private _fillRow(row: IRow, task: ITask, now: number): void {
     setText(row.time, timeLabel(task, now));
-    const key = `${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}|${task.executor}|${task.worker}`;
+    const waits = task.status === 'enqueued' ? '' : waiting(task, now);
+    const attempt = task.status === 'processing' ? attemptText(task) : '';
+    const key = `${waits}|${attempt}|${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}|${task.executor}|${task.worker}`;
     if (key === row.key) {
       this._fillActions(row, task); // kernels may have come or gone
       return;
@@ -425,10 +516,16 @@ export class TasksPanel extends Widget {
     const error = [task.error_type, task.error_message].filter(Boolean).join(': ');
     const detail = task.status === 'error' ? error : task.status_info;
     // The status is its own element that never shrinks: only the detail is cut.
-    row.state.textContent = task.cancel_requested && isActive(task) ? 'cancelling…' : task.status;
-    const parts = [task.task_step ? `step ${task.task_step}` : '', detail || '', where].filter(
-      Boolean
-    );
+    // A wait says itself ("starts in 12 s", "waiting for 2 tasks"): it stands for the status.
+    row.state.textContent =
+      task.cancel_requested && isActive(task) ? 'cancelling…' : waits || task.status;
+    row.state.title = waits ? `${task.status}: ${waits}` : '';
+    const parts = [
+      attempt,
+      task.task_step ? `step ${task.task_step}` : '',
+      detail || '',
+      where
+    ].filter(Boolean);
     row.info.textContent = parts.length ? `· ${parts.join(' · ')}` : '';
     row.info.title = [row.state.textContent, ...parts].join(' · ');
     this._fillActions(row, task);
@@ -458,6 +555,9 @@ export class TasksPanel extends Widget {
   private _filtered: readonly string[] | null = null;
   private _members: Set<string> | null = null;
   private _filter: { status: string; text: string } | null = null;
+  /** Group id -> its children in the list (model order); groups opened by the user. */
+  private _children = new Map<string, string[]>();
+  private _expanded = new Set<string>();
   private _frame = 0;
   private _ticker = 0;
 }
@@ -471,6 +571,9 @@ function setText(node: HTMLElement, text: string): void {
 
 interface IRow {
   node: HTMLElement;
+  /** A group's disclosure: "▸ 5" (hidden on other rows). */
+  toggle: HTMLElement;
+  groupKey: string;
   glyph: HTMLElement;
   name: HTMLElement;
   /** The executor's badge ("process", "dask", "server"), hidden for threads. */

@@ -10,12 +10,11 @@ import { Widget } from '@lumino/widgets';
 import { ApiError, FILE_RESULT_KINDS, ILogLine, ITask, isActive, isTable } from './api';
 import {
   count,
-  durationOf,
   el,
-  formatSeconds,
   localTime,
   logTitle,
   percentText,
+  timing,
   whereText
 } from './format';
 import { ITasksChange, TaskModel } from './model';
@@ -361,14 +360,6 @@ export function taskRendererFactory(model: TaskModel): IRenderMime.IRendererFact
     defaultRank: TASK_MIME_RANK,
     createRenderer: () => new TaskOutput(model)
   };
-}
-
-function timing(task: ITask): string {
-  const seconds = durationOf(task);
-  if (seconds === null) {
-    return task.status === 'enqueued' ? 'waiting for a worker' : '';
-  }
-  return isActive(task) ? `${formatSeconds(seconds)} elapsed` : `took ${formatSeconds(seconds)}`;
 }
 
 function shortResult(task: ITask): string {

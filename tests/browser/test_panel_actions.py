@@ -21,7 +21,7 @@ from raytha_nb.model import TaskStatus
 from .._server_helpers import FAKE_PID
 from ._feed import Feed
 from ._lab import Lab, notebook
-from ._ui import PANEL, open_notebook, open_panel, row, wait_lab, wait_until
+from ._ui import PANEL, open_notebook, open_panel, row, run_cell, wait_lab, wait_until
 
 SHOTS = Path("/tmp/shots/panel")
 CELL = "%%background --name load-orders\nimport time\nrows = [{'id': i} for i in range(45)]\nrows"
@@ -238,14 +238,11 @@ def test_details_cell_as_code_kernel_by_notebook_preview_and_streamed_download(
 def test_rerun_in_its_own_kernel_and_disabled_when_the_kernel_is_gone(lab: Lab, page: Any) -> None:
     notebook(
         lab.root / "rerun.ipynb",
-        "import raytha_nb as rnb\n"
-        "@rnb.register(name='double')\n"
-        "def double(x):\n"
-        "    return 2 * x\n"
-        "job = rnb.enqueue('double', {'x': 21}, name='double-21')\n"
-        "rnb.wait(job, 30)",
+        "import raytha_nb as rnb",
+        "%%background --name double-21\nanswer = 2 * 21",
     )
     open_notebook(page, lab.page("lab/tree/rerun.ipynb?reset"))
+    run_cell(page, 1)
     panel = open_panel(page)
     wait_until(lambda: panel.get_attribute("data-state") == "ready", 30, "panel ready")
     r = row(page, "double-21")
@@ -256,12 +253,20 @@ def test_rerun_in_its_own_kernel_and_disabled_when_the_kernel_is_gone(lab: Lab, 
     wait_until(lambda: r.count() == 2, 20, "a second double-21 row")
     wait_until(lambda: all(x.get_attribute("data-status") == "complete" for x in r.all()), 20)
     runs = lab.api("tasks?name=double-21")["tasks"]
-    assert len(runs) == 2 and {t["result"] for t in runs} == {42}
-    assert {t["task"] for t in runs} == {"double"} and {t["args"]["x"] for t in runs} == {21}
+    assert len(runs) == 2 and {t["task"] for t in runs} == {"%%background"}
+    assert {t["args"]["code"].strip() for t in runs} == {"answer = 2 * 21"}
+    # A cell is re-run (its code is the cell); a function task is retried instead.
+    assert not r.locator("[data-action='retry']").count()
 
     # A task of a kernel this server does not run: the button says why it is unavailable.
     feed = Feed(lab, "kernel-elsewhere", "elsewhere.ipynb")
-    finished(feed, "from-elsewhere", TaskStatus.COMPLETE, percent_complete=100.0)
+    cell = LiveTask(
+        str(uuid.uuid4()), "from-elsewhere", "%%background", {"code": "x = 1"},
+        kernel_id=feed.kernel_id, notebook=feed.notebook, pid=FAKE_PID,
+    )  # fmt: skip
+    cell.transition(TaskStatus.PROCESSING)
+    cell.transition(TaskStatus.COMPLETE, percent_complete=100.0)
+    feed.publish(cell)
     gone = row(page, "from-elsewhere").locator("[data-action='rerun']")
     gone.wait_for(timeout=10_000)
     assert gone.get_attribute("aria-disabled") == "true"
