@@ -243,13 +243,14 @@ def _list_options(words: list[str]) -> tuple[bool, int]:
 
 
 def _listed(everything: bool, limit: int | None) -> list[TaskRecord]:
+    """The tasks ``%jobs`` lists: a map's group once, not each of its children."""
     if everything:
-        return list_tasks(limit=limit)
+        return list_tasks(limit=limit, grouped=False)
     kernel_id = manager().kernel_id
     if kernel_id is not None:
-        return list_tasks(limit=limit, kernel_id=kernel_id)
+        return list_tasks(limit=limit, kernel_id=kernel_id, grouped=False)
     pid = os.getpid()  # not a Jupyter kernel: this process's tasks
-    return [r for r in list_tasks(limit=None) if r.pid == pid][:limit]
+    return [r for r in list_tasks(limit=None, grouped=False) if r.pid == pid][:limit]
 
 
 def _find(key: str) -> TaskRecord:

@@ -217,8 +217,10 @@ class TaskQuery:
     """Which tasks to list: every filter of ``list_tasks``, checked once, here.
 
     Filters combine with AND: ``status`` is any of the given statuses; ``name``,
-    ``kernel_id`` and ``notebook`` match exactly; ``q`` is a case-insensitive substring
-    of name, task, notebook or status_info. Newest first, ``limit`` rows after ``offset``.
+    ``kernel_id``, ``notebook`` and ``group_id`` (a map's children) match exactly;
+    ``grouped=False`` leaves a map's children out (its group task stays), ``True`` lists
+    only children; ``q`` is a case-insensitive substring of name, task, notebook or
+    status_info. Newest first, ``limit`` rows after ``offset``.
     """
 
     status: tuple[TaskStatus, ...] | None = None
@@ -228,6 +230,8 @@ class TaskQuery:
     q: str | None = None
     limit: int | None = 100
     offset: int = 0
+    group_id: str | None = None
+    grouped: bool | None = None
 
     @classmethod
     def of(
@@ -239,12 +243,16 @@ class TaskQuery:
     ) -> TaskQuery:
         """Build and check a query from ``list_tasks``' arguments; ``ValueError`` or
         ``TypeError`` says which one is wrong."""
-        unknown = sorted(set(filters) - {"kernel_id", "notebook", "q", "offset"})
+        known = {"kernel_id", "notebook", "q", "offset", "group_id", "grouped"}
+        unknown = sorted(set(filters) - known)
         if unknown:
             raise TypeError(
                 f"list_tasks() got unknown filter(s) {', '.join(unknown)}: use status, "
-                "name, kernel_id, notebook, q, limit or offset"
+                "name, kernel_id, notebook, group_id, grouped, q, limit or offset"
             )
+        grouped = filters.get("grouped")
+        if grouped is not None and not isinstance(grouped, bool):
+            raise TypeError(f"grouped must be True, False or None, not {grouped!r}")
         if status is None:
             statuses = None
         else:
@@ -259,11 +267,12 @@ class TaskQuery:
             low = 1 if key == "limit" else 0
             if not low <= value <= BIGINT:
                 raise ValueError(f"{key}={value} must be between {low} and {BIGINT}")
-        texts = {"name": name, **{k: filters.get(k) for k in ("kernel_id", "notebook", "q")}}
+        keys = ("kernel_id", "notebook", "q", "group_id")
+        texts = {"name": name, **{k: filters.get(k) for k in keys}}
         for key, value in texts.items():
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{key} must be a string, not {value!r}")
-        return cls(statuses, limit=limit, offset=offset, **texts)  # type: ignore[arg-type]
+        return cls(statuses, limit=limit, offset=offset, grouped=grouped, **texts)  # type: ignore[arg-type]
 
     @classmethod
     def from_params(cls, get: Callable[[str], list[str]], max_limit: int) -> TaskQuery:
@@ -280,6 +289,9 @@ class TaskQuery:
             return default if not values else int_param(key, values[-1], low, high)
 
         statuses = [s.strip() for arg in get("status") for s in arg.split(",") if s.strip()]
+        flag = text("grouped")
+        if flag not in (None, "true", "false"):
+            raise ValueError(f"grouped must be true or false, not {flag!r}")
         return cls.of(
             statuses or None,
             text("name"),
@@ -288,6 +300,8 @@ class TaskQuery:
             notebook=text("notebook"),
             q=text("q"),
             offset=number("offset", 0, BIGINT),
+            group_id=text("group_id"),
+            grouped=None if flag is None else flag == "true",
         )
 
     def params(self) -> dict[str, str]:
@@ -300,6 +314,8 @@ class TaskQuery:
             "q": self.q,
             "limit": None if self.limit is None else str(self.limit),
             "offset": str(self.offset) if self.offset else None,
+            "group_id": self.group_id,
+            "grouped": None if self.grouped is None else str(self.grouped).lower(),
         }
         return {k: v for k, v in out.items() if v is not None}
 
@@ -311,10 +327,12 @@ class TaskQuery:
         """Whether ``record`` passes the filters (for live state the store lags behind)."""
         if self.status is not None and record.status not in self.status:
             return False
-        for key in ("name", "kernel_id", "notebook"):
+        for key in ("name", "kernel_id", "notebook", "group_id"):
             wanted = getattr(self, key)
             if wanted is not None and getattr(record, key) != wanted:
                 return False
+        if self.grouped is not None and (record.group_id is not None) != self.grouped:
+            return False
         if self.q:
             haystack = "\n".join(
                 v for v in (record.name, record.task, record.notebook, record.status_info) if v

@@ -899,11 +899,13 @@ def _where(query: TaskQuery) -> tuple[str, list[Any]]:
     if query.status is not None:
         where.append(f"status IN ({', '.join('?' * len(query.status))})")
         params.extend(s.value for s in query.status)
-    for column in ("name", "kernel_id", "notebook"):
+    for column in ("name", "kernel_id", "notebook", "group_id"):
         value = getattr(query, column)
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if query.grouped is not None:
+        where.append("group_id IS NOT NULL" if query.grouped else "group_id IS NULL")
     if query.q:
         where.append(
             "contains(lower(concat_ws(chr(10), name, task, notebook, status_info)), lower(?))"

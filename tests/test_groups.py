@@ -209,3 +209,18 @@ def test_map_in_a_notebook_shows_one_widget(tmp_path: Path) -> None:
         assert len(cell.widget_ids()) == 1
         assert k.value("rnb.result(group, timeout=60)[-3:]") == [994, 996, 998]
         assert k.value("rnb.get_task(group).status_info") == "500 done of 500"
+
+
+def test_listing_folds_a_maps_children_under_its_group(mgr: rnb.TaskManager) -> None:
+    """``grouped=False`` (what %jobs lists) shows the group once; ``group_id`` its children."""
+    loose = rnb.enqueue(lambda: 1)
+    gid = rnb.map(lambda x: x, range(5), show=False)
+    rnb.wait_all(30)
+    mgr.flush()
+    top = [r.id for r in rnb.list_tasks(limit=None, grouped=False)]
+    assert gid in top and loose in top and len(top) == 2
+    children = rnb.list_tasks(limit=None, group_id=gid)
+    assert len(children) == 5 and all(r.group_id == gid for r in children)
+    assert len(rnb.list_tasks(limit=None, grouped=True)) == 5
+    with pytest.raises(TypeError, match="grouped must be True, False or None"):
+        rnb.list_tasks(grouped="no")
