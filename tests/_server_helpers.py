@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +265,19 @@ def run(client: Any, code: str, timeout: float = 60) -> str:
     if errors or reply["content"]["status"] != "ok":
         raise AssertionError(f"kernel error running {code!r}:\n" + "\n".join(errors))
     return "".join(out).strip()
+
+
+@contextlib.contextmanager
+def started_kernel(server: JupyterServer, setup: str = "") -> Iterator[tuple[str, Any]]:
+    """A kernel of the server with ``setup`` run in it; shut down afterwards."""
+    kernel_id, client = server.start_kernel()
+    try:
+        if setup:
+            run(client, setup)
+        yield kernel_id, client
+    finally:
+        client.stop_channels()
+        server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
 def kernel_address(server: JupyterServer) -> ServerAddress:

@@ -38,6 +38,20 @@ def wrong_type() -> None:
     raise KeyError("not retried")
 
 
+def chunks(n: int, crash_at: int, pause: float = 0.0) -> list[int]:
+    """Checkpoints each chunk; the first attempt fails at ``crash_at``; returns where the
+    attempt that finished started and its number."""
+    ctx = rnb.current()
+    assert ctx is not None
+    start = ctx.resume or 0
+    for i in range(start, n):
+        ctx.checkpoint(i)
+        time.sleep(pause)
+        if i == crash_at and ctx.attempt == 1:
+            raise RuntimeError(f"crashed at chunk {crash_at}")
+    return [start, ctx.attempt]
+
+
 def spin() -> None:
     while True:
         pass
@@ -211,17 +225,9 @@ def test_bad_options_are_refused_before_anything_is_queued(
 def test_checkpoints_are_stored_and_the_next_attempt_resumes(
     mgr: rnb.TaskManager, executor: str
 ) -> None:
-    def chunks(n: int) -> list[int]:
-        ctx = rnb.current()
-        assert ctx is not None
-        start = ctx.resume or 0
-        for i in range(start, n):
-            ctx.checkpoint(i)
-            if i == 40 and ctx.attempt == 1:
-                raise RuntimeError("crashed at chunk 40")
-        return [start, ctx.attempt]
-
-    job = rnb.enqueue(chunks, {"n": 100}, retries=1, retry_delay=0, executor=executor)
+    job = rnb.enqueue(
+        chunks, {"n": 100, "crash_at": 40}, retries=1, retry_delay=0, executor=executor
+    )
     assert rnb.result(job, timeout=30) == [40, 2]
     mgr.flush()
     stored = mgr.backend.get(job)
@@ -276,19 +282,10 @@ def test_retries_timeouts_and_checkpoints_on_dask(mgr: rnb.TaskManager, tmp_path
     )
     try:
         rnb.configure(tmp_path / "dask.duckdb", flush_interval=0.05, dask=cluster.scheduler_address)
-
-        def chunks(n: int) -> list[int]:
-            ctx = rnb.current()
-            assert ctx is not None
-            start = ctx.resume or 0
-            for i in range(start, n):
-                ctx.checkpoint(i)
-                time.sleep(0.02)
-                if i == 20 and ctx.attempt == 1:
-                    raise ValueError("failed at chunk 20")
-            return [start, ctx.attempt]
-
-        job = rnb.enqueue(chunks, {"n": 30}, executor="dask", retries=1, retry_delay=0)
+        job = rnb.enqueue(
+            chunks, {"n": 30, "crash_at": 20, "pause": 0.02}, executor="dask", retries=1,
+            retry_delay=0,
+        )  # fmt: skip
         assert rnb.result(job, timeout=60) == [20, 2]
         record = rnb.wait(
             rnb.enqueue(wrong_type, executor="dask", retries=2, retry_on=ValueError), 60

@@ -5,7 +5,6 @@ its options, points back with ``retry_of``, and runs wherever its code can be fo
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ import raytha_nb as rnb
 from raytha_nb import _retry
 
 from ._kernel import Kernel, running_kernel
-from ._server_helpers import JupyterServer, run
+from ._server_helpers import JupyterServer, run, started_kernel
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -221,24 +220,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     srv.stop()
 
 
-@contextlib.contextmanager
-def started_kernel(server: JupyterServer, setup: str = SETUP) -> Iterator[tuple[str, Any]]:
-    kernel_id, client = server.start_kernel()
-    try:
-        run(client, setup)
-        yield kernel_id, client
-    finally:
-        client.stop_channels()
-        server.request("DELETE", f"api/kernels/{kernel_id}")
-
-
 def retry(server: JupyterServer, job: str) -> tuple[int, Any]:
     status, body, _ = server.request("POST", f"raytha-nb/api/tasks/{job}/retry", {})
     return status, body
 
 
 def test_a_registered_task_is_retried_from_another_kernel(server: JupyterServer) -> None:
-    with started_kernel(server) as (a_id, a), started_kernel(server) as (b_id, b):
+    with started_kernel(server, SETUP) as (a_id, a), started_kernel(server, SETUP) as (b_id, b):
         run(a, "@rnb.task(name='tally', retries=1, timeout=120)\ndef tally(n):\n    return n")
         job = value(a, "rnb.enqueue('tally', {'n': 5}, limit=2)")
         assert value(a, f"rnb.result({job!r}, timeout=60)") == 5
@@ -253,7 +241,7 @@ def test_a_registered_task_is_retried_from_another_kernel(server: JupyterServer)
 
 
 def test_rest_retry_runs_in_the_tasks_kernel_while_it_is_alive(server: JupyterServer) -> None:
-    with started_kernel(server) as (kernel_id, client):
+    with started_kernel(server, SETUP) as (kernel_id, client):
         run(client, "rnb.register(chunked)")
         job = value(
             client, "rnb.enqueue('chunked', {'chunks': 50, 'seconds': 0.01, 'fail_at': 20})"
@@ -293,7 +281,7 @@ def test_rest_retry_runs_in_the_tasks_kernel_while_it_is_alive(server: JupyterSe
 def test_rest_retry_of_a_gone_kernels_process_task_runs_it_as_a_server_task(
     server: JupyterServer,
 ) -> None:
-    with started_kernel(server) as (_, client):
+    with started_kernel(server, SETUP) as (_, client):
         job = value(
             client,
             "rnb.enqueue(chunked, {'chunks': 2000, 'seconds': 0.005}, executor='process')",
@@ -324,7 +312,7 @@ def test_rest_retry_of_a_gone_kernels_process_task_runs_it_as_a_server_task(
 
 
 def test_a_failed_server_task_is_retried_as_a_server_task(server: JupyterServer) -> None:
-    with started_kernel(server) as (_, client):
+    with started_kernel(server, SETUP) as (_, client):
         job = value(
             client,
             "rnb.enqueue(chunked, {'chunks': 40, 'seconds': 0.01, 'fail_at': 20}, "

@@ -5,7 +5,6 @@ shutdown), a server restart, and a dying worker ends only its own task."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import pytest
 
 from raytha_nb._identity import pid_alive, worker_token
 
-from ._server_helpers import JupyterServer, free_port, kernel_address, run
+from ._server_helpers import JupyterServer, free_port, kernel_address, run, started_kernel
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,21 +52,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     srv.stop()
 
 
-@contextlib.contextmanager
-def started_kernel(server: JupyterServer, setup: str = SETUP) -> Iterator[tuple[str, Any]]:
-    """A kernel of the server with ``setup`` run in it; shut down afterwards."""
-    kernel_id, client = server.start_kernel()
-    try:
-        run(client, setup)
-        yield kernel_id, client
-    finally:
-        client.stop_channels()
-        server.request("DELETE", f"api/kernels/{kernel_id}")
-
-
 @pytest.fixture
 def kernel(server: JupyterServer) -> Iterator[tuple[str, Any]]:
-    with started_kernel(server) as started:
+    with started_kernel(server, SETUP) as started:
         yield started
 
 
@@ -323,7 +310,7 @@ def test_workers_run_in_the_kernels_directory_whether_warm_spares_or_not(
 
 def test_a_limit_on_server_tasks_holds_server_wide(server: JupyterServer) -> None:
     """limit=1 across two kernels: the server runs one task of that name at a time."""
-    with started_kernel(server) as (_, a), started_kernel(server) as (_, b):
+    with started_kernel(server, SETUP) as (_, a), started_kernel(server, SETUP) as (_, b):
         enqueue = (
             "rnb.enqueue(spin, {'steps': 8, 'delay': 0.1}, name='one-export', limit=1, "
             "executor='server')"
