@@ -27,13 +27,12 @@ from typing import Any
 
 from . import _results, _tqdm, _worker
 from ._live import LiveTask
-from ._options import mro_names
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
 from .executor import Body, Executor
 from .model import TaskStatus
 from .processes import Shipped, ship
-from .threads import _cancel_info, _user_traceback
+from .threads import _cancel_info
 
 log = logging.getLogger("raytha_nb")
 
@@ -306,14 +305,7 @@ class DaskExecutor(Executor):
         elif kind == "cancelled":
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
         else:
-            _, _, _, _, error_type, error_message, text, tb, mro = outcome
-            live.transition(
-                TaskStatus.ERROR,
-                error_type=error_type,
-                error_message=error_message,
-                traceback=_worker.format_traceback(text, tb),
-                error_mro=mro,
-            )
+            _worker.end_failed(live, outcome[4:])
 
     def _store_files(self, job_id: str, stored: Any, files: dict[str, bytes]) -> Any:
         """A worker without this kernel's results directory sent its result files'
@@ -586,11 +578,7 @@ def _outcome(live: _Running, args: Any, payload: bytes, results_dir: str) -> lis
     except TaskCancelled:
         return ["cancelled", job_id]
     except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
-        kind_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return [
-            "error", job_id, kind_name.removeprefix("builtins."), str(exc),
-            _user_traceback(exc), _worker._tb_dict(exc), mro_names(exc),
-        ]  # fmt: skip
+        return ["error", job_id, *_worker.failure(exc)]
 
 
 def _store(value: Any, job_id: str, results_dir: Path) -> tuple[Any, str | None, dict[str, bytes]]:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from ._live import LiveTask
 from ._options import mro_names
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
+from .model import TaskStatus
 from .threads import _PACKAGE, _user_traceback
 
 #: Seconds between progress messages while a task runs (latest wins in between).
@@ -129,11 +131,7 @@ class _Worker:
         except TaskCancelled:
             outcome = ("cancelled", job_id)
         except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
-            kind_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-            outcome = (
-                "error", job_id, kind_name.removeprefix("builtins."), str(exc),
-                _user_traceback(exc), _tb_dict(exc), mro_names(exc),
-            )  # fmt: skip
+            outcome = ("error", job_id, *failure(exc))
         self.flush(live)
         with self.send_lock:
             self.live = None
@@ -171,6 +169,25 @@ class _Task(LiveTask):
     @cancel_requested.setter
     def cancel_requested(self, value: bool) -> None:
         pass  # only the kernel sets it
+
+
+def failure(exc: BaseException) -> tuple[str, str, str, dict[str, Any] | None, list[str]]:
+    """A task's exception as plain data for the kernel: its type's name, message,
+    traceback text, the user's frames (tblib) and its classes (for ``retry_on``)."""
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    return kind, str(exc), _user_traceback(exc), _tb_dict(exc), mro_names(exc)
+
+
+def end_failed(live: LiveTask, sent: Sequence[Any]) -> None:
+    """End ``live`` ``error`` with what :func:`failure` made of its exception."""
+    error_type, error_message, text, tb, mro = sent
+    live.transition(
+        TaskStatus.ERROR,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=format_traceback(text, tb),
+        error_mro=mro,
+    )
 
 
 def _tb_dict(exc: BaseException) -> dict[str, Any] | None:

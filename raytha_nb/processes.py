@@ -382,14 +382,7 @@ class ProcessExecutor(Executor):
         elif kind == "cancelled":
             live.transition(TaskStatus.CANCELLED, status_info=_cancel_info(live))
         else:
-            _, _, error_type, error_message, text, tb, mro = message
-            live.transition(
-                TaskStatus.ERROR,
-                error_type=error_type,
-                error_message=error_message,
-                traceback=_worker.format_traceback(text, tb),
-                error_mro=mro,
-            )
+            _worker.end_failed(live, message[2:])
         return True
 
     def _died(self, slot: _Slot, live: LiveTask) -> None:
