@@ -227,6 +227,10 @@ class RemoteBackend(TaskBackend):
                 status,
             )
 
+    def schedules(self, method: str, path: str = "", body: Any = None) -> tuple[int, Any]:
+        """A call to the kernel API's ``schedules`` routes (``rnb.schedule`` & co.)."""
+        return self._request(method, "schedules" + (f"/{path}" if path else ""), body=body)
+
     def delete(self, job_id: str) -> bool:
         status, _ = self._request("DELETE", self._task_path(job_id))
         return status != 404

@@ -57,8 +57,8 @@ class LiveTask:
         "group_id", "history", "id", "kernel_id", "lock", "log_seq", "logs", "logs_dropped",
         "name", "notebook", "on_cancel", "on_change", "on_status", "options", "outbox",
         "percent_complete", "pid", "resume", "retry_of", "room", "result", "result_kind",
-        "row_version", "scheduled_for", "started_at", "status", "status_info", "task",
-        "task_step", "timed_out", "traceback", "version", "waiter", "worker",
+        "row_version", "schedule_id", "scheduled_for", "started_at", "status", "status_info",
+        "task", "task_step", "timed_out", "traceback", "version", "waiter", "worker",
     )  # fmt: skip
 
     def __init__(
@@ -104,6 +104,7 @@ class LiveTask:
         self.depends_on = list(self.options.after) or None
         self.group_id = self.options.group_id
         self.retry_of = self.options.retry_of
+        self.schedule_id = self.options.schedule_id
         #: The last checkpoint (stored), and what the running attempt resumes from.
         self.checkpoint: Any = None
         self.checkpoint_version = 0  # bumped by each checkpoint(); the publisher sends 1/s
@@ -369,7 +370,7 @@ class LiveTask:
             self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
             self.executor, self.worker, self.attempt, self.options.max_attempts,
             self.scheduled_for, _json(self.depends_on), self.group_id, self.retry_of,
-            _json(self.checkpoint), self.options.stored,
+            _json(self.checkpoint), self.options.stored, self.schedule_id,
         )  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:
@@ -419,6 +420,7 @@ class LiveTask:
             retry_of=self.retry_of,
             checkpoint=self.checkpoint,
             options=self.options.to_json(),
+            schedule_id=self.schedule_id,
         )
 
 

@@ -30,7 +30,7 @@ from concurrent.futures import thread as _futures_thread  # noqa: F401
 from pathlib import Path
 from typing import Any
 
-from . import _dask, _group, _results, _retry, processes
+from . import _dask, _group, _notebook_job, _results, _retry, processes
 from ._client import RemoteBackend
 from ._flow import Flow
 from ._identity import default_db_path, discover, find_server, kernel_identity
@@ -126,7 +126,10 @@ class TaskManager:
         """Queue ``task`` (class, function or registered name) with JSON ``args``; return
         its id. ``options``: ``executor``, ``retries``, ``retry_delay``, ``retry_on``,
         ``timeout``, ``limit``, ``at``/``delay``, ``after``/``when`` (see ``rnb.enqueue``);
-        they override those ``@rnb.task`` gave the function."""
+        they override those ``@rnb.task`` gave the function. A str ending in .ipynb is
+        a notebook job (``executor="server"`` only; ``args``: its parameters)."""
+        if _notebook_job.is_notebook_path(task):
+            return self._enqueue_notebook(task, args, name, options)
         target = resolve(task)
         plain = to_jsonable(args)
         check_signature(target, plain)
@@ -134,6 +137,26 @@ class TaskManager:
         body = functools.partial(_run_task, target)
         merged = defaults(target).merged(ref=_retry.reference(target), **options)
         return self._submit(body, name or label, label, plain, merged)
+
+    def _enqueue_notebook(
+        self, path: str, parameters: Any, name: str | None, options: dict[str, Any]
+    ) -> str:
+        """Hand the notebook at ``path`` (relative to this process's directory) to the
+        server as a notebook job; ``ValueError`` naming the field before anything exists."""
+        where = options.get("executor") or self.default_executor
+        if where != "server":
+            raise ValueError(
+                f"executor: a notebook ({path}) runs as a notebook job in the Jupyter server, "
+                f"not on {where!r}: pass executor='server'"
+            )
+        info = _notebook_job.check_notebook(path)
+        params = _notebook_job.check_parameters(parameters)
+        merged = TaskOptions().merged(ref=_notebook_job.REF, **options)
+        args = {"path": str(info.path), "parameters": params}
+        return self._to_server(
+            _notebook_job.notebook_body, name or info.path.stem, str(info.path), args, merged,
+            cwd=str(info.path.parent), notebook=str(info.path),
+        )  # fmt: skip
 
     def retry(self, job_id: str) -> str:
         """Run a finished task again as a new task (same task, args and options,
@@ -210,9 +233,19 @@ class TaskManager:
         except TaskNotFound:
             return None
 
-    def _to_server(self, body: Body, name: str, task: str, args: Any, options: TaskOptions) -> str:
+    def _to_server(
+        self,
+        body: Body,
+        name: str,
+        task: str,
+        args: Any,
+        options: TaskOptions,
+        cwd: str | None = None,
+        notebook: str | None = None,
+    ) -> str:
         """Hand the task to the Jupyter server, which runs it in a worker process of its
-        own (it outlives this kernel); this process only reads its state."""
+        own (it outlives this kernel); this process only reads its state. ``cwd`` and
+        ``notebook`` (default: this process's) are a notebook job's own."""
         if not isinstance(self.backend, RemoteBackend):
             raise ExecutorUnavailable(
                 "executor='server' runs tasks in the Jupyter server, and this process uses "
@@ -220,16 +253,33 @@ class TaskManager:
                 "raytha_nb extension, or use executor='process' (a worker process of this "
                 "kernel) or 'thread'"
             )
-        shipped = processes.ship(body, f"task {task}")  # fails here, before a task exists
-        spec = ServerTask(
-            str(uuid.uuid4()), name, task, args, sys.executable, os.getcwd(),
-            tuple(sys.path), self._notebook, time.time(), _cell_sources(),
-            options.to_json(everything=True),
-        )  # fmt: skip
-        self.backend.run_on_server(spec, shipped.payload)
-        _retry.store_body(self.backend.results_dir, spec.id, shipped.payload)  # for retry()
+        spec, payload = self.server_task(body, name, task, args, options, cwd, notebook)
+        self.backend.run_on_server(spec, payload)
+        _retry.store_body(self.backend.results_dir, spec.id, payload)  # for retry()
         self._handed[spec.id] = None
         return spec.id
+
+    def server_task(
+        self,
+        body: Body,
+        name: str,
+        task: str,
+        args: Any,
+        options: TaskOptions,
+        cwd: str | None = None,
+        notebook: str | None = None,
+    ) -> tuple[ServerTask, bytes]:
+        """``body`` pickled (``NotPicklable`` naming the culprit, before anything exists)
+        and the server task that runs it with this process's interpreter, directory,
+        ``sys.path`` and cell sources: what ``executor="server"`` and ``rnb.schedule``
+        hand the server."""
+        shipped = processes.ship(body, f"task {task}")
+        spec = ServerTask(
+            str(uuid.uuid4()), name, task, args, sys.executable, cwd or os.getcwd(),
+            tuple(sys.path), notebook or self._notebook, time.time(), _cell_sources(),
+            options.to_json(everything=True),
+        )  # fmt: skip
+        return spec, shipped.payload
 
     def on_server(self, job_id: str) -> bool:
         """Whether this process handed ``job_id`` to the server to run."""

@@ -49,6 +49,8 @@ class TaskOptions:
     resume: Any = None
     #: ``module:qualname`` of an importable task, so a re-run elsewhere can import it.
     ref: str | None = None
+    #: The schedule whose run this is (set by the server's scheduler).
+    schedule_id: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -162,6 +164,7 @@ class TaskOptions:
             out.update(
                 not_before=self.not_before, after=list(self.after) or None,
                 group_id=self.group_id, retry_of=self.retry_of, resume=self.resume,
+                schedule_id=self.schedule_id,
             )  # fmt: skip
         return {k: v for k, v in out.items() if v is not None}
 
@@ -170,7 +173,7 @@ class TaskOptions:
         """Inverse of :meth:`to_json` (``retry_on`` as names)."""
         known = {
             "retries", "retry_delay", "timeout", "limit", "executor", "when", "not_before",
-            "group_id", "retry_of", "resume", "ref",
+            "group_id", "retry_of", "resume", "ref", "schedule_id",
         }  # fmt: skip
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("retry_delay"), list):

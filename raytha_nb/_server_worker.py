@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import _manager
+from . import _manager, _notebook_job
 from ._client import RemoteBackend
 from ._identity import discover, find_server
 from .processes import Shipped
@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     (``--spare``) has done its imports and reads its task from stdin first: the spec
     file, the task's part of the environment, its directory."""
     if argv == ["--spare"]:
+        if os.environ.pop(_notebook_job.PRELOAD_ENV, None):
+            _notebook_job.preload()  # while no task waits: seconds of imports
         line = sys.stdin.readline()
         if not line:
             return 0  # the server stopped without a task for it

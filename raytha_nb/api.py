@@ -84,7 +84,8 @@ def list_tasks(
     **filters: Any,
 ) -> list[TaskRecord]:
     """Tasks newest first, optionally filtered by status, name, ``kernel_id``,
-    ``notebook``, ``q`` (a substring of name, task, notebook or info) and ``offset``."""
+    ``notebook``, ``group_id``, ``grouped``, ``schedule_id`` (a schedule's runs), ``q``
+    (a substring of name, task, notebook or info) and ``offset``."""
     return manager().list_tasks(status, name, limit, **filters)
 
 

@@ -50,6 +50,11 @@ class TaskContext:
         return self._live.name
 
     @property
+    def task(self) -> str:
+        """What the task runs, as stored: a function's label, a notebook job's path."""
+        return self._live.task
+
+    @property
     def cancelled(self) -> bool:
         return self._live.cancel_requested
 

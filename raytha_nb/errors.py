@@ -105,6 +105,28 @@ class ExecutorUnavailable(RuntimeError):
     server); the message says what to use instead."""
 
 
+class NotebookNotFound(ValueError):
+    """A notebook job's notebook does not exist (or is outside the server's root);
+    the REST API answers it with 404."""
+
+
+class NotebookCellError(RuntimeError):
+    """A notebook job's cell raised: the message names the cell (``cell 3 of 10``) and
+    its error; the cell's own traceback follows in the task's traceback."""
+
+
+class ServerRequired(RuntimeError):
+    """This needs the Jupyter server (schedules run in it) and the process has none (its
+    store is embedded); the message says how to get one."""
+
+
+class ScheduleNotFound(KeyError):
+    """No schedule with this id (deleted, or never made on this server)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "no such schedule"
+
+
 class ResultUnavailable(LookupError):
     """The task has no loadable result (not finished, failed, or not storable)."""
 

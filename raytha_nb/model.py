@@ -111,6 +111,8 @@ class TaskRecord:
     checkpoint: Any = None
     #: The options it was enqueued with (retries, timeout, limit...), for re-runs.
     options: dict[str, Any] | None = None
+    #: The schedule that started it (``rnb.schedule``), if one did.
+    schedule_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -217,7 +219,8 @@ class TaskQuery:
     """Which tasks to list: every filter of ``list_tasks``, checked once, here.
 
     Filters combine with AND: ``status`` is any of the given statuses; ``name``,
-    ``kernel_id``, ``notebook`` and ``group_id`` (a map's children) match exactly;
+    ``kernel_id``, ``notebook``, ``group_id`` (a map's children) and ``schedule_id`` (a
+    schedule's runs) match exactly;
     ``grouped=False`` leaves a map's children out (its group task stays), ``True`` lists
     only children; ``q`` is a case-insensitive substring of name, task, notebook or
     status_info. Newest first, ``limit`` rows after ``offset``.
@@ -232,6 +235,7 @@ class TaskQuery:
     offset: int = 0
     group_id: str | None = None
     grouped: bool | None = None
+    schedule_id: str | None = None
 
     @classmethod
     def of(
@@ -243,12 +247,12 @@ class TaskQuery:
     ) -> TaskQuery:
         """Build and check a query from ``list_tasks``' arguments; ``ValueError`` or
         ``TypeError`` says which one is wrong."""
-        known = {"kernel_id", "notebook", "q", "offset", "group_id", "grouped"}
+        known = {"kernel_id", "notebook", "q", "offset", "group_id", "grouped", "schedule_id"}
         unknown = sorted(set(filters) - known)
         if unknown:
             raise TypeError(
                 f"list_tasks() got unknown filter(s) {', '.join(unknown)}: use status, "
-                "name, kernel_id, notebook, group_id, grouped, q, limit or offset"
+                "name, kernel_id, notebook, group_id, grouped, schedule_id, q, limit or offset"
             )
         grouped = filters.get("grouped")
         if grouped is not None and not isinstance(grouped, bool):
@@ -267,7 +271,7 @@ class TaskQuery:
             low = 1 if key == "limit" else 0
             if not low <= value <= BIGINT:
                 raise ValueError(f"{key}={value} must be between {low} and {BIGINT}")
-        keys = ("kernel_id", "notebook", "q", "group_id")
+        keys = ("kernel_id", "notebook", "q", "group_id", "schedule_id")
         texts = {"name": name, **{k: filters.get(k) for k in keys}}
         for key, value in texts.items():
             if value is not None and not isinstance(value, str):
@@ -302,6 +306,7 @@ class TaskQuery:
             offset=number("offset", 0, BIGINT),
             group_id=text("group_id"),
             grouped=None if flag is None else flag == "true",
+            schedule_id=text("schedule_id"),
         )
 
     def params(self) -> dict[str, str]:
@@ -316,6 +321,7 @@ class TaskQuery:
             "offset": str(self.offset) if self.offset else None,
             "group_id": self.group_id,
             "grouped": None if self.grouped is None else str(self.grouped).lower(),
+            "schedule_id": self.schedule_id,
         }
         return {k: v for k, v in out.items() if v is not None}
 
@@ -327,7 +333,7 @@ class TaskQuery:
         """Whether ``record`` passes the filters (for live state the store lags behind)."""
         if self.status is not None and record.status not in self.status:
             return False
-        for key in ("name", "kernel_id", "notebook", "group_id"):
+        for key in ("name", "kernel_id", "notebook", "group_id", "schedule_id"):
             wanted = getattr(self, key)
             if wanted is not None and getattr(record, key) != wanted:
                 return False

@@ -66,6 +66,8 @@ class TaskRow(NamedTuple):
     retry_of: str | None = None
     checkpoint: str | None = None  # JSON
     options: str | None = None  # JSON
+    #: Optional (a receiver that does not know it ignores it): the schedule of a run.
+    schedule_id: str | None = None
 
     def record(self, updated_at: float) -> TaskRecord:
         """The task as readers see it once this row is stored (what the store would
@@ -103,6 +105,7 @@ class TaskRow(NamedTuple):
             retry_of=self.retry_of,
             checkpoint=_loads(self.checkpoint),
             options=_loads(self.options),
+            schedule_id=self.schedule_id,
         )
 
 
@@ -303,6 +306,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "depends_on": _json_text,
     "group_id": _id,
     "retry_of": _id,
+    "schedule_id": _id,
     "checkpoint": _json_text,
     "options": _json_text,
     "detail": _json_text,

@@ -105,6 +105,27 @@ def _arrow(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     )
 
 
+#: A schedule's columns (raytha_nb/server/scheduler.py owns them), and its times.
+SCHEDULE_COLUMNS = (
+    "id", "name", "task", "kind", "args", "cron", "every", "tz", "start_at", "end_at",
+    "overlap", "misfire", "options", "spec", "paused", "created_at", "next_run", "runs",
+    "skipped", "last_task_id", "last_run_at",
+)  # fmt: skip
+_SCHEDULE_TIMES = frozenset({"start_at", "end_at", "created_at", "next_run", "last_run_at"})
+
+
+def _schedule_param(column: str) -> str:
+    """A schedule column's named parameter; times travel as epoch seconds."""
+    if column in _SCHEDULE_TIMES:
+        return f"make_timestamp(CAST(${column} * 1000000 AS BIGINT))"
+    return f"${column}"
+
+
+def _schedule_column(column: str) -> str:
+    """A schedule column as read back; times as epoch seconds."""
+    return f"epoch_us(s.{column}) / 1e6" if column in _SCHEDULE_TIMES else f"s.{column}"
+
+
 class Store:
     """Task rows, their history and their logs in one DuckDB file."""
 
@@ -178,6 +199,43 @@ class Store:
         ALTER TABLE tasks ADD COLUMN checkpoint VARCHAR;    -- JSON
         ALTER TABLE tasks ADD COLUMN options VARCHAR;       -- JSON
         ALTER TABLE task_events ADD COLUMN detail VARCHAR;  -- JSON
+        """,
+        # 5: schedules (the server's timer); a run is a task with its schedule_id. A
+        # function schedule's body is a file beside the store, as server tasks' are.
+        """
+        ALTER TABLE tasks ADD COLUMN schedule_id VARCHAR;
+        CREATE TABLE schedules (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,          -- a notebook's contents path or module:function
+            kind VARCHAR NOT NULL,          -- function | notebook
+            args VARCHAR,                   -- JSON
+            cron VARCHAR,
+            every DOUBLE,                   -- seconds
+            tz VARCHAR,
+            start_at TIMESTAMP,
+            end_at TIMESTAMP,
+            overlap VARCHAR NOT NULL,       -- skip | queue | allow
+            misfire VARCHAR NOT NULL,       -- once | skip | all
+            options VARCHAR,                -- JSON: the runs' task options
+            spec VARCHAR,                   -- JSON: interpreter, directory, sys.path, notebook
+            paused BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            next_run TIMESTAMP,             -- null: no run to come (ended)
+            runs INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            last_task_id VARCHAR,
+            last_run_at TIMESTAMP
+        );
+        CREATE TABLE schedule_events (      -- each firing: a run started, or skipped and why
+            schedule_id VARCHAR NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            due TIMESTAMP,
+            event VARCHAR NOT NULL,         -- run | skipped | missed
+            task_id VARCHAR,
+            reason VARCHAR
+        );
         """,
     )
 
@@ -891,6 +949,99 @@ class Store:
             cur.execute("COMMIT")
         return files
 
+    # -- schedules (the server's timer: raytha_nb/server/scheduler.py) ---------------
+    INSERT_SCHEDULE = f"""
+        INSERT INTO schedules ({", ".join(SCHEDULE_COLUMNS)}, updated_at)
+        VALUES ({", ".join(map(_schedule_param, SCHEDULE_COLUMNS))}, make_timestamp($now))
+    """
+    SELECT_SCHEDULES = f"""
+        SELECT {", ".join(map(_schedule_column, SCHEDULE_COLUMNS))}, t.status
+        FROM schedules s LEFT JOIN tasks t ON t.id = s.last_task_id
+    """
+    # A schedule's state after it fired, skipped, paused or resumed.
+    UPDATE_SCHEDULE_STATE = """
+        UPDATE schedules SET paused = $paused,
+               next_run = make_timestamp(CAST($next_run * 1000000 AS BIGINT)),
+               runs = $runs, skipped = $skipped, last_task_id = $last_task_id,
+               last_run_at = make_timestamp(CAST($last_run_at * 1000000 AS BIGINT)),
+               updated_at = make_timestamp($now)
+        WHERE id = $id
+    """
+    DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ? RETURNING id"
+    DELETE_SCHEDULE_EVENTS = "DELETE FROM schedule_events WHERE schedule_id = ?"
+    INSERT_SCHEDULE_EVENT = """
+        INSERT INTO schedule_events VALUES (?, make_timestamp(?),
+               make_timestamp(CAST(? * 1000000 AS BIGINT)), ?, ?, ?)
+    """
+    SELECT_SCHEDULE_EVENTS = """
+        SELECT epoch_us(ts) / 1e6, epoch_us(due) / 1e6, event, task_id, reason
+        FROM schedule_events WHERE schedule_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?
+    """
+    # Runs of a schedule still waiting or running: what overlap="skip" looks at.
+    COUNT_ACTIVE_RUNS = f"SELECT count(*) FROM ({SELECT_ACTIVE} AND schedule_id = ?)"
+
+    def add_schedule(self, values: dict[str, Any]) -> None:
+        """Store a new schedule (``values``: every one of SCHEDULE_COLUMNS; times in
+        epoch seconds, JSON columns as text)."""
+        with self._transaction() as cur:
+            cur.execute(self.INSERT_SCHEDULE, {**values, "now": _micros()})
+
+    def schedules(self, schedule_id: str | None = None) -> list[dict[str, Any]]:
+        """Every schedule (or one) as a dict of SCHEDULE_COLUMNS (times in epoch
+        seconds, JSON decoded) plus ``last_status``, its last run's status."""
+        sql, params = self.SELECT_SCHEDULES, []
+        if schedule_id is not None:
+            sql, params = f"{sql} WHERE s.id = ?", [schedule_id]
+        rows = self._cursor().execute(f"{sql} ORDER BY s.created_at, s.id", params).fetchall()
+        out = []
+        for row in rows:
+            values = dict(zip((*SCHEDULE_COLUMNS, "last_status"), row))
+            for key in ("args", "options", "spec"):
+                values[key] = None if values[key] is None else json.loads(values[key])
+            out.append(values)
+        return out
+
+    def save_schedule_state(self, values: dict[str, Any]) -> None:
+        """Write a schedule's state: id, paused, next_run, runs, skipped, last_task_id,
+        last_run_at (times in epoch seconds)."""
+        with self._transaction() as cur:
+            cur.execute(self.UPDATE_SCHEDULE_STATE, {**values, "now": _micros()})
+
+    def add_schedule_event(
+        self,
+        schedule_id: str,
+        due: float | None,
+        event: str,
+        task_id: str | None,
+        reason: str,
+        ts: float | None = None,
+    ) -> None:
+        """Record one firing of a schedule (at ``ts``, default now): a run, or a skip and
+        why."""
+        micros = _micros() if ts is None else int(ts * 1_000_000)
+        with self._transaction() as cur:
+            cur.execute(
+                self.INSERT_SCHEDULE_EVENT, [schedule_id, micros, due, event, task_id, reason]
+            )
+
+    def schedule_events(self, schedule_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A schedule's latest firings, newest first (times in epoch seconds)."""
+        rows = self._cursor().execute(self.SELECT_SCHEDULE_EVENTS, [schedule_id, limit])
+        keys = ("ts", "due", "event", "task_id", "reason")
+        return [dict(zip(keys, row)) for row in rows.fetchall()]
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove a schedule and its firings (its runs stay, as tasks); False if unknown."""
+        with self._transaction() as cur:
+            found = cur.execute(self.DELETE_SCHEDULE, [schedule_id]).fetchall()
+            cur.execute(self.DELETE_SCHEDULE_EVENTS, [schedule_id])
+        return bool(found)
+
+    def active_runs(self, schedule_id: str) -> int:
+        """How many runs of a schedule are waiting or running."""
+        row = self._cursor().execute(self.COUNT_ACTIVE_RUNS, [schedule_id]).fetchone()
+        return int(row[0]) if row else 0
+
 
 def _where(query: TaskQuery) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) of a task query."""
@@ -899,7 +1050,7 @@ def _where(query: TaskQuery) -> tuple[str, list[Any]]:
     if query.status is not None:
         where.append(f"status IN ({', '.join('?' * len(query.status))})")
         params.extend(s.value for s in query.status)
-    for column in ("name", "kernel_id", "notebook", "group_id"):
+    for column in ("name", "kernel_id", "notebook", "group_id", "schedule_id"):
         value = getattr(query, column)
         if value is not None:
             where.append(f"{column} = ?")

@@ -242,11 +242,14 @@ def test_a_store_of_schema_3_gains_the_flow_columns(tmp_path: Path) -> None:
                        "retry_of", "checkpoint", "options"):  # fmt: skip
             cur.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
         cur.execute("ALTER TABLE task_events DROP COLUMN detail")
+        for later in ("DROP TABLE schedules", "DROP TABLE schedule_events",
+                      "ALTER TABLE tasks DROP COLUMN schedule_id"):  # fmt: skip
+            cur.execute(later)  # schema 5 (schedules), also after 3
         cur.execute("UPDATE raytha_meta SET value = '3' WHERE key = 'schema_version'")
     store.close()
     store = Store(path)
     try:
-        assert store.schema_version == len(Store.MIGRATIONS) == 4
+        assert store.schema_version == len(Store.MIGRATIONS) == 5
     finally:
         store.close()
 

@@ -41,6 +41,16 @@ def jp_server_config(tmp_path: Path) -> dict[str, Any]:
         ("GET", ("events",)),
         ("POST", ("tasks", str(uuid.uuid4()), "cancel")),
         ("DELETE", ("tasks",)),
+        ("POST", ("notebook-jobs",)),
+        ("GET", ("notebook-jobs", "parameters")),
+        ("GET", ("schedules",)),
+        ("POST", ("schedules",)),
+        ("GET", ("schedules", str(uuid.uuid4()))),
+        ("DELETE", ("schedules", str(uuid.uuid4()))),
+        ("POST", ("schedules", str(uuid.uuid4()), "pause")),
+        ("POST", ("schedules", str(uuid.uuid4()), "resume")),
+        ("POST", ("schedules", str(uuid.uuid4()), "trigger")),
+        ("GET", ("schedules", str(uuid.uuid4()), "events")),
     ],
 )
 async def test_denied_by_the_authorizer(jp_fetch: Any, method: str, parts: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ._server_helpers import ROOT, JupyterServer, run
 
@@ -157,10 +158,18 @@ def test_fuzz_no_server_errors_and_responses_conform(
     case: Any, seeded: tuple[JupyterServer, dict[str, str]]
 ) -> None:
     server, _ = seeded
+    semantic = case.operation.label in SEMANTIC
     case.call_and_validate(
         base_url=f"{server.url}raytha-nb/api",
         headers={"Authorization": f"token {server.token}"},
+        excluded_checks=[positive_data_acceptance] if semantic else None,
     )
+
+
+#: Operations whose valid input is more than its shape (a cron expression that parses,
+#: an importable function or a notebook that exists): a schema-valid body may still be
+#: a 400 naming the field, so only the other checks apply to them.
+SEMANTIC = {"POST /schedules"}
 
 
 def test_document_lists_every_user_route() -> None:
@@ -168,7 +177,9 @@ def test_document_lists_every_user_route() -> None:
 
     documented = {path for path in schema.raw_schema["paths"]}
     routes = {
-        pattern.removeprefix(handlers.API).replace("(?P<job_id>[^/]+)", "{id}")
+        pattern.removeprefix(handlers.API)
+        .replace("(?P<job_id>[^/]+)", "{id}")
+        .replace("(?P<schedule_id>[^/]+)", "{id}")
         for pattern, *_ in handlers.handlers
     }
     assert routes == documented

@@ -2,11 +2,30 @@
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { FILE_RESULT_KINDS, ITask, isActive, rerunBlocker, retryBlocker } from './api';
+import {
+  FILE_RESULT_KINDS,
+  ITask,
+  isActive,
+  notebookResult,
+  rerunBlocker,
+  retryBlocker
+} from './api';
 import { TaskModel } from './model';
 
 export interface IAction {
-  id: 'cancel' | 'delete' | 'download' | 'open' | 'rerun' | 'retry';
+  id:
+    | 'cancel'
+    | 'delete'
+    | 'download'
+    | 'open'
+    | 'rerun'
+    | 'retry'
+    | 'open-result'
+    | 'download-html'
+    | 'pause'
+    | 'resume'
+    | 'trigger'
+    | 'runs';
   label: string;
   /** A short form for the list rows, where width is scarce (the label is its tooltip). */
   glyph: string;
@@ -178,6 +197,39 @@ export class TaskActions {
           );
           await this._openNotebook(where.path);
         })
+      });
+    }
+    return actions;
+  }
+
+  /**
+   * A finished notebook job's executed notebook: open it in Lab, download its HTML copy
+   * (Jupyter's `/files/`). Empty for other tasks.
+   */
+  resultActions(task: ITask): IAction[] {
+    const result = notebookResult(task);
+    if (!result) {
+      return [];
+    }
+    const actions: IAction[] = [
+      {
+        id: 'open-result',
+        label: 'Open executed notebook',
+        glyph: '↗',
+        title: `Open the executed notebook: ${result.notebook}`,
+        run: () => this._try('open the executed notebook of', async () => {
+          await this._openNotebook(result.notebook);
+        })
+      }
+    ];
+    if (result.html) {
+      actions.push({
+        id: 'download-html',
+        label: 'Download HTML',
+        glyph: '⤓',
+        title: `Download the executed notebook as HTML: ${result.html}`,
+        href: this.model.api.filesUrl(result.html),
+        run: async () => undefined
       });
     }
     return actions;

@@ -69,6 +69,8 @@ export interface ITask {
   /** The last `ctx.checkpoint(state)`: small JSON. */
   checkpoint?: unknown;
   options?: Record<string, unknown> | null;
+  /** The schedule this task is a run of (`rnb.schedule`); null for other tasks. */
+  schedule_id?: string | null;
 }
 
 /** `TaskRecord.executor`: where a task runs (`rnb.enqueue(..., executor=...)`). */
@@ -208,7 +210,9 @@ export class TasksApi {
     return this.json<IServerStatus>('status');
   }
 
-  listTasks(query: { offset?: number; limit?: number; status?: string; q?: string } = {}) {
+  listTasks(
+    query: { offset?: number; limit?: number; status?: string; q?: string; schedule_id?: string } = {}
+  ) {
     return this.json<ITaskPage>('tasks', {}, query);
   }
 
@@ -256,6 +260,142 @@ export class TasksApi {
   retry(id: string): Promise<IRetry> {
     return this.json(`tasks/${encodeURIComponent(id)}/retry`, { method: 'POST' });
   }
+
+  listSchedules(): Promise<{ schedules: ISchedule[] }> {
+    return this.json('schedules');
+  }
+
+  /** `POST schedules/{id}/pause` or `resume`: the schedule as it is now. */
+  setPaused(id: string, paused: boolean): Promise<ISchedule> {
+    const verb = paused ? 'pause' : 'resume';
+    return this.json(`schedules/${encodeURIComponent(id)}/${verb}`, { method: 'POST' });
+  }
+
+  /** Run a schedule now (`POST schedules/{id}/trigger`): the schedule and its new run. */
+  triggerSchedule(id: string): Promise<{ schedule: ISchedule; task: ITask }> {
+    return this.json(`schedules/${encodeURIComponent(id)}/trigger`, { method: 'POST' });
+  }
+
+  /** A schedule's latest firings, newest first: runs started, runs skipped and why. */
+  scheduleEvents(id: string, limit = 50): Promise<{ events: IScheduleEvent[] }> {
+    return this.json(`schedules/${encodeURIComponent(id)}/events`, {}, { limit });
+  }
+
+  async deleteSchedule(id: string): Promise<void> {
+    await this.fetch(`schedules/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
+  /** A notebook's parameters (its cell tagged `parameters`, read as papermill does). */
+  notebookParameters(path: string): Promise<INotebookParameters> {
+    return this.json('notebook-jobs/parameters', {}, { path });
+  }
+
+  /** Run a notebook as a server task (`POST notebook-jobs`): the new task. */
+  submitNotebookJob(job: INotebookJob): Promise<ITask> {
+    return this.json('notebook-jobs', { method: 'POST', body: JSON.stringify(job) });
+  }
+
+  /**
+   * The URL that downloads a file under the server's root (Jupyter's `/files/`), for a
+   * plain link: the cookie authenticates it, and the token when Lab has one.
+   */
+  filesUrl(path: string): string {
+    const url = URLExt.join(this.settings.baseUrl, 'files', URLExt.encodeParts(path));
+    const token = this.settings.token;
+    // download=1: the server sends it as an attachment, named as the file.
+    return `${url}?download=1${token ? `&token=${encodeURIComponent(token)}` : ''}`;
+  }
+}
+
+/** `last_run` of a schedule: its latest run, as a task id and the status it had. */
+export interface IScheduleRun {
+  task_id: string;
+  status: TaskStatus;
+  at: string | null;
+}
+
+/** One firing of a schedule (`GET schedules/{id}/events`). */
+export interface IScheduleEvent {
+  ts: string;
+  /** The fire time it was for (null for a Run now). */
+  due: string | null;
+  /** `run`: a run started; `skipped`: the last one still ran (overlap="skip"); `missed`: due while the server was down. */
+  event: string;
+  task_id: string | null;
+  reason: string | null;
+}
+
+/** A recurring task (`rnb.schedule`), as `GET schedules` and the `schedule` event carry it. */
+export interface ISchedule {
+  id: string;
+  name: string;
+  /** A notebook's contents path or a "module:function" reference. */
+  task: string;
+  kind: 'function' | 'notebook';
+  args: unknown;
+  cron: string | null;
+  every: number | null;
+  tz: string | null;
+  start_at: string | null;
+  end_at: string | null;
+  overlap: string;
+  misfire: string;
+  options: Record<string, unknown> | null;
+  paused: boolean;
+  created_at: string | null;
+  /** When it fires next; null while paused or once past `end_at`. */
+  next_run: string | null;
+  /** The rule in words ("every day at 06:00, Europe/Berlin"), from the server. */
+  rule: string;
+  last_run: IScheduleRun | null;
+  runs: number;
+  skipped: number;
+}
+
+/** One parameter of a notebook's `parameters` cell. */
+export interface INotebookParameter {
+  name: string;
+  /** Its default as the cell's source text (`"2026-12-01"`, `10`, `[1, 2]`). */
+  default: string;
+  /** The type papermill infers ("int", "str") or annotates; null when unknown. */
+  type: string | null;
+  help: string;
+}
+
+/** `GET notebook-jobs/parameters?path=`. */
+export interface INotebookParameters {
+  path: string;
+  kernel: string;
+  parameters: INotebookParameter[];
+}
+
+/** The body of `POST notebook-jobs`. */
+export interface INotebookJob {
+  path: string;
+  parameters: Record<string, unknown>;
+  name?: string;
+  options?: Record<string, unknown>;
+}
+
+/** A finished notebook job's result: the executed notebook and its HTML copy (contents paths). */
+export interface INotebookResult {
+  notebook: string;
+  html: string | null;
+}
+
+/** The executed notebook of a complete notebook job, or null for other tasks. */
+export function notebookResult(task: ITask): INotebookResult | null {
+  if (task.status !== 'complete' || !task.result || typeof task.result !== 'object') {
+    return null;
+  }
+  const result = task.result as Record<string, unknown>;
+  if (typeof result.notebook !== 'string' || !result.notebook.endsWith('.ipynb')) {
+    return null;
+  }
+  return {
+    notebook: result.notebook,
+    html: typeof result.html === 'string' ? result.html : null
+  };
 }
 
 /** Rows a details view shows of a table result. */

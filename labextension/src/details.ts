@@ -20,6 +20,12 @@ import {
 } from './format';
 import { TaskModel } from './model';
 
+/** What the details need of the schedules: a run's schedule by name, and its other runs. */
+export interface IScheduleLinks {
+  scheduleName: (id: string) => string | undefined;
+  showRuns: (id: string) => void;
+}
+
 const LOG_POLL_MS = 1000;
 /** Most log lines kept in the view; older ones are dropped from the top. */
 const LOG_MAX_LINES = 5000;
@@ -32,7 +38,11 @@ export class TaskDetails {
     readonly actions: TaskActions,
     onBack: () => void,
     /** Open another task's details (a parent, the task retried, the group). */
-    private readonly _open: (id: string) => void = () => undefined
+    private readonly _open: (id: string) => void = () => undefined,
+    private readonly _schedules: IScheduleLinks = {
+      scheduleName: () => undefined,
+      showRuns: () => undefined
+    }
   ) {
     const back = el('button', 'jp-RaythaDetails-back', '← All tasks');
     back.addEventListener('click', onBack);
@@ -46,11 +56,13 @@ export class TaskDetails {
     this._result = el('pre', 'jp-RaythaDetails-result');
     this._preview = el('div', 'jp-RaythaDetails-preview');
     this._preview.hidden = true;
+    this._resultLinks = el('div', 'jp-RaythaDetails-actions jp-RaythaDetails-resultLinks');
+    this._resultLinks.hidden = true;
     this._error = el('pre', 'jp-RaythaDetails-traceback');
     this._log = el('pre', 'jp-RaythaDetails-log');
     this._sections = {
       args: section('Arguments', this._args),
-      result: section('Result', this._result, this._preview),
+      result: section('Result', this._resultLinks, this._result, this._preview),
       error: section('Error', this._error),
       log: section('Log', this._log)
     };
@@ -103,6 +115,14 @@ export class TaskDetails {
         this._actionsKey = actions;
         this._buttons.replaceChildren(...actionButtons(this.actions.for(task)));
       }
+    }
+  }
+
+  /** Schedules loaded or changed: a run's "Schedule" row may now have its name. */
+  scheduleChanged(): void {
+    if (this._shown?.schedule_id) {
+      this._shown = null;
+      this.refresh();
     }
   }
 
@@ -181,6 +201,9 @@ export class TaskDetails {
     this._args.textContent = cell ?? JSON.stringify(task.args ?? null, null, 2);
     this._sections.result.hidden = task.status !== 'complete';
     this._result.textContent = describeResult(task);
+    const links = this.actions.resultActions(task);
+    this._resultLinks.hidden = !links.length;
+    this._resultLinks.replaceChildren(...actionButtons(links));
     if (isTable(task) && this._previewOf !== task.id) {
       this._previewOf = task.id;
       void this._showPreview(task.id, this._generation);
@@ -197,6 +220,9 @@ export class TaskDetails {
   /** Attempt, Scheduled for, Waits for, Retry of, Group, Checkpoint: those that apply. */
   private _flowRows(task: ITask): [string, string | Node[]][] {
     const rows: [string, string | Node[]][] = [];
+    if (task.schedule_id) {
+      rows.push(['Schedule', [this._scheduleLink(task.schedule_id)]]);
+    }
     const attempt = attemptText(task);
     if (attempt) {
       rows.push(['Attempt', attempt.replace(/^attempt /, '')]);
@@ -219,6 +245,20 @@ export class TaskDetails {
       rows.push(['Checkpoint', text.length > 120 ? `${text.slice(0, 119)}…` : text]);
     }
     return rows;
+  }
+
+  /** A run's schedule, by name: it shows that schedule's runs in the list. */
+  private _scheduleLink(id: string): HTMLElement {
+    const name = this._schedules.scheduleName(id);
+    const link = el('a', 'jp-RaythaDetails-link', name ?? id.slice(0, 8));
+    link.href = '#';
+    link.dataset.scheduleId = id;
+    link.title = `Show the runs of ${name ? `"${name}"` : 'this schedule'} · ${id}`;
+    link.addEventListener('click', ev => {
+      ev.preventDefault();
+      this._schedules.showRuns(id);
+    });
+    return link;
   }
 
   /** A link to another task's details: its name (and status) when the panel holds it. */
@@ -382,6 +422,8 @@ export class TaskDetails {
   private _args: HTMLElement;
   private _result: HTMLElement;
   private _preview: HTMLElement;
+  /** A notebook job's executed notebook: Open, Download HTML. */
+  private _resultLinks: HTMLElement;
   /** The task whose preview is shown or on its way. */
   private _previewOf: string | null = null;
   private _error: HTMLElement;

@@ -207,6 +207,39 @@ export function percentText(task: ITask): string {
   return `${Math.round(task.percent_complete)}%`;
 }
 
+/**
+ * A time relative to now: "in 14 s", "in 2:03", "in 5:02:03", "in 3 days, 4 h" ahead
+ * (a clock that visibly ticks), "14 s ago", "5 min ago", "3 h ago", "2 days ago" behind.
+ */
+export function fromNow(iso: string, now = Date.now()): string {
+  const seconds = (Date.parse(iso) - now) / 1000;
+  if (seconds > 0) {
+    const days = Math.floor(seconds / 86400);
+    if (days) {
+      const hours = Math.floor((seconds % 86400) / 3600);
+      return `in ${count(days, 'day')}${hours ? `, ${hours} h` : ''}`;
+    }
+    return seconds < 60 ? `in ${Math.ceil(seconds)} s` : `in ${duration(seconds)}`;
+  }
+  const ago = -seconds;
+  if (ago < 60) {
+    return ago < 1 ? 'just now' : `${Math.floor(ago)} s ago`;
+  }
+  if (ago < 3600) {
+    return `${Math.floor(ago / 60)} min ago`;
+  }
+  return ago < 86400 ? `${Math.floor(ago / 3600)} h ago` : `${count(Math.floor(ago / 86400), 'day')} ago`;
+}
+
+/** A clock time, with the date only when it is not today: "06:00:00", "Dec 3, 06:00". */
+export function shortTime(iso: string, now = Date.now()): string {
+  const when = new Date(iso);
+  const today = new Date(now).toDateString() === when.toDateString();
+  return today
+    ? when.toLocaleTimeString()
+    : when.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
 export function localTime(iso: string | null): string {
   return iso ? new Date(iso).toLocaleString() : '—';
 }

@@ -13,11 +13,14 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { PageConfig } from '@jupyterlab/coreutils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { Widget } from '@lumino/widgets';
 
 import { TaskActions } from './actions';
 import { TaskModel } from './model';
 import { DEFAULT_NOTIFY, INotifySettings, TaskNotifier } from './notify';
 import { TasksPanel } from './panel';
+import { runAsJob } from './runjob';
+import { ScheduleModel } from './schedules';
 import { TASK_MIME_RANK, taskRendererFactory } from './renderer';
 import { TaskStatusItem } from './statusbar';
 import { tasksIcon } from './icons';
@@ -27,7 +30,12 @@ const PLUGIN_ID = 'raytha-nb:plugin';
 export namespace CommandIDs {
   export const open = 'raytha-nb:open-panel';
   export const showTask = 'raytha-nb:show-task';
+  export const runAsJob = 'raytha-nb:run-as-job';
+  export const showSchedules = 'raytha-nb:show-schedules';
 }
+
+/** Notebooks in the file browser: where "Run as job…" is offered. */
+const NOTEBOOK_ITEM = '.jp-DirListing-item[data-file-type="notebook"]';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -56,7 +64,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       running = new Set(models.map(m => m.id));
       actions.kernelsChanged();
     });
-    const panel = new TasksPanel(model, actions);
+    const schedules = new ScheduleModel(model);
+    const panel = new TasksPanel(model, actions, schedules);
     app.shell.add(panel, 'left', { rank: 650, type: 'Background Tasks' });
     restorer?.add(panel, 'raytha-nb-tasks');
 
@@ -76,7 +85,46 @@ const plugin: JupyterFrontEndPlugin<void> = {
         panel.showTask(String(args.id));
       }
     });
+    app.commands.addCommand(CommandIDs.showSchedules, {
+      label: 'Show Schedules',
+      caption: 'Open the Schedules view of the Background Tasks panel',
+      execute: () => {
+        panel.showView('schedules');
+        app.shell.activateById(panel.id);
+      }
+    });
+    // From the file browser (its selected notebook) or the palette (the current notebook).
+    const jobPath = (args: { source?: unknown; path?: unknown }): string | null => {
+      if (typeof args.path === 'string') {
+        return args.path;
+      }
+      const path = args.source === 'filebrowser' ? selectedNotebook(app) : currentPath(app);
+      return path && path.endsWith('.ipynb') ? path : null;
+    };
+    app.commands.addCommand(CommandIDs.runAsJob, {
+      label: 'Run as Job…',
+      caption: 'Run this notebook on the server as a background task, with its parameters',
+      icon: tasksIcon,
+      isEnabled: args => jobPath(args) !== null,
+      execute: async args => {
+        const path = jobPath(args);
+        if (path) {
+          await runAsJob(model, path, id => {
+            app.shell.activateById(panel.id);
+            panel.showTask(id);
+          });
+        }
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.runAsJob,
+      selector: NOTEBOOK_ITEM,
+      args: { source: 'filebrowser' },
+      rank: 4
+    });
     palette?.addItem({ command: CommandIDs.open, category: 'Background Tasks' });
+    palette?.addItem({ command: CommandIDs.showSchedules, category: 'Background Tasks' });
+    palette?.addItem({ command: CommandIDs.runAsJob, category: 'Background Tasks' });
 
     const notifier = new TaskNotifier(model, id =>
       void app.commands.execute(CommandIDs.showTask, { id })
@@ -108,6 +156,32 @@ const plugin: JupyterFrontEndPlugin<void> = {
     void model.connect();
   }
 };
+
+/** The path of the document in the main area (a notebook's contents path), if any. */
+function currentPath(app: JupyterFrontEnd): string | null {
+  const widget = app.shell.currentWidget as (Widget & { context?: { path?: unknown } }) | null;
+  const path = widget?.context?.path;
+  return typeof path === 'string' ? path : null;
+}
+
+/**
+ * The notebook selected in the file browser (a right-click selects the item it is on).
+ * Read from the browser widget itself: this extension does not depend on the file
+ * browser's package.
+ */
+function selectedNotebook(app: JupyterFrontEnd): string | null {
+  for (const widget of app.shell.widgets('left')) {
+    const browser = widget as Widget & { selectedItems?: () => Iterable<{ path: string }> };
+    if (widget.id === 'filebrowser' && typeof browser.selectedItems === 'function') {
+      for (const item of browser.selectedItems()) {
+        if (item.path.endsWith('.ipynb')) {
+          return item.path;
+        }
+      }
+    }
+  }
+  return null;
+}
 
 /**
  * Kernels report their notebook as an absolute path (JPY_SESSION_NAME); the document

@@ -85,6 +85,23 @@ export class TaskModel {
   }
 
   /**
+   * The list is being loaded again (on connecting, and when the stream reopens after a
+   * drop): other views that follow the stream reload what they hold too.
+   */
+  get reloading(): ISignal<this, void> {
+    return this._reloading;
+  }
+
+  /**
+   * Handle one more kind of event of the stream (e.g. `schedule`), on this stream and the
+   * ones opened after it: one events connection serves every view.
+   */
+  listen(event: string, handler: (data: unknown) => void): void {
+    this._listeners.push([event, handler]);
+    this._source?.addEventListener(event, ev => handler(JSON.parse((ev as MessageEvent).data)));
+  }
+
+  /**
    * The ids of every task held, newest first. The array is the model's own: it
    * changes when membership changes (a change with `membership` set says so), and may
    * then still hold ids of deleted tasks until the next call.
@@ -120,6 +137,7 @@ export class TaskModel {
   async reload(): Promise<void> {
     // Marks let benchmarks (and the browser's profiler) see how long a load takes.
     performance.mark('raytha-nb:load-start');
+    this._reloading.emit();
     const streamed = new Set<string>();
     this._streamed = streamed;
     const fresh = new Map<string, ITask>();
@@ -169,6 +187,7 @@ export class TaskModel {
     }
     this._membership = true;
     performance.measure('raytha-nb:load', 'raytha-nb:load-start');
+    this._loaded = true;
     this._setState('ready', '');
     this._emitSoon(); // the state may not have changed, the list has
   }
@@ -261,9 +280,14 @@ export class TaskModel {
     source.addEventListener('deleted', ev => {
       this.remove((JSON.parse((ev as MessageEvent).data) as { id: string }).id);
     });
+    for (const [event, handler] of this._listeners) {
+      source.addEventListener(event, ev => handler(JSON.parse((ev as MessageEvent).data)));
+    }
+    this._loaded = false;
     source.onopen = () => {
-      // A reopen after a drop may have missed events: load the list again.
-      if (opened) {
+      // A reopen after a drop may have missed events, and so may a first open that comes
+      // after the list was loaded (the stream was down meanwhile): load the list again.
+      if (opened || this._loaded) {
         void this.reload();
       }
       opened = true;
@@ -389,7 +413,11 @@ export class TaskModel {
   private _retryTimer = 0;
   private _retryDelay = 1000;
   private _pending = false;
+  /** A load completed since the stream was opened. */
+  private _loaded = false;
   private _changed = new Signal<this, ITasksChange>(this);
   private _activeCountChanged = new Signal<this, void>(this);
   private _taskChanged = new Signal<this, ITaskChange>(this);
+  private _reloading = new Signal<this, void>(this);
+  private _listeners: [string, (data: unknown) => void][] = [];
 }

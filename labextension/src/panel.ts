@@ -22,6 +22,11 @@ import {
 } from './format';
 import { tasksIcon } from './icons';
 import { ITasksChange, TaskModel } from './model';
+import { ScheduleModel } from './schedules';
+import { SchedulesView } from './schedulesView';
+
+/** The panel's two views: the task list (and a task's details) and the schedules. */
+export type PanelView = 'tasks' | 'schedules';
 
 /** Row height in pixels; fixed so the list can be virtualised by arithmetic. */
 export const ROW_HEIGHT = 66;
@@ -38,7 +43,8 @@ const FILTERS: { value: string; label: string }[] = [
 export class TasksPanel extends Widget {
   constructor(
     readonly model: TaskModel,
-    readonly actions: TaskActions
+    readonly actions: TaskActions,
+    readonly schedules: ScheduleModel = new ScheduleModel(model)
   ) {
     super();
     this.id = 'raytha-nb-tasks';
@@ -54,6 +60,22 @@ export class TasksPanel extends Widget {
     header.append(title);
     this._summary = el('span', 'jp-RaythaPanel-summary');
     header.append(this._summary);
+
+    const tabs = el('div', 'jp-RaythaPanel-tabs');
+    tabs.setAttribute('role', 'tablist');
+    for (const [view, label] of [
+      ['tasks', 'Tasks'],
+      ['schedules', 'Schedules']
+    ] as [PanelView, string][]) {
+      const tab = el('button', 'jp-RaythaPanel-tab', label);
+      tab.setAttribute('role', 'tab');
+      tab.dataset.view = view;
+      tab.addEventListener('click', () => this.showView(view));
+      tabs.append(tab);
+      this._tabs.set(view, tab);
+    }
+    this._scheduleCount = el('span', 'jp-RaythaPanel-tabCount');
+    this._tabs.get('schedules')!.append(this._scheduleCount);
 
     const toolbar = el('div', 'jp-RaythaPanel-toolbar');
     this._statusFilter = el('select', 'jp-RaythaPanel-statusFilter');
@@ -71,6 +93,16 @@ export class TasksPanel extends Widget {
     this._clear = el('button', 'jp-RaythaPanel-clear', 'Clear finished');
     this._clear.title = 'Delete every finished task (complete, error, cancelled, interrupted)';
     toolbar.append(this._textFilter, this._statusFilter, this._clear);
+    // The schedule whose runs the list shows (a schedule's "Runs"), clearable.
+    this._chip = el('div', 'jp-RaythaPanel-chip');
+    this._chip.hidden = true;
+    this._chipText = el('span', 'jp-RaythaPanel-chipText');
+    const unchip = el('button', 'jp-RaythaPanel-chipClear', '✕');
+    unchip.title = 'Show every task again';
+    unchip.setAttribute('aria-label', 'Clear the schedule filter');
+    unchip.addEventListener('click', () => this.showRuns(null));
+    this._chip.append(this._chipText, unchip);
+    toolbar.append(this._chip);
 
     this._banner = el('div', 'jp-RaythaPanel-banner');
     this._retry = el('button', 'jp-RaythaPanel-retry', 'Retry now');
@@ -83,12 +115,20 @@ export class TasksPanel extends Widget {
     this._empty = el('div', 'jp-RaythaPanel-empty');
     this._list.append(this._spacer);
 
-    this._details = new TaskDetails(model, actions, () => this.showList(), id => this.showTask(id));
+    this._details = new TaskDetails(model, actions, () => this.showList(), id => this.showTask(id), {
+      scheduleName: id => this.schedules.get(id)?.name,
+      showRuns: id => this.showRuns(id)
+    });
     actions.showTask = id => this.showTask(id);
     this._details.hide();
+    this._schedulesView = new SchedulesView(this.schedules, {
+      showRuns: id => this.showRuns(id),
+      showTask: id => this.showTask(id)
+    });
 
-    this.node.append(header, toolbar, this._banner, this._empty, this._list);
-    this.node.append(this._details.node);
+    this.node.append(header, tabs, toolbar, this._banner, this._empty, this._list);
+    this.node.append(this._details.node, this._schedulesView.node);
+    this.showView('tasks');
 
     this._statusFilter.addEventListener('change', () => this._refilter());
     this._textFilter.addEventListener('input', () => this._refilter());
@@ -97,10 +137,40 @@ export class TasksPanel extends Widget {
     this._list.addEventListener('scroll', () => this._scheduleRender());
     model.changed.connect(this._onModelChanged, this);
     actions.changed.connect(this._onActionsChanged, this);
+    this.schedules.changed.connect(this._onSchedulesChanged, this);
+  }
+
+  get view(): PanelView {
+    return this._view;
+  }
+
+  /** Switch between the task list and the schedules. */
+  showView(view: PanelView): void {
+    this._view = view;
+    this.toggleClass('jp-mod-schedules', view === 'schedules');
+    for (const [name, tab] of this._tabs) {
+      tab.setAttribute('aria-selected', String(name === view));
+      tab.classList.toggle('jp-mod-current', name === view);
+    }
+    if (view === 'schedules') {
+      this._schedulesView.render();
+    } else {
+      this._scheduleRender();
+    }
+  }
+
+  /** The task list showing only a schedule's runs (null: every task again). */
+  showRuns(scheduleId: string | null): void {
+    this._scheduleFilter = scheduleId;
+    this._fillChip();
+    this.showList();
+    this.showView('tasks');
+    this._refilter();
   }
 
   /** Open the details of one task (from a row, a notification or a command). */
   showTask(id: string): void {
+    this.showView('tasks');
     this._details.show();
     this._details.setTask(id);
     this.addClass('jp-mod-details');
@@ -121,7 +191,8 @@ export class TasksPanel extends Widget {
     if (this._filtered === null) {
       const status = this._statusFilter.value;
       const text = this._textFilter.value.trim().toLowerCase();
-      this._filter = status || text ? { status, text } : null;
+      const schedule = this._scheduleFilter;
+      this._filter = status || text || schedule ? { status, text, schedule } : null;
       let ids: readonly string[];
       if (this._filter) {
         ids = this.model.order().filter(id => {
@@ -190,7 +261,10 @@ export class TasksPanel extends Widget {
     if (!this._filter) {
       return true;
     }
-    const { status, text } = this._filter;
+    const { status, text, schedule } = this._filter;
+    if (schedule && task.schedule_id !== schedule) {
+      return false;
+    }
     if (status === 'active' ? !isActive(task) : status === 'finished' ? isActive(task) : status && task.status !== status) {
       return false;
     }
@@ -233,6 +307,7 @@ export class TasksPanel extends Widget {
     window.clearInterval(this._ticker);
     this._details.setTask(null); // stops its log polling
     this.model.changed.disconnect(this._onModelChanged, this);
+    this.schedules.changed.disconnect(this._onSchedulesChanged, this);
     this.actions.changed.disconnect(this._onActionsChanged, this);
     super.dispose();
   }
@@ -256,6 +331,23 @@ export class TasksPanel extends Widget {
   }
 
   /** Kernels came or went: rows (and details) rebuild the buttons whose state moved. */
+  private _onSchedulesChanged(): void {
+    this._fillChip();
+    setText(this._scheduleCount, this.schedules.size ? String(this.schedules.size) : '');
+    this._details.scheduleChanged();
+  }
+
+  /** "Runs of nightly": the schedule the list is filtered to, by its name once known. */
+  private _fillChip(): void {
+    const id = this._scheduleFilter;
+    this._chip.hidden = id === null;
+    if (id !== null) {
+      const schedule = this.schedules.get(id);
+      setText(this._chipText, `Runs of ${schedule ? schedule.name : id.slice(0, 8)}`);
+      this._chip.title = schedule ? `${schedule.name}: ${schedule.rule}` : id;
+    }
+  }
+
   private _onActionsChanged(): void {
     this._renderRows(false);
     this._details.refreshActions();
@@ -271,7 +363,9 @@ export class TasksPanel extends Widget {
   private _startTicker(): void {
     if (!this._ticker) {
       this._ticker = window.setInterval(() => {
-        if (this.isVisible && this.model.activeCount > 0) {
+        if (this.isVisible && this._view === 'schedules') {
+          this._schedulesView.tick();
+        } else if (this.isVisible && this.model.activeCount > 0) {
           this._renderRows(true);
           this._details.tick();
         }
@@ -362,9 +456,12 @@ export class TasksPanel extends Widget {
     if (state === 'connecting') {
       empty = 'Connecting to the task server…';
     } else if (state === 'ready' && tasks.length === 0) {
-      empty = this.model.total
-        ? 'No task matches the filter.'
-        : 'No background tasks yet. Start one with %%background or raytha_nb.enqueue().';
+      empty =
+        this._scheduleFilter && !this._statusFilter.value && !this._textFilter.value.trim()
+          ? 'No runs of this schedule yet.'
+          : this.model.total
+            ? 'No task matches the filter.'
+            : 'No background tasks yet. Start one with %%background or raytha_nb.enqueue().';
     }
     setText(this._empty, empty);
     this._empty.hidden = !empty;
@@ -554,7 +651,14 @@ export class TasksPanel extends Widget {
   /** Visible ids (null: build again), which of them (null: all, no filter), and by what. */
   private _filtered: readonly string[] | null = null;
   private _members: Set<string> | null = null;
-  private _filter: { status: string; text: string } | null = null;
+  private _filter: { status: string; text: string; schedule: string | null } | null = null;
+  private _scheduleFilter: string | null = null;
+  private _chip: HTMLElement;
+  private _chipText: HTMLElement;
+  private _tabs = new Map<PanelView, HTMLElement>();
+  private _scheduleCount: HTMLElement;
+  private _schedulesView: SchedulesView;
+  private _view: PanelView = 'tasks';
   /** Group id -> its children in the list (model order); groups opened by the user. */
   private _children = new Map<string, string[]>();
   private _expanded = new Set<string>();

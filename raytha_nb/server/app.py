@@ -34,6 +34,7 @@ from ._base import Base, guarded, offered
 from ._notebooks import NotebookTracker
 from .events import EventHub
 from .reaper import Reaper
+from .scheduler import Scheduler
 from .service import TaskService
 from .workers import ServerWorkers
 
@@ -120,6 +121,15 @@ class RaythaNbApp(ExtensionApp):
             self.log.info(
                 "raytha_nb: %d server task(s) left waiting were queued again", len(resumed)
             )
+        self.scheduler = Scheduler(
+            self.service,
+            self.workers,
+            path.parent / f"{path.stem}-schedules",
+            self.service.notebook_root or os.getcwd(),
+            self.log,
+        )
+        self.settings.update(raytha_nb_scheduler=self.scheduler)
+        self.scheduler.start()  # after recover(): catch-up runs queue behind those
         interval = self.reap_interval or max(0.2, self.heartbeat_timeout / 4)
         self.reaper = Reaper(self.service, self.executor, interval, self.log)
         self.reaper.start(getattr(self.serverapp, "event_logger", None))
@@ -232,6 +242,7 @@ class RaythaNbApp(ExtensionApp):
             self.log.exception("raytha_nb: error while stopping (the server stops anyway)")
 
     async def _shut_down(self) -> None:
+        self.scheduler.stop()  # its state is stored: a restart fires on (see misfire)
         self.workers.stop()  # running server tasks carry on and reconnect on restart
         self.reaper.stop()
         self.notebooks.stop()

@@ -50,6 +50,13 @@ class EventHub:
     def deleted(self, job_id: str) -> None:
         self._send("deleted", {"id": job_id})
 
+    def schedule(self, data: dict[str, Any]) -> None:
+        """A schedule was created or changed (paused, resumed, fired, skipped): its JSON."""
+        self._send("schedule", data)
+
+    def schedule_deleted(self, schedule_id: str) -> None:
+        self._send("schedule-deleted", {"id": schedule_id})
+
     def _send(self, event: str, data: Any) -> None:
         if self._queues and not self._loop.is_closed():
             text = json.dumps(data, separators=(",", ":"))

@@ -14,21 +14,24 @@ import os
 import stat
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
 from tornado import iostream, web
 
-from .. import _retry
-from ..errors import ProtocolError, TaskStateError
+from .. import _notebook_job, _retry
+from .._schedule import ScheduleSpec, check_ref
+from ..errors import NotebookNotFound, ProtocolError, TaskStateError
 from ..model import BIGINT, TaskQuery, TaskRecord, iso
 from ..protocol import Publish, ServerTask
 from ._base import JOB_ID, KERNEL, USER, Base, bad_request, check_id, guarded, not_found
 from ._preview import preview
 from ._rerun import CannotRerun, kernel_alive, rerun_in_kernel, retry_in_kernel
 from .events import sse
+from .scheduler import Scheduler
 from .service import contents_path
 from .workers import ServerWorkers
 
@@ -448,6 +451,7 @@ class ServerTasksHandler(Base):
             raise bad_request("the body must be {'task': {...}, 'payload': '<base64>'}")
         try:
             spec = ServerTask.from_json(body.get("task"))
+            spec = _notebook_job.as_contents_task(spec, self.service.notebook_root)
             payload = base64.b64decode(body["payload"], validate=True)
         except ProtocolError as exc:
             raise bad_request(str(exc)) from None
@@ -458,6 +462,67 @@ class ServerTasksHandler(Base):
         self.reply({"task": record.to_json()}, status=201)
 
 
+class NotebookJobsHandler(Base):
+    """``notebook-jobs``: run a notebook in a server worker (a notebook job), with
+    papermill-style parameters; ``{"path", "parameters"?, "name"?, "options"?}``."""
+
+    FIELDS = ("path", "parameters", "name", "options")
+
+    @guarded
+    async def post(self) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise bad_request(
+                "the body must be an object such as {'path': 'reports/daily.ipynb', "
+                "'parameters': {'day': '2026-12-01'}}"
+            )
+        unknown = sorted(set(body) - set(self.FIELDS))
+        if unknown:
+            raise bad_request(
+                f"{unknown[0]}: unknown field; a notebook job takes {', '.join(self.FIELDS)}"
+            )
+        try:
+            spec, payload = await self.call(
+                _notebook_job.notebook_server_task, body.get("path"), body.get("parameters"),
+                name=body.get("name"), options=body.get("options"), root_dir=_root(self),
+            )  # fmt: skip
+        except NotebookNotFound as exc:
+            raise web.HTTPError(404, str(exc), reason="Not Found") from None
+        except (ValueError, TypeError) as exc:
+            raise bad_request(str(exc)) from None
+        workers: ServerWorkers = self.settings["raytha_nb_workers"]
+        record = await self.call(workers.submit, spec, payload)
+        _retry.store_body(self.service.results_dir, spec.id, payload)  # for Retry
+        self.reply(record.to_json(), status=201)
+
+
+def _root(handler: Base) -> str:
+    """The directory contents paths are relative to (the server's root)."""
+    return handler.service.notebook_root or os.getcwd()
+
+
+class NotebookParametersHandler(Base):
+    """``notebook-jobs/parameters?path=``: a notebook's kernel and the parameters of its
+    ``parameters`` cell, as papermill infers them (for the *Run as job…* form)."""
+
+    @guarded
+    async def get(self) -> None:
+        path = self.get_query_argument("path", None)
+        if not path:
+            raise bad_request("path: give the notebook's contents path, e.g. ?path=a/b.ipynb")
+        try:
+            info = await self.call(_notebook_job.check_notebook, path, root_dir=_root(self),
+                                   field="path")  # fmt: skip
+            found = await self.call(_notebook_job.notebook_parameters, info)
+        except NotebookNotFound as exc:
+            raise web.HTTPError(404, str(exc), reason="Not Found") from None
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        except RuntimeError as exc:  # papermill is not installed here: the message says so
+            raise web.HTTPError(501, str(exc), reason="Not Implemented") from None
+        self.reply({"path": path, "kernel": info.kernel, "parameters": found})
+
+
 class SnapshotHandler(Base):
     """``snapshot`` (kernels only): Parquet copies of the store's tables, for
     ``rnb.task_store()`` in a kernel, which cannot open the file the server holds."""
@@ -466,6 +531,139 @@ class SnapshotHandler(Base):
     async def post(self) -> None:
         target = await self.call(self.service.snapshot)
         self.reply({"dir": str(target)})
+
+
+#: The ``{id}`` part of a schedule URL.
+SCHEDULE_ID = r"(?P<schedule_id>[^/]+)"
+
+
+T = TypeVar("T")
+
+
+def _schedule_id(value: str) -> str:
+    """A schedule id is a UUID; anything else is a 400 that says so."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise bad_request(
+            f"{value!r} is not a schedule id: ids are UUIDs, as POST schedules returns them"
+        ) from None
+
+
+class _ScheduleBase(Base):
+    """What the schedule handlers share: the scheduler and a schedule's 404."""
+
+    @property
+    def scheduler(self) -> Scheduler:
+        scheduler: Scheduler = self.settings["raytha_nb_scheduler"]
+        return scheduler
+
+    def found(self, schedule_id: str, value: T | None) -> T:
+        if value is None:
+            raise web.HTTPError(
+                404, f"no schedule with id {schedule_id!r}", reason="Not Found"
+            )  # fmt: skip
+        return value
+
+
+class SchedulesHandler(_ScheduleBase):
+    """``schedules``: list them; create one (REST: a notebook path or ``module:function``;
+    a kernel also sends a pickled function as ``{"schedule", "task", "payload"}``)."""
+
+    @guarded
+    async def get(self) -> None:
+        self.reply({"schedules": await self.call(self.scheduler.list_schedules)})
+
+    @guarded
+    async def post(self) -> None:
+        body = self.json_body()
+        template: Any = None
+        payload: bytes | None = None
+        if self.scheme == KERNEL and isinstance(body, dict) and "schedule" in body:
+            template = body.get("task")
+            if template is not None:
+                if not isinstance(body.get("payload"), str):
+                    raise bad_request("'payload' must be the body's cloudpickle bytes, base64")
+                try:
+                    payload = base64.b64decode(body["payload"], validate=True)
+                except ValueError:
+                    raise bad_request("'payload' is not base64") from None
+            body = body["schedule"]
+        try:
+            spec = ScheduleSpec.from_json(body)
+            if template is None and spec.kind == "function":
+                check_ref(spec.task)
+            created = await self.call(self.scheduler.create, spec, template, payload)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        self.reply(created, status=201)
+
+
+class ScheduleHandler(_ScheduleBase):
+    """``schedules/{id}``: one schedule; delete it (its runs stay)."""
+
+    @guarded
+    async def get(self, schedule_id: str) -> None:
+        sid = _schedule_id(schedule_id)
+        self.reply(self.found(sid, await self.call(self.scheduler.get, sid)))
+
+    @guarded
+    async def delete(self, schedule_id: str) -> None:
+        sid = _schedule_id(schedule_id)
+        if not await self.call(self.scheduler.delete, sid):
+            self.found(sid, None)
+        self.set_status(204)
+        self.finish()
+
+
+class ScheduleActionHandler(_ScheduleBase):
+    """``schedules/{id}/pause|resume|trigger``: stop and restart its timer, or run it now."""
+
+    action = "trigger"
+
+    @guarded
+    async def post(self, schedule_id: str) -> None:
+        sid = _schedule_id(schedule_id)
+        action = self.action
+        if action == "trigger":
+            try:
+                data, record = self.found(sid, await self.call(self.scheduler.trigger, sid))
+            except ValueError as exc:  # its notebook or interpreter is gone
+                raise web.HTTPError(
+                    409, f"schedule {sid} cannot run: {exc}", reason="Conflict"
+                ) from None
+            self.reply({"schedule": data, "task": record.to_json()})
+            return
+        method = self.scheduler.pause if action == "pause" else self.scheduler.resume
+        self.reply(self.found(sid, await self.call(method, sid)))
+
+
+class PauseScheduleHandler(ScheduleActionHandler):
+    action = "pause"
+
+
+class ResumeScheduleHandler(ScheduleActionHandler):
+    action = "resume"
+
+
+class ScheduleEventsHandler(_ScheduleBase):
+    """``schedules/{id}/events``: its latest firings, newest first: each run started
+    (and why: due, catch-up, by hand) and each skip (and why)."""
+
+    @guarded
+    async def get(self, schedule_id: str) -> None:
+        sid = _schedule_id(schedule_id)
+        limit = self.int_arg("limit", 100, 1, MAX_LIMIT)
+        events = self.found(sid, await self.call(self.scheduler.events, sid, limit))
+        self.reply(
+            {"events": [
+                {**e, "ts": _iso_epoch(e["ts"]), "due": _iso_epoch(e["due"])} for e in events
+            ]}
+        )  # fmt: skip
+
+
+def _iso_epoch(ts: float | None) -> str | None:
+    return None if ts is None else iso(datetime.fromtimestamp(ts, timezone.utc))
 
 
 def _attachment(name: str) -> str:
@@ -494,6 +692,14 @@ handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
     (f"{API}/tasks/{JOB_ID}/rerun", RerunHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/retry", RetryHandler, _AS_USER),
     (f"{API}/tasks/{JOB_ID}/notebook", NotebookHandler, _AS_USER),
+    (f"{API}/notebook-jobs", NotebookJobsHandler, _AS_USER),
+    (f"{API}/notebook-jobs/parameters", NotebookParametersHandler, _AS_USER),
+    (f"{API}/schedules", SchedulesHandler, _AS_USER),
+    (f"{API}/schedules/{SCHEDULE_ID}", ScheduleHandler, _AS_USER),
+    (f"{API}/schedules/{SCHEDULE_ID}/pause", PauseScheduleHandler, _AS_USER),
+    (f"{API}/schedules/{SCHEDULE_ID}/resume", ResumeScheduleHandler, _AS_USER),
+    (f"{API}/schedules/{SCHEDULE_ID}/trigger", ScheduleActionHandler, _AS_USER),
+    (f"{API}/schedules/{SCHEDULE_ID}/events", ScheduleEventsHandler, _AS_USER),
     (f"{API}/events", EventsHandler, _AS_USER),
     (f"{API}/status", StatusHandler, _AS_USER),
 ]
@@ -514,4 +720,9 @@ kernel_handlers: list[tuple[str, type[Base], dict[str, Any]]] = [
     (f"{KERNEL_API}/tasks/{JOB_ID}/cancel", CancelHandler, _as_kernel("POST")),
     (f"{KERNEL_API}/tasks/{JOB_ID}/logs", LogsHandler, _as_kernel("GET")),
     (f"{KERNEL_API}/tasks/{JOB_ID}/history", HistoryHandler, _as_kernel("GET")),
+    (f"{KERNEL_API}/schedules", SchedulesHandler, _as_kernel("GET", "POST")),
+    (f"{KERNEL_API}/schedules/{SCHEDULE_ID}", ScheduleHandler, _as_kernel("GET", "DELETE")),
+    (f"{KERNEL_API}/schedules/{SCHEDULE_ID}/pause", PauseScheduleHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/schedules/{SCHEDULE_ID}/resume", ResumeScheduleHandler, _as_kernel("POST")),
+    (f"{KERNEL_API}/schedules/{SCHEDULE_ID}/trigger", ScheduleActionHandler, _as_kernel("POST")),
 ]

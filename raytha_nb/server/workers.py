@@ -29,6 +29,7 @@ import threading
 from collections import defaultdict, deque
 from pathlib import Path
 
+from .. import _notebook_job
 from .._identity import ENV_DB, ENV_TOKEN, ENV_WORKER, worker_token
 from ..errors import ProtocolError
 from ..model import TaskRecord, TaskStatus
@@ -71,6 +72,8 @@ class ServerWorkers:
         # One idle worker per interpreter, imports done, waiting for its task.
         self._spares: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self._spare_count = 0
+        # Once a notebook job ran here, spares also import what notebook jobs need.
+        self._notebook_jobs = False
         self._stopping = False
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         service.cancel_hooks.append(self.cancel)
@@ -105,6 +108,7 @@ class ServerWorkers:
         row = TaskRow(
             spec.id, spec.name, spec.task, json.dumps(spec.args), created_at=spec.created_at,
             notebook=spec.notebook, executor="server",
+            schedule_id=spec.options.get("schedule_id"),
         )  # fmt: skip
         try:
             record = self.service.create(row)
@@ -223,6 +227,7 @@ class ServerWorkers:
                     cwd=spec.cwd, env={**self._base_env(), **env}, stdin=subprocess.DEVNULL,
                     stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
+        self._notebook_jobs |= spec.options.get("ref") == _notebook_job.REF
         self._start_spare(spec.python)
         return process
 
@@ -243,12 +248,16 @@ class ServerWorkers:
             with open(log, "wb") as output:
                 spare = subprocess.Popen(
                     [python, "-m", "raytha_nb._server_worker", "--spare"],
-                    cwd=self.folder, env=self._base_env(), stdin=subprocess.PIPE,
+                    cwd=self.folder, env={**self._base_env(), **self._spare_env()},
+                    stdin=subprocess.PIPE,
                     stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
             self._spares[python] = (spare, log)
         except OSError as exc:  # the task's own start says why, if it fails too
             self.log.debug("raytha_nb: no spare server worker for %s: %s", python, exc)
+
+    def _spare_env(self) -> dict[str, str]:
+        return {_notebook_job.PRELOAD_ENV: "1"} if self._notebook_jobs else {}
 
     def _assign(
         self,

@@ -51,12 +51,14 @@ class Lab:
         sep = "&" if "?" in path else "?"
         return f"{self.url}{path}{sep}token={self.token}"
 
-    def api(self, path: str, method: str = "GET") -> Any:
-        """Call the raytha_nb REST API (tests use it to check what the page shows)."""
+    def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
+        """Call the raytha_nb REST API (tests use it to check what the page shows, and to
+        make what it shows); ``body`` is sent as JSON."""
         req = urllib.request.Request(
             f"{self.url}raytha-nb/api/{path}",
             method=method,
-            headers={"Authorization": f"token {self.token}"},
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = resp.read()
