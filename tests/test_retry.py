@@ -292,9 +292,10 @@ def test_rest_retry_of_a_gone_kernels_process_task_runs_it_as_a_server_task(
         while (server.task(job).get("checkpoint") or {}).get("chunk", -1) < 100:
             assert time.monotonic() < deadline, server.task(job)
             time.sleep(0.1)
-    # started_kernel shut the kernel down, ending its task (the shutdown's SIGINT reaches
-    # the worker process: `error` KeyboardInterrupt, or `interrupted`).
+    # started_kernel shut the kernel down, which ends its process task `interrupted`, not
+    # `error`: the shutdown's SIGINT and SIGTERM to its worker stop it from outside.
     old = server.wait_for(job, {"interrupted", "error"}, 30)
+    assert old["status"] == "interrupted", old
     assert old["checkpoint"]["chunk"] >= 100
 
     status, body = retry(server, job)
