@@ -10,10 +10,8 @@ threads' output to their logs.
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
 from ._manager import TaskManager, configure, manager
+from ._manager import ipython_shell as _ipython_shell
 from ._results import ResultFile
 from ._version import __version__
 from .api import (
@@ -159,10 +157,5 @@ __all__ = [
 ]
 
 
-def _in_ipython() -> Any:
-    shell = sys.modules.get("IPython")
-    return None if shell is None else shell.get_ipython()
-
-
-if _in_ipython() is not None:
-    load_ipython_extension(_in_ipython())
+if _ipython_shell() is not None:
+    load_ipython_extension(_ipython_shell())

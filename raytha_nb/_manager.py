@@ -722,7 +722,7 @@ def _wait_at_exit() -> None:
     if not busy:
         return
     tasks = f"{len(busy)} running task{'s' if len(busy) > 1 else ''}"
-    if _in_ipython():
+    if ipython_shell() is not None:
         names = ", ".join(sorted({t.name for t in busy}))
         _say(f"raytha_nb: exiting interrupts {tasks} ({names})")
         return
@@ -736,9 +736,11 @@ def _wait_at_exit() -> None:
         current.shutdown("the process exited: Ctrl+C stopped it while the script waited")
 
 
-def _in_ipython() -> bool:
+def ipython_shell() -> Any:
+    """The running IPython shell (a kernel's or a terminal's), else None; never imports
+    IPython itself."""
     ipython = sys.modules.get("IPython")
-    return ipython is not None and ipython.get_ipython() is not None
+    return None if ipython is None else ipython.get_ipython()
 
 
 def _say(line: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._options import TaskOptions
 from .errors import CannotRetry, TaskStateError
-from .model import TaskRecord
+from .model import TaskRecord, TaskStatus
 from .registry import registered
 
 #: The stored body of a task: ``<id>.task.pickle`` in the results dir.
@@ -157,14 +157,15 @@ def check_finished(record: TaskRecord) -> None:
 
 
 def new_options(record: TaskRecord) -> TaskOptions:
-    """The old task's options for its re-run: ``retry_of`` it, resuming from its last
-    checkpoint, on the executor it ran on."""
+    """The old task's options for its re-run: ``retry_of`` it, on the executor it ran
+    on, resuming from its last checkpoint unless it completed (that checkpoint is its
+    end, so a re-run of a complete task starts afresh)."""
     stored = dict(record.options or {})
     options = TaskOptions.from_json(stored)
     return replace(
         options,
         retry_of=record.id,
-        resume=record.checkpoint,
+        resume=None if record.status is TaskStatus.COMPLETE else record.checkpoint,
         executor=stored.get("executor") or record.executor,
     )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -227,6 +228,10 @@ def format_traceback(text: str, tb: dict[str, Any] | None) -> str:
 
 def main(conn: Connection, flag: Any, kernel: int) -> None:
     """The worker process's entry point: run tasks until the kernel stops it."""
+    # The kernel's interrupt (its stop button, and its shutdown) signals its whole process
+    # group: it stops the foreground cell, never a background task, here as on threads.
+    # A cancel comes as the flag, then a kill.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_output_capture()
     _tqdm.install()
     logging.basicConfig(

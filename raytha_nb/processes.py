@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import pickle
 import selectors
+import signal
 import threading
 import time
 import types
@@ -40,6 +41,15 @@ from .model import TaskStatus
 from .threads import _cancel_info
 
 log = logging.getLogger("raytha_nb")
+
+
+#: Worker exit codes that mean it was stopped from outside, and what the task says then:
+#: SIGTERM, and 255, which multiprocessing reports when the forkserver (the workers'
+#: parent) was stopped, as it cannot learn the worker's own code any more.
+_STOPPED = {
+    -signal.SIGTERM: "its worker process was stopped (SIGTERM), e.g. by the kernel's shutdown",
+    255: "its worker processes were stopped (SIGTERM), e.g. by the kernel's shutdown",
+}
 
 
 class Shipped:
@@ -401,6 +411,11 @@ class ProcessExecutor(Executor):
         if killed:
             info = f"{_cancel_info(live)} (worker process stopped)"
             live.transition(TaskStatus.CANCELLED, status_info=info)
+            return
+        if code in _STOPPED:
+            # Stopped from outside, not the task's failure: ipykernel's shutdown sends
+            # SIGTERM to all its child processes before this kernel's own exit begins.
+            live.transition(TaskStatus.INTERRUPTED, status_info=_STOPPED[code])
             return
         reason = "worker process died: " + (
             f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"

@@ -239,6 +239,17 @@ for _ in tqdm(range(25), desc="rows", mininterval=0):
 def test_stop_button_interrupts_only_the_foreground_cell(kernel: Kernel) -> None:
     kernel.execute(LOOP.format(opts="--name survives", n=40), cell_id="c-int")
     job = job_of(kernel, "survives")
+    # The interrupt's SIGINT goes to the kernel's whole process group, worker processes
+    # included: a process task must go on as a thread task does.
+    kernel.execute(
+        "def steps():\n    for _ in rnb.track(range(40)):\n        time.sleep(0.05)\n"
+        "    return 'went on'\n"
+        "in_process = rnb.enqueue(steps, executor='process')"
+    )
+    in_process = str(kernel.value("in_process"))
+    kernel.wait_for(
+        lambda: kernel.value(f"rnb.get_task({in_process!r}).status.value") == "processing"
+    )
     msg_id = kernel.kc.execute("time.sleep(30)")
     time.sleep(0.5)
     kernel.km.interrupt_kernel()
@@ -246,6 +257,8 @@ def test_stop_button_interrupts_only_the_foreground_cell(kernel: Kernel) -> None
     assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert wait_done(kernel, job) == "complete"
+    assert wait_done(kernel, in_process) == "complete"
+    assert kernel.value(f"rnb.result({in_process!r})") == "went on"
 
 
 def test_jobs_lists_shows_and_cancels(kernel: Kernel) -> None:

@@ -210,6 +210,26 @@ def test_a_stored_body_is_private_and_goes_with_its_task(mgr: rnb.TaskManager) -
     assert not path.exists()
 
 
+def _counted(chunks: int) -> int:
+    ctx = rnb.current()
+    start = ctx.resume["chunk"] + 1 if ctx.resume else 0
+    for chunk in range(start, chunks):
+        ctx.checkpoint({"chunk": chunk})
+    return start
+
+
+def test_a_complete_tasks_rerun_starts_afresh(mgr: rnb.TaskManager) -> None:
+    """A complete task's last checkpoint is its end: resuming there would do nothing
+    (the tests above show the other statuses resume)."""
+    rnb.register(_counted, name="counted")
+    done = mgr.enqueue("counted", {"chunks": 5})
+    assert mgr.result(done, timeout=30) == 0
+    assert mgr.get_task(done).checkpoint == {"chunk": 4}
+    again = mgr.retry(done)
+    assert mgr.result(again, timeout=30) == 0
+    assert mgr.get_task(again).retry_of == done
+
+
 # -- under a jupyter server ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
@@ -292,9 +312,10 @@ def test_rest_retry_of_a_gone_kernels_process_task_runs_it_as_a_server_task(
         while (server.task(job).get("checkpoint") or {}).get("chunk", -1) < 100:
             assert time.monotonic() < deadline, server.task(job)
             time.sleep(0.1)
-    # started_kernel shut the kernel down, ending its task (the shutdown's SIGINT reaches
-    # the worker process: `error` KeyboardInterrupt, or `interrupted`).
+    # started_kernel shut the kernel down, which ends its process task `interrupted`, not
+    # `error`: the shutdown's SIGINT and SIGTERM to its worker stop it from outside.
     old = server.wait_for(job, {"interrupted", "error"}, 30)
+    assert old["status"] == "interrupted", old
     assert old["checkpoint"]["chunk"] >= 100
 
     status, body = retry(server, job)
