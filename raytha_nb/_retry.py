@@ -117,7 +117,14 @@ class _Writer:
 
 
 _writer = _Writer()
-atexit.register(_writer.flush, 5.0)
+
+
+def flush_bodies(timeout: float = 5.0) -> None:
+    """Wait until the bodies queued so far are written: at exit, or before a hard one."""
+    _writer.flush(timeout)
+
+
+atexit.register(flush_bodies)
 
 
 def write_body(results_dir: Path, job_id: str, stored: StoredBody) -> None:

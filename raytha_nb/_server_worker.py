@@ -13,13 +13,19 @@ import json
 import linecache
 import os
 import sys
+import time
 from pathlib import Path
 
-from . import _manager, _notebook_job
+from . import _manager, _notebook_job, _retry
 from ._client import RemoteBackend
 from ._identity import discover, find_server
 from .processes import Shipped
 from .protocol import ServerTask
+
+#: Seconds a worker whose task ended keeps offering its final state to a server that is
+#: away (restarting: it reconnects, even on another port). Then it gives up, and the
+#: server's reaper ends the silent task ``interrupted``.
+UNDELIVERED = 600.0
 
 
 def main(argv: list[str]) -> int:
@@ -57,9 +63,21 @@ def main(argv: list[str]) -> int:
     manager = _manager._default = _manager.TaskManager(
         backend=backend, flush_interval=0.1, cancel_grace=float(data["grace"])
     )
-    manager.adopt(spec, body)
-    manager.wait(spec.id)
+    live = manager.adopt(spec, body)
+    ended: float | None = None
+    while not live.wait_committed(1.0):
+        if not live.status.finished:
+            continue
+        ended = ended or time.monotonic()
+        if time.monotonic() - ended > UNDELIVERED:
+            print(
+                f"raytha_nb server worker: task {spec.id} ended but no server took its final "
+                f"state for {UNDELIVERED:.0f} s; giving up",
+                file=sys.stderr,
+            )
+            break
     manager.shutdown()
+    _retry.flush_bodies()  # of tasks this one started: the exit below runs no atexit
     return 0
 
 
@@ -70,4 +88,9 @@ def _server_url(store: str) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Ends now, even if the task left threads behind (a notebook job's kernel client, a
+    # non-daemon thread of the user's): its final state is delivered, nothing waits.
+    os._exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_worker_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Server workers outlive a stopped server by design (they wait to reconnect): at
+    the end, stop those the tests' servers started, found by their pid files."""
+    yield
+    for pid_file in tmp_path_factory.getbasetemp().glob("**/*-server-tasks/*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue  # it ended
+        if b"raytha_nb._server_worker" in cmdline and os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -97,6 +97,35 @@ def test_a_server_task_survives_its_kernel_being_shut_down(
     assert server.get(f"raytha-nb/api/tasks/{job}/result")  # downloadable JSON
 
 
+def test_a_worker_ends_with_its_task_even_if_the_task_left_a_thread_running(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    _, client = kernel
+    run(
+        client,
+        "import threading\n"
+        "def leaves_a_thread():\n"
+        "    threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()\n"
+        "    return os.getpid()",
+    )
+    job = value(client, "rnb.enqueue(leaves_a_thread, executor='server')")
+    record = server.wait_for(job, {"complete", "error"}, 30)
+    assert record["status"] == "complete", record
+    pid = record["result"]
+    deadline = time.monotonic() + 20
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"worker {pid} still runs after its task ended"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 def test_cancel_cooperative_forced_after_grace_and_force_true(
     server: JupyterServer, kernel: tuple[str, Any]
 ) -> None:

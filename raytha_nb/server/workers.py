@@ -83,7 +83,7 @@ class ServerWorkers:
         return self.folder / f"{job_id}.json"
 
     def _files(self, job_id: str) -> list[Path]:
-        return [self.folder / f"{job_id}{ext}" for ext in (".json", ".pickle", ".log")]
+        return [self.folder / f"{job_id}{ext}" for ext in (".json", ".pickle", ".log", ".pid")]
 
     def _write(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -228,6 +228,8 @@ class ServerWorkers:
                     stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
         self._notebook_jobs |= spec.options.get("ref") == _notebook_job.REF
+        # Which process runs it, for whoever must find it after this server is gone.
+        self._write(self.folder / f"{job_id}.pid", str(process.pid).encode())
         self._start_spare(spec.python)
         return process
 
