@@ -288,6 +288,17 @@ class Store:
                updated_at = make_timestamp($now)
         WHERE id IN (SELECT unnest($ids)) AND status = 'interrupted'
     """
+    # A server task the server held until due, or until its parents ended, may run now.
+    RELEASE_HISTORY = """
+        INSERT INTO task_events (task_id, ts, status, task_step, percent_complete, status_info)
+        SELECT id, make_timestamp($now), 'enqueued', task_step, percent_complete, $reason
+        FROM tasks WHERE id IN (SELECT unnest($ids)) AND status IN ('scheduled', 'awaiting')
+    """
+    RELEASE_TASKS = """
+        UPDATE tasks SET status = 'enqueued', status_info = $reason,
+               updated_at = make_timestamp($now)
+        WHERE id IN (SELECT unnest($ids)) AND status IN ('scheduled', 'awaiting')
+    """
     # Notebook paths (contents-relative) follow renames and moves; a directory's rename
     # moves every notebook under it. Tasks whose notebook was deleted stay where they were.
     _NOT_GONE = "id NOT IN (SELECT task_id FROM notebooks_gone)"
@@ -837,6 +848,16 @@ class Store:
         with self._transaction() as cur:
             cur.execute(self.REVIVE_HISTORY, values)
             cur.execute(self.REVIVE_TASKS, values)
+
+    def release(self, ids: Sequence[str], reason: str) -> None:
+        """Put ``scheduled``/``awaiting`` tasks (server tasks the server held) back to
+        ``enqueued``: they wait only for a worker now."""
+        if not ids:
+            return
+        values = {"ids": list(ids), "reason": reason, "now": _micros()}
+        with self._transaction() as cur:
+            cur.execute(self.RELEASE_HISTORY, values)
+            cur.execute(self.RELEASE_TASKS, values)
 
     def request_cancel(self, job_id: str) -> None:
         with self._transaction() as cur:

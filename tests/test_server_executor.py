@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,9 @@ def test_a_worker_ends_with_its_task_even_if_the_task_left_a_thread_running(
     assert record["status"] == "complete", record
     pid = record["result"]
     deadline = time.monotonic() + 20
-    while _alive(pid):
+    while pid_alive(pid):  # the server reaps its ended workers: no zombie stays
         assert time.monotonic() < deadline, f"worker {pid} still runs after its task ended"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 def test_cancel_cooperative_forced_after_grace_and_force_true(
@@ -355,3 +348,40 @@ def test_a_limit_on_server_tasks_holds_server_wide(server: JupyterServer) -> Non
             assert time.monotonic() < deadline, statuses
             time.sleep(0.05)
         assert peak == 1
+
+
+def test_delayed_and_waiting_server_tasks_are_held_by_the_server_not_a_worker(
+    server: JupyterServer, kernel: tuple[str, Any]
+) -> None:
+    """With both worker slots taken by held tasks a third task still runs at once: the
+    server keeps them ``scheduled``/``awaiting`` until due or their parents end."""
+    _, client = kernel
+    parent = value(client, "rnb.enqueue(spin, {'steps': 30, 'delay': 0.1}, executor='server')")
+    later = value(client, "rnb.enqueue(spin, {'steps': 1, 'delay': 0}, executor='server', delay=4)")
+    after = value(
+        client,
+        f"rnb.enqueue(spin, {{'steps': 1, 'delay': 0}}, executor='server', after={parent!r})",
+    )
+    assert server.task(later)["status"] == "scheduled"
+    assert server.task(after)["status"] == "awaiting"
+    now = value(client, "rnb.enqueue(spin, {'steps': 1, 'delay': 0}, executor='server')")
+    assert server.wait_for(now, {"complete"}, 30)  # the second slot was free
+    assert server.task(later)["status"] == "scheduled"
+    assert server.task(after)["status"] == "awaiting"
+    done = server.wait_for(later, {"complete"}, 30)
+    assert _at(done["started_at"]) >= _at(done["scheduled_for"])
+    first = server.wait_for(parent, {"complete"}, 30)
+    record = server.wait_for(after, {"complete"}, 30)
+    assert _at(record["started_at"]) >= _at(first["completed_at"])
+    events = server.get(f"raytha-nb/api/tasks/{after}/history")["events"]
+    statuses = [event["status"] for event in events]
+    assert statuses[0] == "awaiting" and statuses[-2:] == ["processing", "complete"], statuses
+    assert set(statuses[1:-2]) == {"enqueued"}, statuses  # released, then waited for a worker
+    # Held ones are cancelled by the server itself, at once.
+    held = value(client, "rnb.enqueue(spin, {'steps': 1, 'delay': 0}, executor='server', delay=60)")
+    assert server.request("POST", f"raytha-nb/api/tasks/{held}/cancel", {})[0] == 200
+    assert server.wait_for(held, {"cancelled"}, 10)["status"] == "cancelled"
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -296,14 +296,14 @@ class TaskService:
     # -- tasks the server runs ---------------------------------------------------------
     def create(self, row: TaskRow) -> TaskRecord:
         """Store a new task the server itself queued (``executor="server"``), with its
-        ``enqueued`` history row; nobody owns it until a worker publishes it."""
+        first history row (``enqueued``, or ``scheduled``/``awaiting`` for one the server
+        holds); nobody owns it until a worker publishes it."""
         with self._lock:
             if self.store.get(row.id) is not None:
                 raise TaskStateError(f"a task with id {row.id} exists already")
             row = row._replace(notebook=self._notebook(None, row.notebook))
-            self.store.apply(
-                Batch(tasks=[row], history=[HistoryRow(row.id, row.created_at, "enqueued", 0, 0.0)])
-            )
+            first = HistoryRow(row.id, row.created_at, row.status, 0, 0.0)
+            self.store.apply(Batch(tasks=[row], history=[first]))
             record = row.record(time.time())
             self._show([record])
         return record
@@ -314,6 +314,12 @@ class TaskService:
         with self._lock:
             for job_id in ids:
                 self._unclaimed.pop(job_id, None)
+
+    def release(self, job_id: str, reason: str) -> None:
+        """A server task held until due or until its parents ended waits for a worker now."""
+        with self._lock:
+            self.store.release([job_id], reason)
+            self._announce({job_id})
 
     def end(
         self, job_id: str, status: str, reason: str, error: tuple[str, str] | None = None

@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -42,6 +43,23 @@ _TAIL = 2000
 #: worker first raises TaskCancelled in the task's thread itself at the grace period
 #: (a clean end, logs kept); only a task stuck in a C call needs the kill.
 KILL_MARGIN = 0.5
+
+
+#: Statuses of a server task that has not started: held here, or waiting for a worker.
+_WAITING = (TaskStatus.SCHEDULED, TaskStatus.AWAITING, TaskStatus.ENQUEUED)
+#: Seconds between looks at held tasks' parents, and the longest sleep while holding.
+_PARENT_POLL = 0.25
+_HOLD_SLEEP = 30.0
+
+
+def _hold(spec: ServerTask) -> tuple[float | None, list[str]] | None:
+    """What a task waits for before a worker should start it: its due time (``at``,
+    ``delay``) if still to come, and the tasks it runs ``after``; None if nothing."""
+    due = spec.options.get("not_before")
+    if not isinstance(due, (int, float)) or due <= time.time():
+        due = None
+    parents = [str(parent) for parent in spec.options.get("after") or ()]
+    return None if due is None and not parents else (due, parents)
 
 
 class ServerWorkers:
@@ -68,6 +86,10 @@ class ServerWorkers:
         self._limits: dict[str, tuple[str, int | None]] = {}
         self._per_name: defaultdict[str, int] = defaultdict(int)
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        # Tasks held until (due time, parents ended): no worker process waits for them.
+        self._held: dict[str, tuple[float | None, list[str]]] = {}
+        self._wake = threading.Condition(self._lock)
+        self._holder: threading.Thread | None = None
         self._killed: set[str] = set()
         # One idle worker per interpreter, imports done, waiting for its task.
         self._spares: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -105,9 +127,13 @@ class ServerWorkers:
         self._write(self.folder / f"{spec.id}.pickle", payload)
         data = {**spec.to_json(), "store": str(self.service.store.path), "grace": self.grace}
         self._write(self._spec_file(spec.id), json.dumps(data).encode())
+        hold = _hold(spec)
+        status = "enqueued" if hold is None else "awaiting" if hold[1] else "scheduled"
         row = TaskRow(
-            spec.id, spec.name, spec.task, json.dumps(spec.args), created_at=spec.created_at,
-            notebook=spec.notebook, executor="server",
+            spec.id, spec.name, spec.task, json.dumps(spec.args), status=status,
+            created_at=spec.created_at, notebook=spec.notebook, executor="server",
+            scheduled_for=None if hold is None else hold[0],
+            depends_on=json.dumps(hold[1]) if hold and hold[1] else None,
             schedule_id=spec.options.get("schedule_id"),
         )  # fmt: skip
         try:
@@ -116,10 +142,64 @@ class ServerWorkers:
             self._remove(spec.id)
             raise
         with self._lock:
-            self._pending.append(spec.id)
             self._limits[spec.id] = (spec.name, spec.options.get("limit"))
+            self._queue(spec.id, hold)
         self._start_next()
         return record
+
+    def _queue(self, job_id: str, hold: tuple[float | None, list[str]] | None) -> None:
+        """Under the lock: a task waits for a worker, or first (held here, not in a
+        worker that would sit idle) for its time or its parents."""
+        if hold is None:
+            self._pending.append(job_id)
+            return
+        self._held[job_id] = hold
+        if self._holder is None:
+            self._holder = threading.Thread(
+                target=self._hold_loop, name="raytha-nb-server-holds", daemon=True
+            )
+            self._holder.start()
+        self._wake.notify_all()
+
+    def _hold_loop(self) -> None:
+        """Release held tasks when due and their parents (tasks anywhere in the store)
+        have ended; the worker's own flow then decides on ``when`` and runs or cancels
+        it, as in a kernel."""
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                held = dict(self._held)
+            now = time.time()
+            parents = {parent for _, waits in held.values() for parent in waits}
+            ended = {
+                parent
+                for parent in parents
+                if (record := self.service.get(parent)) is None or record.finished
+            }
+            ready = [
+                job_id
+                for job_id, (due, waits) in held.items()
+                if (due is None or due <= now) and ended.issuperset(waits)
+            ]
+            for job_id in ready:
+                with self._lock:
+                    if self._held.pop(job_id, None) is None:
+                        continue  # cancelled meanwhile
+                self.service.release(job_id, "waiting for a server worker")
+                with self._lock:
+                    self._pending.append(job_id)
+            if ready:
+                self._start_next()
+            with self._lock:
+                times = [due for due, waits in self._held.values() if due and not waits]
+                sleep = min(times, default=now + _HOLD_SLEEP) - time.time()
+                if any(waits for _, waits in self._held.values()):
+                    sleep = min(sleep, _PARENT_POLL)  # parents end in other processes
+                if self._held and sleep > 0 and not self._stopping:
+                    self._wake.wait(sleep)
+                elif not self._held and not self._stopping:
+                    self._wake.wait()
 
     def recover(self) -> list[str]:
         """At start: queue again the server tasks an earlier run left waiting (their
@@ -128,7 +208,7 @@ class ServerWorkers:
             record.id
             for record in self.service.store.get_many(self.service.store.active_ids())
             if record.executor == "server"
-            and record.status is TaskStatus.ENQUEUED
+            and record.status in _WAITING
             and self._spec_file(record.id).is_file()
         ]
         self.service.claim(waiting)
@@ -136,7 +216,7 @@ class ServerWorkers:
             for job_id in waiting:
                 spec = ServerTask.from_json(json.loads(self._spec_file(job_id).read_text()))
                 self._limits[job_id] = (spec.name, spec.options.get("limit"))
-            self._pending.extend(waiting)
+                self._queue(job_id, _hold(spec))
         self._start_next()
         return waiting
 
@@ -144,9 +224,10 @@ class ServerWorkers:
         """A cancel request (after the service stored it): a waiting task ends now; a
         running one's worker is killed after the grace period, or now with ``force``."""
         with self._lock:
-            waiting = job_id in self._pending
+            waiting = job_id in self._pending or job_id in self._held
             if waiting:
-                self._pending.remove(job_id)
+                if self._held.pop(job_id, None) is None:
+                    self._pending.remove(job_id)
                 self._limits.pop(job_id, None)
             running = job_id in self._running
         if waiting:
@@ -341,6 +422,7 @@ class ServerWorkers:
         end."""
         with self._lock:
             self._stopping = True
+            self._wake.notify_all()
             spares, self._spares = list(self._spares.values()), {}
         for spare, log in spares:
             spare.kill()
