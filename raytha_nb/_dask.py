@@ -14,6 +14,7 @@ Forced cancel raises ``TaskCancelled`` in the task's worker thread, then
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -137,15 +138,39 @@ class DaskExecutor(Executor):
                 raise RuntimeError("the task queue is shut down")
             self._jobs[live.id] = job
         live.on_cancel = self.cancel
-        # A retried attempt is another Dask task: the first attempt's key may still be
-        # held by the scheduler.
-        key = live.id if live.attempt == 1 else f"{live.id}-attempt-{live.attempt}"
         job.future = client.submit(
             run_task, live.id, live.task, live.args, shipped.payload,
             str(self._results_dir()), self._topic, self.grace, (live.attempt, live.resume),
-            key=key, pure=False,
+            key=_key(live), pure=False,
         )  # fmt: skip
         job.future.add_done_callback(lambda future: self._finished(job, future))
+
+    def submit_many(self, jobs: list[tuple[LiveTask, Body]]) -> None:
+        """Many tasks in one ``client.map`` (one graph sent to the scheduler, not one
+        message per task): a map's children."""
+        if not jobs:
+            return
+        client = self.client
+        made = [(_Job(live), self.ship(body, live.task)) for live, body in jobs]
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the task queue is shut down")
+            for job, _ in made:
+                self._jobs[job.live.id] = job
+        hook = self.cancel
+        for live, _ in jobs:
+            live.on_cancel = hook
+        lives = [job.live for job, _ in made]
+        futures = client.map(
+            run_task, [live.id for live in lives], [live.task for live in lives],
+            [live.args for live in lives], [shipped.payload for _, shipped in made],
+            [str(self._results_dir())] * len(made), [self._topic] * len(made),
+            [self.grace] * len(made), [(live.attempt, live.resume) for live in lives],
+            key=[_key(live) for live in lives], pure=False,
+        )  # fmt: skip
+        for (job, _), future in zip(made, futures):
+            job.future = future
+            future.add_done_callback(functools.partial(self._finished, job))
 
     def cancel(self, live: LiveTask, force: bool = False) -> None:
         """Set the task's cancel Event (``check_cancelled`` sees it; the worker forces
@@ -366,6 +391,12 @@ class DaskExecutor(Executor):
         if self._local is not None:
             self._local.close()
             self._local = None
+
+
+def _key(live: LiveTask) -> str:
+    """The task's Dask key: its id; a retried attempt is another Dask task (the first
+    attempt's key may still be held by the scheduler)."""
+    return live.id if live.attempt == 1 else f"{live.id}-attempt-{live.attempt}"
 
 
 def _cancel_name(job_id: str) -> str:

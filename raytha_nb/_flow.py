@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._live import LiveTask
@@ -38,8 +38,8 @@ class _Held:
     live: LiveTask
     runner: Executor
     body: Body
-    #: Parents not yet ended.
-    waiting_for: set[str] = field(default_factory=set)
+    #: Parents not yet ended (a continuation's; None for the rest: a map has 100,000).
+    waiting_for: set[str] | None = None
     counted: bool = False  # holds one of its name's ``limit`` slots
 
 
@@ -77,6 +77,26 @@ class Flow:
                 return
         self._release(held)
 
+    def start_many(self, lives: Sequence[LiveTask], runner: Executor, body: Body) -> None:
+        """Take many new tasks with one executor and body (a map's children): one lock
+        for all, and those that may run now go to the executor in one ``submit_many``."""
+        now: list[tuple[LiveTask, Body]] = []
+        hook = self._status  # one bound method for all of them
+        with self._lock:
+            for live in lives:
+                if live.status in TERMINAL:  # cancelled with its group before it started
+                    continue
+                held = _Held(live, runner, body)
+                live.on_status = hook
+                self._held[live.id] = held
+                if live.status is TaskStatus.AWAITING:
+                    self._await(held)
+                elif live.status is TaskStatus.SCHEDULED:
+                    self._push(live.scheduled_for or 0.0, "start", held)
+                elif live.status is TaskStatus.ENQUEUED and self._slot(held):
+                    now.append((live, body))
+        runner.submit_many(now)
+
     def checkpoint_later(self, live: LiveTask, at: float) -> None:
         """Write ``live``'s row (its latest checkpoint) at ``at`` (epoch seconds)."""
         held = self._held.get(live.id)
@@ -97,6 +117,7 @@ class Flow:
     # -- continuations -------------------------------------------------------------------
     def _await(self, held: _Held) -> None:
         """Under the lock: wait for the parents that have not ended yet."""
+        held.waiting_for = set()
         for parent in held.live.depends_on or ():
             local = self._local(parent)
             if local is not None and local.status not in TERMINAL:
@@ -117,7 +138,7 @@ class Flow:
         ready = []
         for child in self._children.pop(parent, set()):
             held = self._held.get(child)
-            if held is None:
+            if held is None or held.waiting_for is None:
                 continue
             held.waiting_for.discard(parent)
             if not held.waiting_for:
@@ -154,16 +175,23 @@ class Flow:
     def _release(self, held: _Held) -> None:
         """To the executor, unless its name's ``limit`` is reached (it then waits here,
         ``enqueued``, for a slot)."""
+        with self._lock:
+            if not self._slot(held):
+                return
+        held.runner.submit(held.live, held.body)
+
+    def _slot(self, held: _Held) -> bool:
+        """Under the lock: take a slot of its name's ``limit`` for ``held`` (True), or
+        queue it for one."""
         live = held.live
         limit = live.options.limit
-        with self._lock:
-            if limit is not None:
-                if self._running[live.name] >= limit:
-                    self._queued[live.name].append(held)
-                    return
-                self._running[live.name] += 1
-            held.counted = True
-        held.runner.submit(live, held.body)
+        if limit is not None:
+            if self._running[live.name] >= limit:
+                self._queued[live.name].append(held)
+                return False
+            self._running[live.name] += 1
+        held.counted = True
+        return True
 
     def _free(self, held: _Held) -> _Held | None:
         """Under the lock: ``held`` gave its slot back; the next of its name, if any."""
@@ -186,9 +214,9 @@ class Flow:
     # -- status changes (from any thread) ------------------------------------------------
     def _status(self, live: LiveTask) -> None:
         held = self._held.get(live.id)
-        if held is None:
-            return
         status = live.status
+        if held is None or (status is TaskStatus.PROCESSING and live.options.timeout is None):
+            return  # nothing to do: no lock (a map's children pass here by the thousand)
         ready: list[_Held] = []
         nxt = None
         with self._lock:
@@ -201,7 +229,7 @@ class Flow:
                 nxt = self._free(held)
                 del self._held[live.id]
                 ready = self._parent_ended(live.id)
-                for parent in list(held.waiting_for):  # it was cancelled while waiting
+                for parent in list(held.waiting_for or ()):  # cancelled while waiting
                     self._children.get(parent, set()).discard(live.id)
         if nxt is not None:
             nxt.runner.submit(nxt.live, nxt.body)

@@ -43,12 +43,22 @@ LOG_WAIT = 30.0
 _WAITING = frozenset({TaskStatus.SCHEDULED, TaskStatus.AWAITING, TaskStatus.ENQUEUED})
 
 
+#: Every task's log tail and outbox until its first line (_open_log): shared, and never
+#: written (a deque of length 0 drops what is appended).
+_NO_TAIL: deque[tuple[int, float, str, str]] = deque(maxlen=0)
+_NO_LINES: list[tuple[int, float, str, str]] = []
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else dumps(value)
 
 
 class LiveTask:
     """The mutable state of one task owned by this process."""
+
+    #: History rows for its end only (and failed attempts), not each status change: a
+    #: map's children, whose row has their status and whose group counts them.
+    ENDS_ONLY = False
 
     __slots__ = (
         "args", "args_json", "attempt", "cancel_requested", "checkpoint", "checkpoint_version",
@@ -131,16 +141,18 @@ class LiveTask:
         self.waiter: threading.Event | None = None
         # Status changes, in order (a handful per task; progress samples are the
         # publisher's): history rows it has not yet sent are those past its cursor.
-        self.history: list[HistoryRow] = [HistoryRow(job_id, self.created_at, "enqueued", 0, 0.0)]
         first = self.waiting()
-        if first is not TaskStatus.ENQUEUED:
-            self.status = first
-            self.history[0] = HistoryRow(job_id, self.created_at, first.value, 0, 0.0)
+        self.status = first
+        self.history: list[HistoryRow] = (
+            [] if self.ENDS_ONLY else [HistoryRow(job_id, self.created_at, first.value, 0, 0.0)]
+        )
         # The last LOG_TAIL lines, for live readers; and the lines not yet handed to the
         # publisher, which takes them (take_logs) and owns them until they are stored.
-        self.logs: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_TAIL)
-        self.outbox: list[tuple[int, float, str, str]] = []
-        self.room = threading.Condition(self.lock)
+        # All three made by the first add_log() (_open_log): most tasks never log, and
+        # a map's 100,000 children would hold 300,000 more objects for the GC to walk.
+        self.logs: deque[tuple[int, float, str, str]] = _NO_TAIL
+        self.outbox: list[tuple[int, float, str, str]] = _NO_LINES
+        self.room: threading.Condition | None = None
         self.logs_dropped = 0
         self.log_seq = 0
 
@@ -219,7 +231,8 @@ class LiveTask:
             for key, value in fields.items():
                 setattr(self, key, value)
             self.status = status
-            self.history.append(HistoryRow(self.id, now, status.value, *self.reported()))
+            if status in TERMINAL or not self.ENDS_ONLY:
+                self.history.append(HistoryRow(self.id, now, status.value, *self.reported()))
             self.row_version += 1
             self.version += 1
         hook = self.on_change
@@ -314,7 +327,8 @@ class LiveTask:
         """Append a line; waits while LOG_OUTBOX lines are unsent (see LOG_WAIT)."""
         text = clean_text(text)
         with self.lock:
-            if len(self.outbox) >= LOG_OUTBOX and not self.room.wait_for(
+            room = self.room or self._open_log()
+            if len(self.outbox) >= LOG_OUTBOX and not room.wait_for(
                 lambda: len(self.outbox) < LOG_OUTBOX, LOG_WAIT
             ):
                 self._drop_unsent()
@@ -343,6 +357,13 @@ class LiveTask:
         self.logs.append(line)
         self.outbox.append(line)
 
+    def _open_log(self) -> threading.Condition:
+        """The first line (under the lock): the tail, the outbox and their Condition."""
+        self.logs = deque(maxlen=LOG_TAIL)
+        self.outbox = []
+        self.room = threading.Condition(self.lock)
+        return self.room
+
     def take_logs(self, limit: int) -> list[tuple[int, float, str, str]]:
         """Hand up to ``limit`` unsent lines to the publisher, oldest first."""
         if not self.outbox:
@@ -350,7 +371,8 @@ class LiveTask:
         with self.lock:
             taken = self.outbox[:limit]
             del self.outbox[:limit]
-            self.room.notify_all()
+            if self.room is not None:
+                self.room.notify_all()
         return taken
 
     def log_tail(self, since: int = 0) -> list[LogLine]:
@@ -387,6 +409,7 @@ class LiveTask:
 
     def snapshot(self) -> TaskRecord:
         step, pct, info = self.reported()
+        now = utc(time.time())
         return TaskRecord(
             id=self.id,
             name=self.name,
@@ -404,8 +427,8 @@ class LiveTask:
             created_at=utc(self.created_at),
             started_at=utc(self.started_at),
             completed_at=utc(self.completed_at),
-            heartbeat_at=utc(time.time()),
-            updated_at=utc(time.time()),
+            heartbeat_at=now,
+            updated_at=now,
             kernel_id=self.kernel_id,
             notebook=self.notebook,
             pid=self.pid,
@@ -419,7 +442,7 @@ class LiveTask:
             group_id=self.group_id,
             retry_of=self.retry_of,
             checkpoint=self.checkpoint,
-            options=self.options.to_json(),
+            options=self.options.public(),
             schedule_id=self.schedule_id,
         )
 

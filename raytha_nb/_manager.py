@@ -226,6 +226,15 @@ class TaskManager:
         self.publisher.track(live)
         self.flow.start(live, runner, body)
 
+    def _start_many(self, lives: Sequence[LiveTask], runner: Executor, body: Body) -> None:
+        """:meth:`_start` for many tasks with one executor and body (a map's children)."""
+        with self._tasks_lock:
+            for live in lives:
+                self._tasks[live.id] = live
+            self._forget_old(len(lives))
+        self.publisher.track_many(lives)
+        self.flow.start_many(lives, runner, body)
+
     def _read(self, job_id: str) -> TaskRecord | None:
         """A task's record, or None if there is none (for the flow's parents)."""
         try:
@@ -325,12 +334,12 @@ class TaskManager:
         others = [self._process, self._dask]
         return [self.executor] + [runner for runner in others if runner is not None]
 
-    def _forget_old(self) -> None:
+    def _forget_old(self, budget: int = 4) -> None:
         """Keep about _RECENT finished tasks in memory (their state is stored); called
         under ``_tasks_lock`` on each submit. It looks at a few of the oldest tasks only
-        (a still active one goes to the back), so a submit stays O(1) however many
-        tasks are queued."""
-        for _ in range(min(len(self._tasks) - _RECENT, 4)):
+        (``budget``; a still active one goes to the back), so a submit stays O(1)
+        however many tasks are queued."""
+        for _ in range(min(len(self._tasks) - _RECENT, budget)):
             job_id, oldest = next(iter(self._tasks.items()))
             if oldest.committed:
                 del self._tasks[job_id]
@@ -443,7 +452,8 @@ class TaskManager:
 
     def wait_all(self, timeout: float | None = None) -> list[TaskRecord]:
         """Wait until every task this process started since the last ``wait_all()`` has
-        ended and is stored (including tasks started meanwhile); return their records.
+        ended and is stored (including tasks started meanwhile); return their records
+        (a map's group's, not each of its children's: the group fails if one did).
 
         Raises ``TaskFailed`` naming each that ended ``error`` or ``interrupted`` (a
         cancelled task was asked to stop, so it is not a failure); ``TimeoutError``
@@ -456,20 +466,27 @@ class TaskManager:
             pending = [t for t in tasks if not t.committed]
             if not pending:
                 break
-            late = deadline is not None and time.monotonic() >= deadline
-            error = self._store_error(late)
-            if error is not None:
-                raise error
-            if late:
-                names = ", ".join(
-                    f"{t.name} ({t.id}, {t.status.value} {t.percent_complete:.0f}%)"
-                    for t in pending
-                )
-                raise TimeoutError(
-                    f"{len(pending)} task(s) still unfinished after {timeout}s: {names}"
-                )
-            pending[0].wait_committed(_slice(deadline))
-        records = [t.snapshot() for t in tasks]
+            # Each in turn (most are committed by the time they are reached): one pass
+            # over a map's 100,000 children, not one per commit.
+            for task in pending:
+                while not task.committed:
+                    late = deadline is not None and time.monotonic() >= deadline
+                    error = self._store_error(late)
+                    if error is not None:
+                        raise error
+                    if late:
+                        unfinished = [t for t in pending if not t.committed]
+                        names = ", ".join(
+                            f"{t.name} ({t.id}, {t.status.value} {t.percent_complete:.0f}%)"
+                            for t in unfinished
+                        )
+                        raise TimeoutError(
+                            f"{len(unfinished)} task(s) still unfinished after {timeout}s: {names}"
+                        )
+                    task.wait_committed(_slice(deadline))
+        # A map's children were waited for (each is stored); its group's record stands
+        # for them, as in %jobs (100,000 records would cost more than running them).
+        records = [t.snapshot() for t in tasks if t.group_id is None]
         self._waited_all.update(t.id for t in tasks)
         for job_id in [j for j in self._handed if j not in self._waited_all]:
             # Run by the server: waited for here, though this process's exit does not.

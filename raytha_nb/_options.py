@@ -62,6 +62,16 @@ class TaskOptions:
         task with these options (a map's thousands of children share one) uses it."""
         return dumps(self.to_json())
 
+    @cached_property
+    def _public(self) -> dict[str, Any]:
+        return self.to_json()
+
+    def public(self) -> dict[str, Any]:
+        """:meth:`to_json` (a copy of one made once): what each task's record shows."""
+        out = dict(self._public)
+        out["retry_on"] = list(out["retry_on"])
+        return out
+
     def merged(self, **given: Any) -> TaskOptions:
         """These defaults overridden by the options ``enqueue()`` was given (None: not
         given), checked."""

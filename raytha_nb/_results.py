@@ -249,8 +249,10 @@ class ValueCache:
         self._lock = threading.Lock()
 
     def put(self, job_id: str, value: Any) -> None:
+        if value is None:
+            return
         size = approx_size(value)
-        if value is None or size > self.max_bytes:
+        if size > self.max_bytes:
             return
         with self._lock:
             self._values[job_id] = (value, size)

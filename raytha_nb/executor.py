@@ -32,6 +32,12 @@ class Executor(ABC):
     def submit(self, live: LiveTask, body: Body) -> None:
         """Queue ``live`` to run ``body``; the executor moves it to its final state."""
 
+    def submit_many(self, jobs: list[tuple[LiveTask, Body]]) -> None:
+        """Queue many tasks at once (a map's children); executors that can hand them
+        out in bulk (fewer locks and wake-ups per task) override this."""
+        for live, body in jobs:
+            self.submit(live, body)
+
     @abstractmethod
     def cancel(self, live: LiveTask, force: bool = False) -> None:
         """``live`` (running here) was asked to cancel: make sure it stops, by force

@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ._live import LiveTask
@@ -42,6 +43,8 @@ _LOG_EARLY = 20_000
 _RECENT = 2_000
 #: Seconds between two stored checkpoints of one task (the latest wins meanwhile).
 _CHECKPOINT_EVERY = 1.0
+#: A cursor's lines when it holds none (shared: a map's 100,000 cursors, one list).
+_NO_LOGS: list[tuple[int, float, str, str]] = []
 
 
 @dataclass
@@ -54,8 +57,9 @@ class _Cursor:
     log_seq: int = 0
     sample: tuple[int, float, str | None] = (0, 0.0, None)
     sampled_at: float = 0.0
-    #: Lines taken from the task and not yet stored (sent again after a failure).
-    logs: list[tuple[int, float, str, str]] = field(default_factory=list)
+    #: Lines taken from the task and not yet stored (sent again after a failure);
+    #: replaced, never changed in place (most tasks share the one empty list).
+    logs: list[tuple[int, float, str, str]] = field(default_factory=lambda: _NO_LOGS)
     checkpoint_version: int = 0
     checkpoint_at: float = 0.0
 
@@ -100,6 +104,19 @@ class Publisher:
         self._active.add(live.id)
         live.on_change = self._changed
         self._changed(live)
+
+    def track_many(self, lives: Sequence[LiveTask]) -> None:
+        """:meth:`track` for many new tasks (a map's children)."""
+        changed = self._changed
+        for live in lives:
+            self._cursors[live.id] = _Cursor()
+            self._tasks[live.id] = live
+            self._active.add(live.id)
+            live.on_change = changed
+            if live.status is TaskStatus.ENQUEUED:
+                self._dirty.add(live.id)  # what _changed does for a new queued task
+            else:
+                changed(live)
 
     def _changed(self, live: LiveTask) -> None:
         # Called from the task's threads: set and dict operations are atomic under the GIL.
@@ -220,13 +237,16 @@ class Publisher:
             if version == cursor.version and not live.outbox and not cursor.logs and not pending:
                 continue
             # Lines first: taken now, they are the publisher's until stored.
-            cursor.logs.extend(live.take_logs(_LOG_BATCH - len(cursor.logs)))
-            batch.logs.extend(LogRow(live.id, *line) for line in cursor.logs)
+            taken = live.take_logs(_LOG_BATCH - len(cursor.logs))
+            if taken:
+                cursor.logs = [*cursor.logs, *taken]
+            if cursor.logs:  # (no generator for the many tasks that print nothing)
+                batch.logs.extend(LogRow(live.id, *line) for line in cursor.logs)
             last_seq = cursor.logs[-1][0] if cursor.logs else cursor.log_seq
             if live.committed or (version == cursor.version and not pending):
                 # Only log lines are new (a loud task between reports, or lines printed
                 # after the task's final state was stored): no row to rewrite.
-                moved = replace(cursor, version=version, log_seq=last_seq, logs=[])
+                moved = replace(cursor, version=version, log_seq=last_seq, logs=_NO_LOGS)
                 sent.append(_Sent(live, moved))
                 continue
             # A checkpoint goes with the whole row, at most once a second (latest wins).

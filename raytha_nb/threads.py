@@ -23,17 +23,30 @@ from .model import TaskStatus
 
 log = logging.getLogger("raytha_nb")
 
+#: Most tasks of one ``submit_many`` a worker takes at a time: a map's children run in
+#: chunks, one queue lock and one wake-up per chunk instead of per task.
+CHUNK = 64
+
 
 class _Worker:
-    __slots__ = ("job", "thread")
+    __slots__ = ("forced", "job", "label", "lock", "rest", "thread")
 
     def __init__(self, thread: threading.Thread) -> None:
         self.thread = thread
+        self.label = f"thread {thread.name}"
         self.job: LiveTask | None = None
+        #: Guards ``job`` and ``forced`` against a forced cancel (one per worker: the
+        #: workers never wait for each other).
+        self.lock = threading.Lock()
+        #: A forced cancel was raised in it for its job (and may be undelivered).
+        self.forced = False
+        #: The rest of the chunk it is running (drop_pending takes them too).
+        self.rest: deque[tuple[LiveTask, Body]] = deque()
 
 
 class ThreadExecutor(Executor):
-    """A FIFO of tasks and ``workers`` threads running them.
+    """A FIFO of tasks (in chunks: one, or up to ``CHUNK`` of a ``submit_many``) and
+    ``workers`` threads running them.
 
     A task that never checks for cancellation gets ``TaskCancelled`` raised inside its
     thread after ``grace`` seconds (``PyThreadState_SetAsyncExc``). That lands between
@@ -54,21 +67,35 @@ class ThreadExecutor(Executor):
         self.grace = grace
         self._results_dir = results_dir
         self._values = values
-        self._pending: deque[tuple[LiveTask, Body]] = deque()
+        self._pending: deque[list[tuple[LiveTask, Body]]] = deque()
         self._cond = threading.Condition()
-        self._slot_lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._stopping = False
+        self._on_cancel = self.cancel  # one bound method for every task (not one each)
 
     # -- submitting and cancelling ---------------------------------------------
     def submit(self, live: LiveTask, body: Body) -> None:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the task queue is shut down")
-            self._pending.append((live, body))
+            self._pending.append([(live, body)])
             if len(self._workers) < self.size:
                 self._start_worker()
             self._cond.notify()
+
+    def submit_many(self, jobs: list[tuple[LiveTask, Body]]) -> None:
+        """Queue ``jobs`` in chunks (small enough that every worker gets some)."""
+        if not jobs:
+            return
+        size = max(1, min(CHUNK, len(jobs) // (self.size * 4)))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the task queue is shut down")
+            self._pending.extend(chunks)
+            while len(self._workers) < min(self.size, len(chunks)):
+                self._start_worker()
+            self._cond.notify(len(chunks))
 
     def _start_worker(self) -> None:
         # Only now, in a process that runs tasks: task threads' prints go to their
@@ -93,18 +120,21 @@ class ThreadExecutor(Executor):
         timer.start()
 
     def _force(self, live: LiveTask) -> None:
-        with self._slot_lock:
-            for worker in self._workers:
+        for worker in list(self._workers):
+            with worker.lock:
                 if worker.job is live and worker.thread.ident is not None:
+                    worker.forced = True
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
                         ctypes.c_ulong(worker.thread.ident), ctypes.py_object(TaskCancelled)
                     )
 
     def _leave(self, worker: _Worker) -> None:
-        with self._slot_lock:
+        with worker.lock:
             worker.job = None
-            if worker.thread.ident is not None:
-                # Drop a forced cancel that was raised but not yet delivered.
+            if worker.forced and worker.thread.ident is not None:
+                # Drop a forced cancel that was raised but not yet delivered (a ctypes
+                # call costs more than a no-op task: only when one was raised).
+                worker.forced = False
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(worker.thread.ident), None
                 )
@@ -118,19 +148,24 @@ class ThreadExecutor(Executor):
                     self._cond.wait()
                 if not self._pending:
                     return
-                live, body = self._pending.popleft()
-            try:
-                self._run(me, live, body)
-            except BaseException:
-                log.exception("raytha_nb worker failed while finishing task %s", live.id)
+                me.rest.extend(self._pending.popleft())
+            while True:
+                try:  # popleft is atomic: a job goes to this loop or drop_pending, once
+                    live, body = me.rest.popleft()
+                except IndexError:
+                    break
+                try:
+                    self._run(me, live, body)
+                except BaseException:
+                    log.exception("raytha_nb worker failed while finishing task %s", live.id)
 
     def _run(self, worker: _Worker, live: LiveTask, body: Body) -> None:
         if live.status is not TaskStatus.ENQUEUED:
             return  # cancelled while it waited
-        with self._slot_lock:
+        with worker.lock:
             worker.job = live
-        live.worker = live.worker or f"thread {worker.thread.name}"
-        live.on_cancel = self.cancel  # before it runs: a cancel may come at once
+        live.worker = live.worker or worker.label
+        live.on_cancel = self._on_cancel  # before it runs: a cancel may come at once
         if not live.transition(TaskStatus.PROCESSING):
             self._leave(worker)
             return
@@ -161,7 +196,9 @@ class ThreadExecutor(Executor):
 
     def _finish(self, live: LiveTask, value: Any) -> None:
         try:
-            stored, kind = _results.encode(value, live.id, self._results_dir())
+            stored, kind = (None, None)
+            if value is not None:  # (no results folder looked up for a no-op's None)
+                stored, kind = _results.encode(value, live.id, self._results_dir())
         except Exception as exc:  # noqa: BLE001
             live.transition(
                 TaskStatus.ERROR,
@@ -181,8 +218,14 @@ class ThreadExecutor(Executor):
     def drop_pending(self) -> list[LiveTask]:
         """Remove and return the tasks still waiting for a worker."""
         with self._cond:
-            items = [live for live, _ in self._pending]
+            items = [live for chunk in self._pending for live, _ in chunk]
             self._pending.clear()
+            for worker in self._workers:
+                while worker.rest:
+                    try:
+                        items.append(worker.rest.popleft()[0])
+                    except IndexError:
+                        break
             return items
 
     def running(self) -> list[LiveTask]:

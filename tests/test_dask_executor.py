@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import raytha_nb as rnb
-from raytha_nb import _dask, _manager
+from raytha_nb import _dask, _group, _manager
 from raytha_nb._client import RemoteBackend
 
 from ._server_helpers import JupyterServer, kernel_address
@@ -255,3 +255,21 @@ def test_progress_of_a_dask_task_is_seen_through_rest(tmp_path: Path) -> None:
         client.close()
         cluster.close()
         server.stop()
+
+
+def _flaky_double(x: int) -> int:
+    ctx = rnb.current()
+    assert ctx is not None
+    if x % 5 == 0 and ctx.attempt == 1:
+        raise ConnectionError(f"first try of {x}")
+    return 2 * x
+
+
+def test_a_map_goes_to_dask_in_one_graph_and_retries_each_child(own: Any) -> None:
+    """The children are one client.map (keyed by their ids); a failed one is retried
+    on its own, under its attempt's key."""
+    group = rnb.map(_flaky_double, range(40), executor="dask", retries=1, retry_delay=0, show=False)
+    assert rnb.result(group, timeout=60) == [2 * x for x in range(40)]
+    children = [rnb.get_task(_group.child_id(group, i)) for i in (0, 1, 5)]
+    assert [(c.attempt, c.executor) for c in children] == [(2, "dask"), (1, "dask"), (2, "dask")]
+    assert [e["status"] for e in rnb.history(children[0].id)] == ["error", "complete"]

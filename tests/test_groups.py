@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ import pytest
 
 import raytha_nb as rnb
 from raytha_nb import _group
+from raytha_nb._live import LiveTask
+from raytha_nb._results import ValueCache
 from raytha_nb.model import TaskStatus
+from raytha_nb.threads import ThreadExecutor
 
 
 def _square(x: int) -> int:
@@ -224,3 +228,112 @@ def test_listing_folds_a_maps_children_under_its_group(mgr: rnb.TaskManager) -> 
     assert len(rnb.list_tasks(limit=None, grouped=True)) == 5
     with pytest.raises(TypeError, match="grouped must be True, False or None"):
         rnb.list_tasks(grouped="no")
+
+
+# -- the bulk path: children started in slices, run in chunks on the worker threads ------
+def _children(group: str) -> dict[str, int]:
+    """Stored children of ``group`` by status."""
+    rows = rnb.task_store().execute(
+        "SELECT status, count(*) FROM tasks WHERE group_id = ? GROUP BY status", [group]
+    )
+    return dict(rows.fetchall())
+
+
+def test_children_keep_one_history_row_and_wait_all_returns_the_group(
+    mgr: rnb.TaskManager,
+) -> None:
+    """Each child's history is its end (its row has its status); wait_all() waits for
+    every child to be stored and returns the group's record, as %jobs lists it."""
+    loose = rnb.enqueue(_square, [3])
+    group = rnb.map(_square, range(3_000), show=False)
+    records = rnb.wait_all(60)
+    assert sorted(r.id for r in records) == sorted([loose, group])
+    assert _children(group) == {"complete": 3_000}  # stored before wait_all returned
+    events = rnb.task_store().execute(
+        "SELECT status, count(*), count(DISTINCT task_id) FROM task_events "
+        "WHERE task_id LIKE ? AND task_id <> ? GROUP BY status",
+        [group[:24] + "%", group],
+    )
+    assert events.fetchall() == [("complete", 3_000, 3_000)]
+    assert [e["status"] for e in rnb.history(loose)] == ["enqueued", "processing", "complete"]
+
+
+def test_children_failing_and_retrying_inside_a_chunk(mgr: rnb.TaskManager) -> None:
+    """Every 7th child fails its first attempt (retried, with that error in its
+    history); one fails with an error not to retry; the others in its chunk go on."""
+
+    def flaky(x: int) -> int:
+        ctx = rnb.current()
+        assert ctx is not None
+        if x == 500:
+            raise ValueError("never works")
+        if x % 7 == 0 and ctx.attempt == 1:
+            raise ConnectionError(f"first try of {x}")
+        return x
+
+    group = rnb.map(
+        flaky, range(1_000), retries=1, retry_delay=0, retry_on=ConnectionError, show=False
+    )
+    record = rnb.wait(group, 60)
+    assert record.status is TaskStatus.ERROR
+    assert record.status_info == "999 done, 1 failed of 1000"
+    assert record.error_message is not None
+    assert record.error_message.startswith("1 of 1000 tasks failed; the first: flaky")
+    retried = rnb.wait(_group.child_id(group, 14), 10)
+    assert (retried.status, retried.attempt, retried.max_attempts) == (TaskStatus.COMPLETE, 2, 2)
+    assert [e["status"] for e in rnb.history(retried.id)] == ["error", "complete"]
+    failed = rnb.wait(_group.child_id(group, 500), 10)
+    assert (failed.status, failed.attempt, failed.error_type) == (TaskStatus.ERROR, 1, "ValueError")
+    assert rnb.get_task(_group.child_id(group, 501)).status is TaskStatus.COMPLETE
+    with pytest.raises(rnb.TaskFailed):
+        rnb.wait_all(30)
+    assert _children(group) == {"complete": 999, "error": 1}
+
+
+def test_cancelling_a_group_mid_chunk_skips_the_rest_and_stores_every_child(
+    mgr: rnb.TaskManager,
+) -> None:
+    ran: list[int] = []
+    twenty = threading.Event()
+
+    def slow(x: int) -> int:
+        ran.append(x)
+        if len(ran) >= 20:
+            twenty.set()
+        time.sleep(0.005)
+        rnb.check_cancelled()
+        return x
+
+    group = rnb.map(slow, range(2_000), show=False)
+    assert twenty.wait(30)
+    assert rnb.cancel(group)
+    assert rnb.wait(group, 30).status is TaskStatus.CANCELLED
+    rnb.wait_all(30)  # cancelled children are no failure
+    stored = _children(group)
+    assert set(stored) <= {"complete", "cancelled"} and sum(stored.values()) == 2_000
+    assert stored["cancelled"] > 1_000
+    # The rest of each chunk was skipped (only those started while the cancel went
+    # through the children ran, and were cancelled in turn).
+    assert len(ran) < 1_000
+
+
+def test_drop_pending_takes_the_unstarted_rest_of_a_running_chunk(tmp_path: Path) -> None:
+    runner = ThreadExecutor(1, lambda: tmp_path, ValueCache(2**20))
+    started, gate = threading.Event(), threading.Event()
+
+    def body(ctx: Any) -> None:
+        started.set()
+        gate.wait(10)
+
+    lives = [
+        LiveTask(str(uuid.uuid4()), "t", "t", i, kernel_id=None, notebook=None, pid=1)
+        for i in range(10)
+    ]
+    runner.submit_many([(live, body) for live in lives])  # chunks of 2 for one worker
+    assert started.wait(10)
+    dropped = runner.drop_pending()
+    gate.set()
+    runner.shutdown(10)
+    assert sorted(live.args for live in dropped) == list(range(1, 10))
+    assert lives[0].status is TaskStatus.COMPLETE
+    assert {live.status for live in lives[1:]} == {TaskStatus.ENQUEUED}  # none ran

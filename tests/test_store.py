@@ -16,6 +16,7 @@ import pytest
 import raytha_nb as rnb
 from raytha_nb.backend import EmbeddedBackend
 from raytha_nb.model import TaskQuery, TaskStatus
+from raytha_nb.protocol import Batch, TaskRow
 from raytha_nb.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,3 +212,31 @@ def test_enqueue_from_a_thread_while_reading(mgr: rnb.TaskManager) -> None:
         assert any(t.id == job for t in rnb.list_tasks())
     gate.set()
     assert rnb.wait(job, timeout=10).status is TaskStatus.COMPLETE
+
+
+def _batch(rows: list[tuple[str, str]]) -> Batch:
+    return Batch(tasks=[TaskRow(i, "n", "t", "1", status, created_at=1.0) for i, status in rows])
+
+
+def test_rewritten_rows_replace_the_stored_ones(db_path: Path) -> None:
+    """A batch of rows mostly stored already (a map's children, stored queued, then
+    ended) replaces them, one row per id, whichever statements rewrite them."""
+    ids = [f"00000000-0000-4000-8000-{i:012x}" for i in range(300)]
+    store = Store(db_path)
+    try:
+        assert store._rewrite  # DELETE + INSERT: every tasks column is a TaskRow's
+        store.apply(_batch([(i, "enqueued") for i in ids[:200]]))
+        store._checkpoint()
+        store.apply(_batch([(i, "complete") for i in ids[100:]]))  # 100 stored, 100 new
+        rows = store.sql("SELECT status, count(*), count(DISTINCT id) FROM tasks GROUP BY 1")
+        assert sorted(rows.fetchall()) == [("complete", 200, 200), ("enqueued", 100, 100)]
+        # A column no TaskRow carries (another statement's) must survive a rewrite.
+        store.sql("ALTER TABLE tasks ADD COLUMN note VARCHAR")
+        store.sql("UPDATE tasks SET note = 'kept'")
+        store._rewrite = store._whole_rows()
+        assert not store._rewrite
+        store.apply(_batch([(i, "error") for i in ids[:10]]))
+        kept = store.sql("SELECT count(*) FROM tasks WHERE status = 'error' AND note = 'kept'")
+        assert kept.fetchall() == [(10,)]
+    finally:
+        store.close()
