@@ -304,7 +304,8 @@ class TaskQuery:
             return default if not values else int_param(key, values[-1], low, high)
 
         statuses = [s.strip() for arg in get("status") for s in arg.split(",") if s.strip()]
-        flag = text("grouped")
+        given = get("grouped")
+        flag = given[-1] if given else None  # an empty value too is neither true nor false
         if flag not in (None, "true", "false"):
             raise ValueError(f"grouped must be true or false, not {flag!r}")
         return cls.of(

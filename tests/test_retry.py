@@ -346,7 +346,9 @@ def test_a_failed_server_task_is_retried_as_a_server_task(server: JupyterServer)
         record = server.wait_for(body["id"], {"complete", "error"}, 60)
         assert record["status"] == "complete" and record["result"] == 21, record
         assert record["retry_of"] == job and record["executor"] == "server"
-        # And from the kernel: rnb.retry of the retried task runs it on the server too.
+        # And from the kernel: rnb.retry of the retried task runs it on the server too,
+        # afresh since it completed (so it fails at chunk 20 again, unresumed).
         again = value(client, f"rnb.retry({body['id']!r})")
-        assert value(client, f"rnb.result({again!r}, timeout=60)") == 40  # it had finished
-        assert server.task(again)["retry_of"] == body["id"]
+        rerun = server.wait_for(again, {"complete", "error"}, 60)
+        assert rerun["status"] == "error" and "failed at chunk 20" in rerun["error_message"]
+        assert rerun["retry_of"] == body["id"] and rerun["executor"] == "server"

@@ -193,6 +193,8 @@ async def test_list_filters_paging_and_search(jp_fetch: Any, secret: str) -> Non
         {"offset": str(2**63)},  # past DuckDB's BIGINT: was a 500
         {"status": "running"},
         {"status": "complete,bogus"},
+        {"grouped": "maybe"},
+        {"grouped": ""},  # empty is neither true nor false (the fuzzer found it accepted)
     ],
 )
 async def test_bad_queries_are_400(jp_fetch: Any, params: dict[str, str]) -> None:
