@@ -111,8 +111,9 @@ class Flow:
 
     def held(self) -> list[LiveTask]:
         """Tasks waiting here (for a time, parents or a slot), not in an executor."""
-        with self._lock:
-            return [h.live for h in self._held.values() if not h.counted and not _gone(h.live)]
+        with self._lock:  # list(): ends of plain tasks leave _held without the lock
+            held = list(self._held.values())
+        return [h.live for h in held if not h.counted and not _gone(h.live)]
 
     # -- continuations -------------------------------------------------------------------
     def _await(self, held: _Held) -> None:
@@ -120,10 +121,14 @@ class Flow:
         held.waiting_for = set()
         for parent in held.live.depends_on or ():
             local = self._local(parent)
-            if local is not None and local.status not in TERMINAL:
-                held.waiting_for.add(parent)
+            if local is not None:
+                # Named as its child before its status is read: a plain task's end takes
+                # no lock (_status), and looks for children after its status is final.
                 self._children[parent].add(held.live.id)
-                continue
+                if local.status not in TERMINAL:
+                    held.waiting_for.add(parent)
+                    continue
+                self._children[parent].discard(held.live.id)
             record = self._read(parent)
             if record is None or not record.finished:
                 held.waiting_for.add(parent)
@@ -217,6 +222,18 @@ class Flow:
         status = live.status
         if held is None or (status is TaskStatus.PROCESSING and live.options.timeout is None):
             return  # nothing to do: no lock (a map's children pass here by the thousand)
+        if (
+            status in TERMINAL
+            and held.waiting_for is None
+            and live.options.limit is None
+            and live.id not in self._children
+        ):
+            # A plain task's end (no limit slot, no parents, no continuation waiting for
+            # it): forgotten without the lock, which 4 workers ending 100,000 children
+            # would otherwise queue on (_await names a continuation before it reads
+            # this task's status, so one is never missed).
+            self._held.pop(live.id, None)
+            return
         ready: list[_Held] = []
         nxt = None
         with self._lock:

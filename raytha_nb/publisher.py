@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from ._live import LiveTask
 from .backend import TaskBackend
@@ -43,13 +43,14 @@ _LOG_EARLY = 20_000
 _RECENT = 2_000
 #: Seconds between two stored checkpoints of one task (the latest wins meanwhile).
 _CHECKPOINT_EVERY = 1.0
-#: A cursor's lines when it holds none (shared: a map's 100,000 cursors, one list).
-_NO_LOGS: list[tuple[int, float, str, str]] = []
+#: A cursor's lines when it holds none.
+_NO_LOGS: tuple[tuple[int, float, str, str], ...] = ()
 
 
-@dataclass
-class _Cursor:
-    """What of one task the backend has accepted."""
+class _Cursor(NamedTuple):
+    """What of one task the backend has accepted. A tuple of plain values: cheap to
+    make (a flush makes one per task it sends), and one the cyclic GC stops tracking,
+    so a map's 100,000 cursors are not walked by every full collection."""
 
     version: int = 0
     row_version: int = 0
@@ -57,19 +58,23 @@ class _Cursor:
     log_seq: int = 0
     sample: tuple[int, float, str | None] = (0, 0.0, None)
     sampled_at: float = 0.0
-    #: Lines taken from the task and not yet stored (sent again after a failure);
-    #: replaced, never changed in place (most tasks share the one empty list).
-    logs: list[tuple[int, float, str, str]] = field(default_factory=lambda: _NO_LOGS)
+    #: Lines taken from the task and not yet stored (sent again after a failure).
+    logs: tuple[tuple[int, float, str, str], ...] = _NO_LOGS
     checkpoint_version: int = 0
     checkpoint_at: float = 0.0
 
 
-@dataclass
-class _Sent:
-    """What one flush sends of one task: the cursor it moves to if accepted."""
+#: A new task's cursor: nothing accepted yet (shared: a map makes 100,000 new tasks).
+_NEW = _Cursor()
 
-    live: LiveTask
-    cursor: _Cursor
+
+class _Sent(NamedTuple):
+    """What one flush sends: its tasks and the cursor each moves to if accepted (two
+    lists, not a pair per task: fewer objects for the GC to walk while a flush of a
+    map's children is written)."""
+
+    lives: list[LiveTask]
+    cursors: list[_Cursor]
 
 
 class Publisher:
@@ -99,7 +104,7 @@ class Publisher:
     # -- tracking -----------------------------------------------------------------
     def track(self, live: LiveTask) -> None:
         """Publish ``live`` from now until its final state is stored."""
-        self._cursors[live.id] = _Cursor()
+        self._cursors[live.id] = _NEW
         self._tasks[live.id] = live
         self._active.add(live.id)
         live.on_change = self._changed
@@ -109,7 +114,7 @@ class Publisher:
         """:meth:`track` for many new tasks (a map's children)."""
         changed = self._changed
         for live in lives:
-            self._cursors[live.id] = _Cursor()
+            self._cursors[live.id] = _NEW
             self._tasks[live.id] = live
             self._active.add(live.id)
             live.on_change = changed
@@ -128,10 +133,13 @@ class Publisher:
                 self._cursors[live.id] = done[1]
                 self._tasks[live.id] = live
         self._dirty.add(live.id)
+        # is_set() first: set() takes the Event's lock, which workers ending a map's
+        # children would queue on (the loop clears it before it collects what is dirty).
         if live.status in TERMINAL:
             self._active.discard(live.id)
-            self._wake.set()
-        elif len(live.outbox) >= _LOG_EARLY:
+            if not self._wake.is_set():
+                self._wake.set()
+        elif len(live.outbox) >= _LOG_EARLY and not self._wake.is_set():
             self._wake.set()
 
     def stored(self, job_id: str) -> bool:
@@ -187,7 +195,7 @@ class Publisher:
             try:
                 cancels = self._backend.publish(batch, active)
             except Exception as exc:
-                self._dirty.update(item.live.id for item in sent)  # retry them next round
+                self._dirty.update(live.id for live in sent.lives)  # retry them next round
                 self._failures += 1
                 self.last_error = exc
                 level = (
@@ -216,14 +224,15 @@ class Publisher:
                     live.request_cancel(force)
             return True
 
-    def _collect(self, now: float) -> tuple[Batch, list[_Sent]]:
+    def _collect(self, now: float) -> tuple[Batch, _Sent]:
         # Changed tasks: those flagged dirty plus the running ones (whose progress
         # reports only bump their version). pop() is atomic, so a task flagged again
         # meanwhile stays flagged for the next round.
         candidates = set(self._running)
         while self._dirty:
             candidates.add(self._dirty.pop())
-        batch, sent = Batch(), []
+        batch, sent = Batch(), _Sent([], [])
+        lives, cursors = sent
         for job_id in candidates:
             live = self._tasks.get(job_id)
             cursor = self._cursors.get(job_id)
@@ -239,15 +248,16 @@ class Publisher:
             # Lines first: taken now, they are the publisher's until stored.
             taken = live.take_logs(_LOG_BATCH - len(cursor.logs))
             if taken:
-                cursor.logs = [*cursor.logs, *taken]
+                cursor = cursor._replace(logs=(*cursor.logs, *taken))
+                self._cursors[job_id] = cursor
             if cursor.logs:  # (no generator for the many tasks that print nothing)
                 batch.logs.extend(LogRow(live.id, *line) for line in cursor.logs)
             last_seq = cursor.logs[-1][0] if cursor.logs else cursor.log_seq
             if live.committed or (version == cursor.version and not pending):
                 # Only log lines are new (a loud task between reports, or lines printed
                 # after the task's final state was stored): no row to rewrite.
-                moved = replace(cursor, version=version, log_seq=last_seq, logs=_NO_LOGS)
-                sent.append(_Sent(live, moved))
+                lives.append(live)
+                cursors.append(cursor._replace(version=version, log_seq=last_seq, logs=_NO_LOGS))
                 continue
             # A checkpoint goes with the whole row, at most once a second (latest wins).
             whole = row_version != cursor.row_version or (
@@ -272,16 +282,17 @@ class Publisher:
                 sampled_at = now
             else:
                 sample = cursor.sample
-            moved = _Cursor(
-                version, row_version, cursor.history + len(history), last_seq, sample, sampled_at,
-                checkpoint_version=checkpoint, checkpoint_at=checkpoint_at,
+            lives.append(live)
+            cursors.append(
+                _Cursor(
+                    version, row_version, cursor.history + len(history), last_seq, sample,
+                    sampled_at, checkpoint_version=checkpoint, checkpoint_at=checkpoint_at,
+                )
             )  # fmt: skip
-            sent.append(_Sent(live, moved))
         return batch, sent
 
-    def _acknowledge(self, sent: list[_Sent]) -> None:
-        for item in sent:
-            live, cursor = item.live, item.cursor
+    def _acknowledge(self, sent: _Sent) -> None:
+        for live, cursor in zip(*sent):
             self._cursors[live.id] = cursor
             if live.status in TERMINAL and live.version == cursor.version and not live.outbox:
                 del self._tasks[live.id]

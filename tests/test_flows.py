@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import raytha_nb as rnb
-from raytha_nb import _text
+from raytha_nb import _group, _text
 from raytha_nb.store import Store
 
 from ._server_helpers import JupyterServer, run
@@ -163,6 +163,20 @@ def test_continuations_wait_for_their_parents_and_a_failed_parent_cancels_them(
     )
     anyway = rnb.enqueue(nap, {"seconds": 0}, after=failing, when="finished")
     assert rnb.wait(anyway, 10).status is rnb.TaskStatus.COMPLETE
+
+
+def test_continuations_of_tasks_ending_as_they_are_enqueued_all_run(
+    mgr: rnb.TaskManager,
+) -> None:
+    # A plain task's end takes no lock: a continuation enqueued while its parent ends
+    # must still hear of that end (the parents are a map's children: they end by the
+    # hundred while the continuations are enqueued).
+    group = rnb.map(nap, [0.0] * 400, show=False)
+    parents = [_group.child_id(group, i) for i in range(400)]
+    followers = [rnb.enqueue(nap, {"seconds": 0}, after=p, name="follower") for p in parents]
+    for follower in followers:
+        assert rnb.wait(follower, 30).status is rnb.TaskStatus.COMPLETE
+    assert rnb.wait(group, 30).status is rnb.TaskStatus.COMPLETE
 
 
 def test_limit_never_runs_two_of_a_name_at_once(mgr: rnb.TaskManager) -> None:

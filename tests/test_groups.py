@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import raytha_nb as rnb
-from raytha_nb import _group
+from raytha_nb import _group, publisher
 from raytha_nb._live import LiveTask
 from raytha_nb._results import ValueCache
 from raytha_nb.model import TaskStatus
@@ -337,3 +337,19 @@ def test_drop_pending_takes_the_unstarted_rest_of_a_running_chunk(tmp_path: Path
     assert sorted(live.args for live in dropped) == list(range(1, 10))
     assert lives[0].status is TaskStatus.COMPLETE
     assert {live.status for live in lives[1:]} == {TaskStatus.ENQUEUED}  # none ran
+
+
+def test_children_that_print_are_stored_with_their_lines(mgr: rnb.TaskManager) -> None:
+    # New tasks share one publisher cursor until their first flush: a child's lines
+    # must go to a cursor of its own, never into that shared one.
+    def loud(i: int) -> int:
+        print(f"line of {i}")
+        return i
+
+    group = rnb.map(loud, range(50), show=False)
+    assert rnb.result(group, timeout=30) == list(range(50))
+    rnb.wait_all(30)
+    for i in (0, 17, 49):
+        lines = [line.text for line in rnb.logs(_group.child_id(group, i))]
+        assert lines == [f"line of {i}"]
+    assert publisher._NEW == publisher._Cursor()
