@@ -202,7 +202,8 @@ def test_forced_cancel_after_the_grace_period(pool: Any, executor: str) -> None:
     start = time.monotonic()
     rnb.cancel(job)
     assert _done(job).status is rnb.TaskStatus.CANCELLED
-    assert _grace(executor) * 0.9 <= time.monotonic() - start < _grace(executor) + 0.5
+    # Upper bound: about the grace (a loaded box adds a second), far from a hang.
+    assert _grace(executor) * 0.9 <= time.monotonic() - start < _grace(executor) + 1.5
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

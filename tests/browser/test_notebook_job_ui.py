@@ -121,7 +121,10 @@ def test_run_as_job_fills_a_parameter_and_opens_the_executed_notebook(lab: Lab, 
 
     # From the command palette: the notebook in front (here the executed one).
     search_palette(page, "Run as Job")
-    page.locator(".lm-CommandPalette-item", has_text="Run as Job…").first.click()
+    # Enter runs the active (first) match: the palette re-renders its items as it
+    # filters, so a click may land on a detached one.
+    page.locator(".lm-CommandPalette-item.lm-mod-active", has_text="Run as Job…").wait_for()
+    page.locator(".lm-CommandPalette-input").press("Enter")
     dialog.wait_for()
     assert f"Run {executed} as a job" in dialog.inner_text()
     dialog.locator(".jp-mod-reject").click()
