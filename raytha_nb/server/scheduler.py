@@ -299,7 +299,9 @@ class Scheduler:
                 template_json = replace(task, id=sid, options={}).to_json()
             assert payload is not None
             _write(self._body(sid), payload)
-        now = time.time()
+        # Whole microseconds, as the store keeps times: what is read back after a
+        # restart is then exactly what was shown before it.
+        now = round(time.time() * 1_000_000) / 1_000_000
         state = {
             "id": sid, "paused": False, "created_at": now,
             "next_run": spec.rule.next_after(now, now), "runs": 0, "skipped": 0,
