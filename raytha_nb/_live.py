@@ -308,6 +308,14 @@ class LiveTask:
             hook(self, force)
         return True
 
+    def ended_at(self, version: int) -> bool:
+        """Whether this task has ended and ``version`` is still its latest, read together
+        under the lock: a transition sets the status before it bumps the version, so
+        unlocked reads can pair the new status with the old version (the row sent for
+        that version is not the final one)."""
+        with self.lock:
+            return self.status in TERMINAL and self.version == version
+
     def set_committed(self) -> None:
         with self.lock:
             self.committed = True

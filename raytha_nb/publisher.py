@@ -294,7 +294,8 @@ class Publisher:
     def _acknowledge(self, sent: _Sent) -> None:
         for live, cursor in zip(*sent):
             self._cursors[live.id] = cursor
-            if live.status in TERMINAL and live.version == cursor.version and not live.outbox:
+            # (The unlocked status check first: most acknowledged tasks are still running.)
+            if live.status in TERMINAL and not live.outbox and live.ended_at(cursor.version):
                 del self._tasks[live.id]
                 del self._cursors[live.id]
                 self._running.discard(live.id)

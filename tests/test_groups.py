@@ -15,7 +15,9 @@ import raytha_nb as rnb
 from raytha_nb import _group, publisher
 from raytha_nb._live import LiveTask
 from raytha_nb._results import ValueCache
+from raytha_nb.backend import EmbeddedBackend
 from raytha_nb.model import TaskStatus
+from raytha_nb.store import Store
 from raytha_nb.threads import ThreadExecutor
 
 
@@ -353,3 +355,71 @@ def test_children_that_print_are_stored_with_their_lines(mgr: rnb.TaskManager) -
         lines = [line.text for line in rnb.logs(_group.child_id(group, i))]
         assert lines == [f"line of {i}"]
     assert publisher._NEW == publisher._Cursor()
+
+
+class _PausedEnd(LiveTask):
+    """A task whose end pauses after its status is set and before its version moves
+    (where a thread switch can put it): the history row is built in between."""
+
+    __slots__ = ("inside", "go")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.inside, self.go = threading.Event(), threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def reported(self) -> tuple[int, float, str | None]:
+        if self.status is TaskStatus.CANCELLED and not self.go.is_set():
+            self.inside.set()
+            self.go.wait(10)
+        return super().reported()
+
+
+class _SlowBackend(EmbeddedBackend):
+    """The real store, with a write that waits for ``go`` once ``armed`` (a slow
+    DuckDB commit on a loaded machine)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.armed, self.writing, self.go = False, threading.Event(), threading.Event()
+
+    def publish(self, batch: Any, active: list[str]) -> dict[str, bool]:
+        if self.armed:
+            self.writing.set()
+            self.go.wait(10)
+        return super().publish(batch, active)
+
+
+def test_an_end_during_a_flush_does_not_count_the_queued_row_as_final(tmp_path: Path) -> None:
+    """Seen under load on a map's cancel: a flush wrote a child's queued row, its
+    acknowledgement read the new status with the old version (the end was half done),
+    counted the child as stored, and its end was never written."""
+    store = Store(tmp_path / "tasks.db")
+    backend = _SlowBackend(store)
+    pub = publisher.Publisher(backend, interval=60)  # flushed by hand
+    try:
+        first = LiveTask(str(uuid.uuid4()), "t", "t", None, kernel_id=None, notebook=None, pid=1)
+        pub.track(first)
+        assert pub.flush()  # (the first write imports what writes need: not in the window)
+        live = _PausedEnd(str(uuid.uuid4()), "t", "t", None, kernel_id=None, notebook=None, pid=1)
+        pub.track(live)
+        backend.armed = True
+        flushing = threading.Thread(target=pub.flush)
+        flushing.start()  # takes the queued row, then waits in the write
+        assert backend.writing.wait(10)
+        ending = threading.Thread(target=live.request_cancel)
+        ending.start()  # status set, version not yet moved
+        assert live.inside.wait(10)
+        backend.armed = False
+        backend.go.set()  # the queued row is stored; its acknowledgement waits for the end
+        flushing.join(0.5)
+        live.go.set()
+        ending.join(10)
+        flushing.join(10)
+        assert store.get(live.id).status is TaskStatus.ENQUEUED
+        assert not live.committed  # the row stored is not the end
+        assert pub.flush() and live.committed
+        assert store.get(live.id).status is TaskStatus.CANCELLED
+        assert [e["status"] for e in store.history(live.id)] == ["enqueued", "cancelled"]
+    finally:
+        pub.stop()
+        store.close()
