@@ -268,6 +268,21 @@ def run(client: Any, code: str, timeout: float = 60) -> str:
 
 
 @contextlib.contextmanager
+def running_server(
+    home: Path, *options: str, heartbeat_timeout: float = 5.0
+) -> Iterator[JupyterServer]:
+    """A started server over ``home`` (its store ``home/db/tasks.duckdb``; ``options``
+    more command-line options), stopped afterwards: a test module's ``server`` fixture."""
+    server = JupyterServer(
+        home, home / "db" / "tasks.duckdb", heartbeat_timeout=heartbeat_timeout, options=options
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def started_kernel(server: JupyterServer, setup: str = "") -> Iterator[tuple[str, Any]]:
     """A kernel of the server with ``setup`` run in it; shut down afterwards."""
     kernel_id, client = server.start_kernel()

@@ -19,7 +19,7 @@ import pytest
 
 from raytha_nb._identity import pid_alive
 
-from ._server_helpers import JupyterServer, run, started_kernel
+from ._server_helpers import JupyterServer, run, running_server, started_kernel
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,10 +53,8 @@ def write_notebook(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     home = tmp_path_factory.mktemp("notebook-jobs")
     options = (f"--RaythaNbApp.server_cancel_grace={GRACE}", "--RaythaNbApp.max_server_workers=2")
-    srv = JupyterServer(home, home / "db" / "tasks.duckdb", heartbeat_timeout=5.0, options=options)
-    srv.start()
-    yield srv
-    srv.stop()
+    with running_server(home, *options) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

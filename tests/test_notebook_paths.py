@@ -14,7 +14,7 @@ import pytest
 
 from raytha_nb.server.service import contents_path
 
-from ._server_helpers import JupyterServer, run
+from ._server_helpers import JupyterServer, run, running_server
 
 API = "raytha-nb/api"
 
@@ -22,10 +22,8 @@ API = "raytha-nb/api"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     home = tmp_path_factory.mktemp("paths")
-    srv = JupyterServer(home, home / "db" / "tasks.duckdb", heartbeat_timeout=30)
-    srv.start()
-    yield srv
-    srv.stop()
+    with running_server(home, heartbeat_timeout=30) as srv:
+        yield srv
 
 
 def new_notebook(server: JupyterServer, folder: str = "") -> str:

@@ -23,7 +23,7 @@ import raytha_nb as rnb
 from raytha_nb import _retry
 
 from ._kernel import Kernel, running_kernel
-from ._server_helpers import JupyterServer, run, started_kernel
+from ._server_helpers import JupyterServer, run, running_server, started_kernel
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -234,10 +234,8 @@ def test_a_complete_tasks_rerun_starts_afresh(mgr: rnb.TaskManager) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     home = tmp_path_factory.mktemp("retry-server")
-    srv = JupyterServer(home, home / "db" / "tasks.duckdb", heartbeat_timeout=5.0)
-    srv.start()
-    yield srv
-    srv.stop()
+    with running_server(home) as srv:
+        yield srv
 
 
 def retry(server: JupyterServer, job: str) -> tuple[int, Any]:

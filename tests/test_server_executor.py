@@ -20,7 +20,14 @@ import pytest
 
 from raytha_nb._identity import pid_alive, worker_token
 
-from ._server_helpers import JupyterServer, free_port, kernel_address, run, started_kernel
+from ._server_helpers import (
+    JupyterServer,
+    free_port,
+    kernel_address,
+    run,
+    running_server,
+    started_kernel,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,10 +54,8 @@ def nap(seconds):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     home = tmp_path_factory.mktemp("server-executor")
     options = (f"--RaythaNbApp.server_cancel_grace={GRACE}", "--RaythaNbApp.max_server_workers=2")
-    srv = JupyterServer(home, home / "db" / "tasks.duckdb", heartbeat_timeout=5.0, options=options)
-    srv.start()
-    yield srv
-    srv.stop()
+    with running_server(home, *options) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -72,7 +72,14 @@ def test_open_follows_a_rename_and_says_when_the_notebook_is_gone(lab: Lab, page
     open_panel(page)
     r = row(page, "open-me")
     # Through the event stream; a loaded machine (CI) took longer than 10 s once.
-    wait_until(lambda: "analysis.ipynb" in r.inner_text(), 30, "the row follows")
+    try:
+        wait_until(lambda: "analysis.ipynb" in r.inner_text(), 30, "the row follows")
+    except AssertionError as exc:  # (say what the row and the server hold: it failed once)
+        stored = lab.api(f"tasks/{task['id']}")
+        raise AssertionError(
+            f"{exc}; the row says {r.inner_text()!r}, the server {stored['notebook']!r} "
+            f"(updated {stored['updated_at']}); {page.locator(PANEL).inner_text()[:300]!r}"
+        ) from None
     r.locator(".jp-RaythaTask-name").click()
     details = page.locator(f"{PANEL} .jp-RaythaDetails")
     details.wait_for(state="visible")
