@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -150,40 +150,59 @@ class Group:
         #: Child indices in the order they ended: as_completed's feed.
         self.order: list[int] = []
         self.first_failure: GroupChild | None = None
+        #: Children whose status changed, not yet counted; ``_counting`` is held by the
+        #: one thread counting them (the others leave theirs queued and go on).
+        self._changes: deque[GroupChild] = deque()
+        self._counting = threading.Lock()
         self._cond = threading.Condition()
         self._waiters = 0
         live.group = self
 
     # -- counting: from the children's threads ------------------------------------
     def changed(self, child: GroupChild) -> None:
-        """``child`` changed status: move it between counters (its current status, so
-        hooks running out of order still converge)."""
-        new = _CATEGORY[child.status]
-        i = child.index
-        with self._cond:
-            old = self._states[i]
+        """``child`` changed status: queue it to be counted, and count what is queued
+        unless another thread already is (it then counts this one too)."""
+        self._changes.append(child)  # atomic: no lock for the many workers to queue on
+        while self._changes and self._counting.acquire(blocking=False):
+            try:
+                last = self._count()
+            finally:
+                self._counting.release()
+            # (A change queued while this thread held the lock is seen by the loop's
+            # test: the thread that queued it found the lock taken and left it here.)
+            if last:
+                self.finish()
+
+    def _count(self) -> bool:
+        """Under ``_counting``: move each queued child between counters by its current
+        status (so changes counted out of order still converge); True when the last
+        child's end was counted."""
+        ended = self.ended
+        changes, states, counts = self._changes, self._states, self.counts
+        while changes:
+            child = changes.popleft()
+            new = _CATEGORY[child.status]
+            i = child.index
+            old = states[i]
             if old >= _DONE or new == old:
-                return
-            self._states[i] = new
-            self.counts[old] -= 1
-            self.counts[new] += 1
+                continue
+            states[i] = new
+            counts[old] -= 1
+            counts[new] += 1
             if new == _RUNNING:
                 self._running.add(child)
             elif old == _RUNNING:
                 self._running.discard(child)
-            if new < _DONE:
-                self.live.version += 1
-                return
-            self.ended += 1
-            self.order.append(i)
-            if new == _FAILED and self.first_failure is None:
-                self.first_failure = child
-            last = self.ended == self.size
-            if self._waiters:
-                self._cond.notify_all()
+            if new >= _DONE:
+                self.ended += 1
+                self.order.append(i)
+                if new == _FAILED and self.first_failure is None:
+                    self.first_failure = child
         self.live.version += 1  # the publisher sends the group's progress
-        if last:
-            self.finish()
+        if self.ended != ended and self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+        return self.ended == self.size and ended != self.size
 
     def percent(self) -> float:
         """Ended children count 100 %, running ones what they reported."""

@@ -423,3 +423,40 @@ def test_an_end_during_a_flush_does_not_count_the_queued_row_as_final(tmp_path: 
     finally:
         pub.stop()
         store.close()
+
+
+def test_a_change_queued_while_another_thread_counts_is_counted(tmp_path: Path) -> None:
+    """Children's threads do not queue on the group's lock: a change that finds another
+    thread counting is left for it. Here the last child ends while the first child's
+    thread has counted what was queued but still holds the lock; the group must still
+    see both and end once."""
+    kw: dict[str, Any] = {"kernel_id": None, "notebook": None, "pid": 1}
+    gid = _group.group_id()
+    head = _group.GroupTask(gid, "g", _group.GROUP_TASK, {"task": "t", "items": 2}, **kw)
+    group = _group.Group(head, 2)
+    for i in range(2):
+        group.children.append(
+            _group.GroupChild(group, i, _group.child_id(gid, i), "t", "t", i, **kw)
+        )
+    head.transition(TaskStatus.PROCESSING)
+    counting, resume = threading.Event(), threading.Event()
+    count = group._count
+
+    def slow_count() -> bool:
+        last = count()
+        if not counting.is_set():  # counted what was queued; not yet let go of the lock
+            counting.set()
+            assert resume.wait(10)
+        return last
+
+    group._count = slow_count  # type: ignore[method-assign]
+    first = threading.Thread(target=group.children[0].transition, args=(TaskStatus.COMPLETE,))
+    first.start()
+    assert counting.wait(10)
+    assert group.children[1].transition(TaskStatus.COMPLETE)  # returns: left queued
+    assert group.ended < 2 and head.status is TaskStatus.PROCESSING
+    resume.set()
+    first.join(10)
+    assert group.ended == 2 and group.order == [0, 1]
+    assert head.status is TaskStatus.COMPLETE
+    assert [row.status for row in head.history].count("complete") == 1
