@@ -589,7 +589,7 @@ export class TasksPanel extends Widget {
     setText(row.time, timeLabel(task, now));
     const waits = task.status === 'enqueued' ? '' : waiting(task, now);
     const attempt = task.status === 'processing' ? attemptText(task) : '';
-    const key = `${waits}|${attempt}|${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}|${task.executor}|${task.worker}`;
+    const key = `${waits}|${attempt}|${task.status}|${task.percent_complete}|${task.task_step}|${task.status_info}|${task.cancel_requested}|${task.result_kind}|${task.name}|${task.executor}|${task.worker}|${task.notebook}`;
     if (key === row.key) {
       this._fillActions(row, task); // kernels may have come or gone
       return;

@@ -59,6 +59,10 @@ def test_open_follows_a_rename_and_says_when_the_notebook_is_gone(lab: Lab, page
     task = wait_until(lambda: lab.api("tasks?q=open-me")["tasks"], 20, "the task is stored")[0]
     wait_until(lambda: lab.api(f"tasks/{task['id']}")["status"] == "complete", 20, "complete")
     assert task["notebook"] == "Untitled.ipynb"  # contents-relative, not /tmp/.../Untitled
+    # The panel shows the row before the rename: the row must follow, not stay as drawn.
+    open_panel(page)
+    r = row(page, "open-me")
+    wait_until(lambda: "Untitled.ipynb" in r.inner_text(), 20, "the row before the rename")
 
     # Rename in Lab's UI: File > Rename Notebook…
     page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
@@ -69,9 +73,7 @@ def test_open_follows_a_rename_and_says_when_the_notebook_is_gone(lab: Lab, page
     wait_until(
         lambda: lab.api(f"tasks/{task['id']}")["notebook"] == "analysis.ipynb", 10, "REST follows"
     )
-    open_panel(page)
-    r = row(page, "open-me")
-    # Through the event stream; a loaded machine (CI) took longer than 10 s once.
+    # Through the event stream (a row drawn once had kept its old path: fixed).
     try:
         wait_until(lambda: "analysis.ipynb" in r.inner_text(), 30, "the row follows")
     except AssertionError as exc:  # (say what the row and the server hold: it failed once)
