@@ -425,7 +425,7 @@ def test_an_end_during_a_flush_does_not_count_the_queued_row_as_final(tmp_path: 
         store.close()
 
 
-def test_a_change_queued_while_another_thread_counts_is_counted(tmp_path: Path) -> None:
+def test_a_change_queued_while_another_thread_counts_is_counted() -> None:
     """Children's threads do not queue on the group's lock: a change that finds another
     thread counting is left for it. Here the last child ends while the first child's
     thread has counted what was queued but still holds the lock; the group must still
