@@ -390,7 +390,15 @@ class LiveTask:
 
     def row(self, now: float) -> TaskRow:
         """The whole task as the wire protocol carries it (``_make``: a third of what
-        the 32 arguments of ``TaskRow(...)`` cost, once per task a flush sends)."""
+        the 32 arguments of ``TaskRow(...)`` cost, once per task a flush sends).
+
+        Read under the lock, so the row is one state: unlocked, a thread switch between
+        reading the progress and the status let a fast task end meanwhile, and the row
+        said ``complete`` at 0 %; a server keeps the first final row it stores."""
+        with self.lock:
+            return self._row(now)
+
+    def _row(self, now: float) -> TaskRow:
         step, pct, info = self.reported()
         return TaskRow._make((
             self.id, clean_text(self.name), clean_text(self.task), self.args_json,
@@ -417,6 +425,11 @@ class LiveTask:
         return ProgressRow(self.id, step, info, pct, now)
 
     def snapshot(self) -> TaskRecord:
+        """The task as readers see it, read under the lock as :meth:`row` is."""
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> TaskRecord:
         step, pct, info = self.reported()
         now = utc(time.time())
         return TaskRecord(

@@ -636,3 +636,42 @@ def test_a_task_thread_reporting_after_its_task_ended_changes_nothing() -> None:
         10.0,
         1,
     )
+
+
+@pytest.mark.parametrize("read", ["row", "snapshot"])
+def test_a_row_is_one_state_even_if_the_task_ends_while_it_is_read(read: str) -> None:
+    """The publisher reads a task's row while its thread runs on. A thread switch in the
+    middle of the read let a fast task report 100 % and end meanwhile: the row said
+    ``complete`` at 0 %, and a server keeps the first final row it stores (seen as one
+    such task in 800 in test_server_concurrency). Here the task ends in that gap."""
+    from raytha_nb._live import LiveTask
+
+    ended = threading.Event()
+
+    class SwitchAfterProgress(LiveTask):
+        """Lets the task's thread run to its end right after a read of the progress."""
+
+        switch = False
+
+        def reported(self) -> tuple[int, float, str | None]:
+            progress = super().reported()
+            if self.switch:
+                self.switch = False
+                threading.Thread(target=finish, daemon=True).start()
+                ended.wait(0.5)  # the task ends here unless the read holds it off
+            return progress
+
+    live = SwitchAfterProgress("0" * 32, "t", "t", None, kernel_id=None, notebook=None, pid=1)
+    live.transition(TaskStatus.PROCESSING)
+
+    def finish() -> None:  # the task's own thread: its last report, then its end
+        live.report(100.0, "done", 5)
+        live.transition(TaskStatus.COMPLETE)
+        ended.set()
+
+    live.switch = True
+    first = live.row(time.time()) if read == "row" else live.snapshot()
+    assert ended.wait(5)
+    assert (TaskStatus(first.status), first.percent_complete) == (TaskStatus.PROCESSING, 0.0)
+    last = live.row(time.time())
+    assert (last.status, last.percent_complete, last.task_step) == ("complete", 100.0, 5)
