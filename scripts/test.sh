@@ -15,4 +15,5 @@ fi
 echo "== ruff"; ruff check raytha_nb tests benchmarks notebooks; ruff format --check raytha_nb tests benchmarks
 echo "== mypy"; mypy
 echo "== tsc (strict)"; (cd labextension && jlpm run lint)
-echo "== pytest"; pytest "$@"
+# Two workers (pytest-xdist): the tests mostly wait on kernels, servers and Chromium.
+echo "== pytest"; pytest -n 2 "$@"

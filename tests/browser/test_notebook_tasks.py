@@ -124,8 +124,10 @@ def test_reload_mid_task_restores_panel_row_and_live_widget(lab: Lab, page: Any)
 
 
 def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> None:
-    notebook(lab.root / "first.ipynb", SETUP, slow_cell("from-first", steps=300))
-    notebook(lab.root / "second.ipynb", SETUP, slow_cell("from-second", steps=300))
+    # Long enough to outlast the test on a loaded machine (two kernels, two notebooks
+    # opened): it ends by cancelling both, which a finished task no longer offers.
+    notebook(lab.root / "first.ipynb", SETUP, slow_cell("from-first", steps=3000))
+    notebook(lab.root / "second.ipynb", SETUP, slow_cell("from-second", steps=3000))
     open_notebook(lab, page, "first.ipynb")
     run_cell(page, 1)
     page.locator(WIDGET, has_text="from-first").wait_for(timeout=30_000)  # it started
@@ -146,6 +148,8 @@ def test_task_from_a_second_notebook_in_the_same_panel(lab: Lab, page: Any) -> N
     wait_until(lambda: current.count() == 1 and "from-first" in current.inner_text(), 15, "open")
     for r in (first, second):
         r.locator("[data-action='cancel']").click()
+    for r in (first, second):
+        wait_until(lambda r=r: r.get_attribute("data-status") == "cancelled", 15, "cancelled")
 
 
 def test_widget_downloads_a_file_result(lab: Lab, page: Any) -> None:
