@@ -21,10 +21,15 @@ DATA = f"raytha_nb-{__version__}.data/data/"
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, with the labextension the setup built (SKIP_JUPYTER_BUILDER): building
+    it again rewrites raytha_nb/labextension in this checkout, and a browser test on the
+    other pytest worker found it missing meanwhile. The setup's editable install runs
+    the same build hook, so the build itself is exercised there."""
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(out)],
         check=True,
+        env={**os.environ, "SKIP_JUPYTER_BUILDER": "1"},
     )
     (found,) = out.glob("raytha_nb-*.whl")
     return found
