@@ -396,21 +396,19 @@ class LiveTask:
         reading the progress and the status let a fast task end meanwhile, and the row
         said ``complete`` at 0 %; a server keeps the first final row it stores."""
         with self.lock:
-            return self._row(now)
-
-    def _row(self, now: float) -> TaskRow:
-        step, pct, info = self.reported()
-        return TaskRow._make((
-            self.id, clean_text(self.name), clean_text(self.task), self.args_json,
-            self.status.value, step, info, pct, _text(self.error_type), _text(self.error_message),
-            _text(self.traceback), None if self.result_kind is None else dumps(self.result),
-            self.result_kind, self.created_at, self.started_at, self.completed_at,
-            now if self.status is TaskStatus.PROCESSING else None,
-            self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
-            self.executor, self.worker, self.attempt, self.options.max_attempts,
-            self.scheduled_for, _json(self.depends_on), self.group_id, self.retry_of,
-            _json(self.checkpoint), self.options.stored, self.schedule_id,
-        ))  # fmt: skip
+            step, pct, info = self.reported()
+            return TaskRow._make((
+                self.id, clean_text(self.name), clean_text(self.task), self.args_json,
+                self.status.value, step, info, pct, _text(self.error_type),
+                _text(self.error_message), _text(self.traceback),
+                None if self.result_kind is None else dumps(self.result),
+                self.result_kind, self.created_at, self.started_at, self.completed_at,
+                now if self.status is TaskStatus.PROCESSING else None,
+                self.kernel_id, _text(self.notebook), self.pid, self.cancel_requested,
+                self.executor, self.worker, self.attempt, self.options.max_attempts,
+                self.scheduled_for, _json(self.depends_on), self.group_id, self.retry_of,
+                _json(self.checkpoint), self.options.stored, self.schedule_id,
+            ))  # fmt: skip
 
     def reported(self) -> tuple[int, float, str | None]:
         """(task_step, percent_complete, status_info) as stored and shown, whatever
@@ -427,46 +425,43 @@ class LiveTask:
     def snapshot(self) -> TaskRecord:
         """The task as readers see it, read under the lock as :meth:`row` is."""
         with self.lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> TaskRecord:
-        step, pct, info = self.reported()
-        now = utc(time.time())
-        return TaskRecord(
-            id=self.id,
-            name=self.name,
-            task=self.task,
-            args=self.args,
-            status=self.status,
-            task_step=step,
-            status_info=info,
-            percent_complete=pct,
-            error_type=self.error_type,
-            error_message=self.error_message,
-            traceback=self.traceback,
-            result=self.result,
-            result_kind=self.result_kind,
-            created_at=utc(self.created_at),
-            started_at=utc(self.started_at),
-            completed_at=utc(self.completed_at),
-            heartbeat_at=now,
-            updated_at=now,
-            kernel_id=self.kernel_id,
-            notebook=self.notebook,
-            pid=self.pid,
-            cancel_requested=self.cancel_requested,
-            executor=self.executor,
-            worker=self.worker,
-            attempt=self.attempt,
-            max_attempts=self.options.max_attempts,
-            scheduled_for=utc(self.scheduled_for),
-            depends_on=self.depends_on,
-            group_id=self.group_id,
-            retry_of=self.retry_of,
-            checkpoint=self.checkpoint,
-            options=self.options.public(),
-            schedule_id=self.schedule_id,
-        )
+            step, pct, info = self.reported()
+            now = utc(time.time())
+            return TaskRecord(
+                id=self.id,
+                name=self.name,
+                task=self.task,
+                args=self.args,
+                status=self.status,
+                task_step=step,
+                status_info=info,
+                percent_complete=pct,
+                error_type=self.error_type,
+                error_message=self.error_message,
+                traceback=self.traceback,
+                result=self.result,
+                result_kind=self.result_kind,
+                created_at=utc(self.created_at),
+                started_at=utc(self.started_at),
+                completed_at=utc(self.completed_at),
+                heartbeat_at=now,
+                updated_at=now,
+                kernel_id=self.kernel_id,
+                notebook=self.notebook,
+                pid=self.pid,
+                cancel_requested=self.cancel_requested,
+                executor=self.executor,
+                worker=self.worker,
+                attempt=self.attempt,
+                max_attempts=self.options.max_attempts,
+                scheduled_for=utc(self.scheduled_for),
+                depends_on=self.depends_on,
+                group_id=self.group_id,
+                retry_of=self.retry_of,
+                checkpoint=self.checkpoint,
+                options=self.options.public(),
+                schedule_id=self.schedule_id,
+            )
 
 
 def _percent(value: Any) -> float:
