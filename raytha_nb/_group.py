@@ -55,9 +55,9 @@ _CATEGORY = {
 }
 #: Groups a manager remembers for ``as_completed`` after they left its live tasks.
 _KEEP = 64
-#: Children started at once (one lock of the manager, publisher and flow each, one
-#: hand-over to the executor); the first slice runs while the next is started.
-_SLICE = 1024
+#: Children started at once (one lock of the flow, one hand-over to the executor);
+#: the first slice runs while the next is started.
+SLICE = 1024
 
 
 def group_id() -> str:
@@ -68,6 +68,17 @@ def group_id() -> str:
 def child_id(group: str, index: int) -> str:
     """The id of child ``index`` of ``group``."""
     return f"{group[:24]}{index:012x}"
+
+
+def parent(job_id: str) -> tuple[str, int] | None:
+    """The group id and child index a child's id names (None: not a child's id)."""
+    index = job_id[24:]
+    if len(job_id) != 36 or index == "f" * 12:
+        return None
+    try:
+        return job_id[:24] + "f" * 12, int(index, 16)
+    except ValueError:
+        return None
 
 
 def is_group(record: TaskRecord) -> bool:
@@ -204,11 +215,15 @@ class Group:
                 self._cond.notify_all()
         return self.ended == self.size and ended != self.size
 
+    def running(self) -> list[GroupChild]:
+        """The children counted as running."""
+        return list(self._running)  # (one C call: atomic under the GIL)
+
     def percent(self) -> float:
         """Ended children count 100 %, running ones what they reported."""
         if not self.size:
             return 100.0
-        partial = sum(c.percent_complete for c in list(self._running))
+        partial = sum(c.percent_complete for c in self.running())
         return min(100.0, (self.ended * 100.0 + partial) / self.size)
 
     def counts_text(self) -> str:
@@ -362,8 +377,7 @@ def start_map(
         if not children:
             group.finish()
             return gid
-        for i in range(0, len(children), _SLICE):
-            manager._start_many(children[i : i + _SLICE], runner, body)
+        manager._start_group(group, runner, body)
     finally:
         if collecting:
             gc.enable()

@@ -226,14 +226,17 @@ class TaskManager:
         self.publisher.track(live)
         self.flow.start(live, runner, body)
 
-    def _start_many(self, lives: Sequence[LiveTask], runner: Executor, body: Body) -> None:
-        """:meth:`_start` for many tasks with one executor and body (a map's children)."""
+    def _start_group(self, group: _group.Group, runner: Executor, body: Body) -> None:
+        """:meth:`_start` for a map's children: published through their group, and
+        started a slice at a time (the first runs while the next is handed over)."""
+        children = group.children
         with self._tasks_lock:
-            for live in lives:
+            for live in children:
                 self._tasks[live.id] = live
-            self._forget_old(len(lives))
-        self.publisher.track_many(lives)
-        self.flow.start_many(lives, runner, body)
+            self._forget_old(len(children))
+        self.publisher.track_group(group)
+        for i in range(0, len(children), _group.SLICE):
+            self.flow.start_many(children[i : i + _group.SLICE], runner, body)
 
     def _read(self, job_id: str) -> TaskRecord | None:
         """A task's record, or None if there is none (for the flow's parents)."""

@@ -22,6 +22,10 @@ from .store import Store
 class TaskBackend(ABC):
     """What the manager needs from a task store, local or remote."""
 
+    #: Whether ``publish`` reads its ``active`` list (a server reaps the tasks of a
+    #: silent kernel by it); a process owning its store has nobody to tell.
+    reads_active = True
+
     @property
     @abstractmethod
     def results_dir(self) -> Path:
@@ -71,6 +75,8 @@ class TaskBackend(ABC):
 
 class EmbeddedBackend(TaskBackend):
     """This process owns the store file: every call goes straight to DuckDB."""
+
+    reads_active = False
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -149,25 +149,66 @@ class LogRow(NamedTuple):
 Row = TypeVar("Row", TaskRow, ProgressRow, HistoryRow, LogRow)
 
 
+#: The columns a task's run and end change; the others keep what it was queued with.
+RUN_COLUMNS = (
+    "status", "task_step", "status_info", "percent_complete", "error_type",
+    "error_message", "traceback", "result", "result_kind", "started_at", "completed_at",
+    "heartbeat_at", "cancel_requested", "worker", "attempt", "scheduled_for", "checkpoint",
+)  # fmt: skip
+
+
+@dataclass
+class TaskBlock:
+    """Whole task rows as columns: ``columns`` each row's own values, ``same`` one
+    value for every row (a map's queued children differ in four columns of 32; a
+    TaskRow each cost the publisher more than running them).
+
+    ``queued_stored``: every row is stored as it was queued, so only its
+    :data:`RUN_COLUMNS` changed (the embedded store then updates just those: 70x
+    less DuckDB time than rewriting 100,000 ended children's rows)."""
+
+    columns: dict[str, list[Any]]
+    same: dict[str, Any]
+    queued_stored: bool = False
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    def rows(self) -> list[TaskRow]:
+        """The block as rows (the wire form)."""
+        n = len(self)
+        columns = [
+            self.columns[name] if name in self.columns else [self.same[name]] * n
+            for name in TaskRow._fields
+        ]
+        return [TaskRow._make(values) for values in zip(*columns)]
+
+
 @dataclass
 class Batch:
-    """State changes to commit together: whole task rows (latest wins), progress rows of
-    tasks already stored, history rows, log lines."""
+    """State changes to commit together: whole task rows (latest wins; in ``tasks``
+    or, as columns, in ``blocks``: a task is in one of them), progress rows of tasks
+    already stored, history rows, log lines."""
 
     tasks: list[TaskRow] = field(default_factory=list)
     progress: list[ProgressRow] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
     logs: list[LogRow] = field(default_factory=list)
+    blocks: list[TaskBlock] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.progress or self.history or self.logs)
+        return bool(self.tasks or self.progress or self.history or self.logs or self.blocks)
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form: each section columnar, with its column names."""
+        """The wire form: each section columnar, with its column names (blocks as rows
+        of ``tasks``: the wire has one form of a row)."""
+        sections = {name: getattr(self, name) for name in SECTIONS}
+        if self.blocks:
+            sections["tasks"] = [*self.tasks, *(r for b in self.blocks for r in b.rows())]
         return {
-            name: {"columns": list(kind._fields), "rows": getattr(self, name)}
-            for name, kind in SECTIONS.items()
-            if getattr(self, name)
+            name: {"columns": list(SECTIONS[name]._fields), "rows": rows}
+            for name, rows in sections.items()
+            if rows
         }
 
     @classmethod

@@ -10,7 +10,8 @@ the backend accepted a batch, and a terminal state is acknowledged
 and is retried with backoff, so nothing is dropped while the backend is away; a task
 that prints faster than the store takes lines waits (``LiveTask.add_log``), which
 bounds memory. A finished task stays known for a while (``_RECENT``), so lines its
-threads print after it ended are stored too.
+threads print after it ended are stored too. A map's children are published by their
+group instead (:mod:`raytha_nb._feed`) until one needs more than a queued row and an end.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from ._feed import GroupFeed, Handover
+from ._feed import Sent as FeedSent
+from ._group import parent
 from ._live import LiveTask
 from .backend import TaskBackend
 from .errors import StoreClosed
 from .model import TERMINAL, TaskStatus
 from .protocol import Batch, HistoryRow, LogRow
+
+if TYPE_CHECKING:
+    from ._group import Group
 
 log = logging.getLogger("raytha_nb")
 
@@ -43,6 +50,8 @@ _LOG_EARLY = 20_000
 _RECENT = 2_000
 #: Seconds between two stored checkpoints of one task (the latest wins meanwhile).
 _CHECKPOINT_EVERY = 1.0
+#: Finished feeds kept so that late log lines of their children are still stored.
+_RECENT_FEEDS = 16
 #: A cursor's lines when it holds none.
 _NO_LOGS: tuple[tuple[int, float, str, str], ...] = ()
 
@@ -70,11 +79,11 @@ _NEW = _Cursor()
 
 class _Sent(NamedTuple):
     """What one flush sends: its tasks and the cursor each moves to if accepted (two
-    lists, not a pair per task: fewer objects for the GC to walk while a flush of a
-    map's children is written)."""
+    lists, not a pair per task), and what of each group's feed went."""
 
     lives: list[LiveTask]
     cursors: list[_Cursor]
+    feeds: list[tuple[GroupFeed, FeedSent]]
 
 
 class Publisher:
@@ -91,6 +100,8 @@ class Publisher:
         self._dirty: set[str] = set()
         self._running: set[str] = set()
         self._active: set[str] = set()  # tracked and not finished: the heartbeat's list
+        #: Maps' children, published by their group (raytha_nb/_feed.py), by group id.
+        self._feeds: OrderedDict[str, GroupFeed] = OrderedDict()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -110,18 +121,19 @@ class Publisher:
         live.on_change = self._changed
         self._changed(live)
 
-    def track_many(self, lives: Sequence[LiveTask]) -> None:
-        """:meth:`track` for many new tasks (a map's children)."""
-        changed = self._changed
-        for live in lives:
-            self._cursors[live.id] = _NEW
+    def track_group(self, group: Group) -> None:
+        """Publish a map's children, before any of them starts, through their group."""
+        self._feeds[group.live.id] = GroupFeed(group, time.time())
+
+    def _adopt(self, handed: Sequence[Handover]) -> None:
+        """Put children a feed hands over on the per-task path, from what is stored."""
+        for live, stored in handed:
+            self._cursors[live.id] = _NEW if stored is None else _Cursor(*stored)
             self._tasks[live.id] = live
-            self._active.add(live.id)
-            live.on_change = changed
-            if live.status is TaskStatus.ENQUEUED:
-                self._dirty.add(live.id)  # what _changed does for a new queued task
-            else:
-                changed(live)
+            if live.status not in TERMINAL:
+                self._active.add(live.id)
+            live.on_change = self._changed
+            self._changed(live)
 
     def _changed(self, live: LiveTask) -> None:
         # Called from the task's threads: set and dict operations are atomic under the GIL.
@@ -149,6 +161,8 @@ class Publisher:
 
     def pending(self) -> bool:
         """Whether any tracked task has changes or lines the backend has not accepted."""
+        if any(feed.pending() for feed in list(self._feeds.values())):
+            return True
         for job_id, live in list(self._tasks.items()):
             cursor = self._cursors.get(job_id)
             if cursor is None or live.version != cursor.version or live.outbox or cursor.logs:
@@ -169,7 +183,7 @@ class Publisher:
             except Exception:  # noqa: BLE001 - logged in flush; never kill the loop
                 pass
             else:
-                if not self._running and not self._dirty:
+                if not self._running and not self._dirty and not self._feeding():
                     self._idle()
 
     def _idle(self) -> None:
@@ -187,11 +201,11 @@ class Publisher:
             batch, sent = self._collect(now)
             # While tasks run, check in every flush: the reply carries cancel requests
             # from other kernels and REST, so they land within ~interval, not ~heartbeat.
-            every = self.interval if self._running else self.heartbeat
+            every = self.interval if self._running or self._feeding() else self.heartbeat
             due = now - self._last_publish >= every
             if not batch and not due:
                 return True
-            active = list(self._active)
+            active = self._active_ids() if self._backend.reads_active else []
             try:
                 cancels = self._backend.publish(batch, active)
             except Exception as exc:
@@ -219,20 +233,47 @@ class Publisher:
             self._last_publish = now
             self._acknowledge(sent)
             for job_id, force in cancels.items():
-                live = self._tasks.get(job_id)
+                live = self._tasks.get(job_id) or self._child(job_id)
                 if live is not None:
                     live.request_cancel(force)
             return True
 
+    def _child(self, job_id: str) -> LiveTask | None:
+        """A map's child its group's feed publishes (not on the per-task path)."""
+        named = parent(job_id)
+        feed = None if named is None else self._feeds.get(named[0])
+        return None if feed is None or named is None else feed.child(named[1])
+
+    def _feeding(self) -> bool:
+        """Whether a map's children are still being published by their group."""
+        return any(not feed.done for feed in list(self._feeds.values()))
+
+    def _active_ids(self) -> list[str]:
+        """This process's unfinished tasks: the tracked ones and the feeds' children."""
+        active = set(self._active)
+        for feed in list(self._feeds.values()):
+            if not feed.done:
+                active.update(c.id for c in feed.children if c.status not in TERMINAL)
+        return list(active)
+
     def _collect(self, now: float) -> tuple[Batch, _Sent]:
+        batch, sent = Batch(), _Sent([], [], [])
+        # Maps' children: those to move to the per-task path first (they are then
+        # dirty, so collected below), then their groups' rows.
+        for feed in list(self._feeds.values()):
+            self._adopt(feed.handovers())
+        for feed in list(self._feeds.values()):
+            if not feed.done:
+                what, handed = feed.collect(batch, now)
+                sent.feeds.append((feed, what))
+                self._adopt(handed)
         # Changed tasks: those flagged dirty plus the running ones (whose progress
         # reports only bump their version). pop() is atomic, so a task flagged again
         # meanwhile stays flagged for the next round.
         candidates = set(self._running)
         while self._dirty:
             candidates.add(self._dirty.pop())
-        batch, sent = Batch(), _Sent([], [])
-        lives, cursors = sent
+        lives, cursors, _ = sent
         for job_id in candidates:
             live = self._tasks.get(job_id)
             cursor = self._cursors.get(job_id)
@@ -292,7 +333,10 @@ class Publisher:
         return batch, sent
 
     def _acknowledge(self, sent: _Sent) -> None:
-        for live, cursor in zip(*sent):
+        for feed, what in sent.feeds:
+            self._adopt(feed.accepted(what))
+        self._forget_feeds()
+        for live, cursor in zip(sent.lives, sent.cursors):
             self._cursors[live.id] = cursor
             # (The unlocked status check first: most acknowledged tasks are still running.)
             if live.status in TERMINAL and not live.outbox and live.ended_at(cursor.version):
@@ -306,6 +350,12 @@ class Publisher:
             if live.outbox:  # a loud task: more lines wait; flush again at once
                 self._dirty.add(live.id)
                 self._wake.set()
+
+    def _forget_feeds(self) -> None:
+        """Keep the last _RECENT_FEEDS finished feeds (for their children's late lines)."""
+        finished = [gid for gid, feed in list(self._feeds.items()) if feed.done]
+        for gid in finished[: max(0, len(finished) - _RECENT_FEEDS)]:
+            del self._feeds[gid]
 
     def stop(self, flush: bool = True, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -37,7 +37,7 @@ import pyarrow as pa
 from ._sql import literal
 from .errors import StoreClosed, StoreDamaged, StoreLockedError, StoreUnusable, StoreWriteError
 from .model import TERMINAL, LogLine, TaskQuery, TaskRecord, TaskStatus
-from .protocol import Batch, HistoryRow, LogRow, ProgressRow, TaskRow
+from .protocol import RUN_COLUMNS, Batch, HistoryRow, LogRow, ProgressRow, TaskBlock, TaskRow
 
 TASK_COLUMNS = TaskRow._fields
 PROGRESS_COLUMNS = ProgressRow._fields
@@ -104,7 +104,56 @@ def _arrow(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     return pa.table({name: _column(v, k) for name, v, k in zip(columns, arrays, kinds)})
 
 
-def _column(values: tuple[Any, ...], kind: pa.DataType) -> pa.Array:
+_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+                 pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}  # fmt: skip
+
+
+def _block_parts(block: TaskBlock, columns: Sequence[str]) -> tuple[pa.Table, dict[str, Any]]:
+    """``columns`` of a block of task rows: those whose values differ as Arrow, and
+    those with one value for every row as named parameters (a map's children share
+    most: each Arrow column is a C call that gives the GIL to the task threads)."""
+    table: dict[str, pa.Array] = {}
+    same: dict[str, Any] = {}
+    for name in columns:
+        values = block.columns.get(name)
+        if values is None:
+            same[name] = block.same[name]
+        elif name != "id" and values and values.count(values[0]) == len(values):
+            same[name] = values[0]
+        else:
+            table[name] = pa.array(values, type=_ARROW_TYPES.get(name, pa.string()))
+    return pa.table(table), same
+
+
+def _block_value(name: str, same: dict[str, Any]) -> str:
+    """A column of ``batch_block`` (alias ``b``) or its parameter, as stored."""
+    if name in same:
+        kind = _DUCKDB_TYPES[_ARROW_TYPES.get(name, pa.string())]
+        source = f"CAST(${name} AS {kind})"
+    else:
+        source = f"b.{name}"
+    return (
+        f"make_timestamp(CAST({source} * 1000000 AS BIGINT))" if name in _TIME_COLUMNS else source
+    )
+
+
+def _block_insert(same: dict[str, Any], replace: bool) -> str:
+    values = ", ".join(_block_value(name, same) for name in TASK_COLUMNS)
+    return (
+        f"INSERT {'OR REPLACE ' if replace else ''}INTO tasks ({', '.join(TASK_COLUMNS)}, "
+        f"updated_at) SELECT {values}, make_timestamp($now) FROM batch_block AS b"
+    )
+
+
+def _block_update(same: dict[str, Any]) -> str:
+    sets = ", ".join(f"{name} = {_block_value(name, same)}" for name in RUN_COLUMNS)
+    return (
+        f"UPDATE tasks SET {sets}, updated_at = make_timestamp($now) FROM batch_block AS b "
+        "WHERE tasks.id = b.id"
+    )
+
+
+def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     """One column; one value repeated (a map's children share most of theirs: name,
     kernel, options, ...) is made in C instead of converted value by value."""
     if len(values) > 16 and values.count(values[0]) == len(values):
@@ -261,6 +310,7 @@ class Store:
         f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}, updated_at) "
         f"SELECT {_select(TASK_COLUMNS)}, make_timestamp(?) FROM batch_tasks"
     )
+    DELETE_BLOCK = "DELETE FROM tasks WHERE id IN (SELECT id FROM batch_block)"
     TASK_TABLE_COLUMNS = (
         "SELECT column_name FROM duckdb_columns() "
         "WHERE database_name = current_database() AND table_name = 'tasks'"
@@ -797,20 +847,51 @@ class Store:
         StoreWriteError when the disk refused it, StoreDamaged when the file is damaged."""
         if not batch:
             return
+        views = ["batch_tasks", "batch_block", "batch_progress", "batch_history", "batch_logs"]
+        with self._transaction(views=views) as cur:
+            for block in batch.blocks:
+                self._write_block(cur, block)
+            for name, table, statements in self._tables(batch):
+                cur.register(name, table)
+                for sql in statements:
+                    cur.execute(sql, [_micros()] if "?" in sql else [])
+                cur.unregister(name)
+
+    def _write_block(self, cur: duckdb.DuckDBPyConnection, block: TaskBlock) -> None:
+        """A block's rows: only their run columns if they are stored queued (if one is
+        not after all, e.g. deleted meanwhile, all of them whole), else whole."""
+        if block.queued_stored:
+            table, same = _block_parts(block, ("id", *RUN_COLUMNS))
+            cur.register("batch_block", table)
+            params = {**same, "now": _micros()}
+            updated = cur.execute(_block_update(same), params).fetchall()[0][0]
+            cur.unregister("batch_block")
+            if updated == len(block):
+                return
+        table, same = _block_parts(block, TASK_COLUMNS)
+        cur.register("batch_block", table)
+        params = {**same, "now": _micros()}
+        if self._rewrite:
+            cur.execute(self.DELETE_BLOCK)
+        cur.execute(_block_insert(same, replace=not self._rewrite), params)
+        cur.unregister("batch_block")
+
+    def _tables(self, batch: Batch) -> Iterator[tuple[str, pa.Table, tuple[str, ...]]]:
+        """Each non-empty section of ``batch`` but its blocks as Arrow, with the
+        statements it feeds."""
         tasks = (self.DELETE_TASKS, self.INSERT_TASKS) if self._rewrite else (self.UPSERT_TASKS,)
-        sections = (
-            ("batch_tasks", TASK_COLUMNS, batch.tasks, tasks),
-            ("batch_progress", PROGRESS_COLUMNS, batch.progress, (self.UPDATE_PROGRESS,)),
-            ("batch_history", HISTORY_COLUMNS, batch.history, (self.INSERT_HISTORY,)),
-            ("batch_logs", LOG_COLUMNS, batch.logs, (self.INSERT_LOGS,)),
-        )
-        with self._transaction(views=[name for name, *_ in sections]) as cur:
-            for name, columns, rows, statements in sections:
-                if rows:
-                    cur.register(name, _arrow(columns, rows))
-                    for sql in statements:
-                        cur.execute(sql, [_micros()] if "?" in sql else [])
-                    cur.unregister(name)
+        if batch.tasks:
+            yield "batch_tasks", _arrow(TASK_COLUMNS, batch.tasks), tasks
+        if batch.progress:
+            yield (
+                "batch_progress",
+                _arrow(PROGRESS_COLUMNS, batch.progress),
+                (self.UPDATE_PROGRESS,),
+            )
+        if batch.history:
+            yield "batch_history", _arrow(HISTORY_COLUMNS, batch.history), (self.INSERT_HISTORY,)
+        if batch.logs:
+            yield "batch_logs", _arrow(LOG_COLUMNS, batch.logs), (self.INSERT_LOGS,)
 
     def interrupt(self, ids: Sequence[str], reason: str) -> list[str]:
         """Mark those of ``ids`` still enqueued or processing ``interrupted``; returns them.

@@ -3,6 +3,7 @@ DuckDB store (and one real kernel for the group's single widget)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -13,10 +14,11 @@ import pytest
 
 import raytha_nb as rnb
 from raytha_nb import _group, publisher
-from raytha_nb._live import LiveTask
+from raytha_nb._live import LiveTask, run_columns
 from raytha_nb._results import ValueCache
 from raytha_nb.backend import EmbeddedBackend
 from raytha_nb.model import TaskStatus
+from raytha_nb.protocol import RUN_COLUMNS, Batch, TaskBlock, TaskRow
 from raytha_nb.store import Store
 from raytha_nb.threads import ThreadExecutor
 
@@ -460,3 +462,141 @@ def test_a_change_queued_while_another_thread_counts_is_counted() -> None:
     assert group.ended == 2 and group.order == [0, 1]
     assert head.status is TaskStatus.COMPLETE
     assert [row.status for row in head.history].count("complete") == 1
+
+
+# -- the feed: a map's children published as blocks -------------------------------------
+def _finished_tasks() -> list[LiveTask]:
+    """Tasks that ended each way a child can: a result, an error, a cancel, a checkpoint."""
+    made = []
+    for status, fields in [
+        (TaskStatus.COMPLETE, {"result": [1, "two"], "result_kind": "json"}),
+        (
+            TaskStatus.ERROR,
+            {"error_type": "ValueError", "error_message": "bad\x00", "traceback": "tb"},
+        ),
+        (TaskStatus.CANCELLED, {"status_info": "cancelled before it started"}),
+    ]:
+        live = LiveTask(str(uuid.uuid4()), "t", "t", {"a": 1}, kernel_id="k", notebook=None, pid=1)
+        live.worker = "thread w"
+        live.transition(TaskStatus.PROCESSING)
+        live.report(percent=float("nan"), info=12, step="x")  # made sane as row() does
+        live.set_checkpoint({"at": 3})
+        live.transition(status, **fields)
+        made.append(live)
+    return made
+
+
+def test_run_columns_are_what_row_has_for_finished_tasks() -> None:
+    """The feed writes ended children from run_columns(), the per-task path from row():
+    one task's stored row must not depend on which of them wrote it."""
+    lives = _finished_tasks()
+    columns = run_columns(lives)
+    assert set(columns) == set(RUN_COLUMNS)
+    for i, live in enumerate(lives):
+        row = live.row(time.time())._asdict()
+        assert {name: values[i] for name, values in columns.items()} == {
+            name: row[name] for name in RUN_COLUMNS
+        }
+
+
+def test_a_block_of_ends_whose_queued_rows_are_missing_is_written_whole(tmp_path: Path) -> None:
+    """The store updates an ended child's run columns only; a row that is not there
+    (deleted, or never stored) is inserted whole instead of its end being lost."""
+    store = Store(tmp_path / "tasks.db")
+    try:
+        lives = _finished_tasks()
+        rows = [live.row(time.time()) for live in lives]
+        queued = TaskBlock(
+            {"id": [rows[0].id]}, {k: v for k, v in rows[0]._asdict().items() if k != "id"}
+        )
+        store.apply(Batch(blocks=[queued]))
+        assert store.get(rows[0].id).status is TaskStatus.COMPLETE  # (a whole row, as given)
+        ends = TaskBlock(
+            {name: list(values) for name, values in zip(TaskRow._fields, zip(*rows))}, {}, True
+        )
+        store.apply(Batch(blocks=[ends]))
+        assert [store.get(row.id).status.value for row in rows] == [row.status for row in rows]
+        assert store.get(rows[1].id).error_message == rows[1].error_message == "bad\x00"
+        assert store.get(rows[2].id).checkpoint == {"at": 3}
+    finally:
+        store.close()
+
+
+def test_a_batch_with_blocks_goes_over_the_wire_as_rows() -> None:
+    """A server takes rows: a kernel's blocks are expanded for it, nothing else changes."""
+    rows = [live.row(time.time()) for live in _finished_tasks()]
+    block = TaskBlock(
+        {"id": [r.id for r in rows], "status": [r.status for r in rows]},
+        {k: v for k, v in rows[0]._asdict().items() if k not in ("id", "status")},
+    )
+    back = Batch.from_json(json.loads(json.dumps(Batch(blocks=[block]).to_json())))
+    assert back.tasks == block.rows()
+    assert [r.id for r in back.tasks] == [r.id for r in rows] and not back.blocks
+
+
+class _FailingBackend(EmbeddedBackend):
+    """The real store, refusing the first ``failures`` writes (a full disk, a server
+    restarting) after the first one."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        super().__init__(store)
+        self.calls, self.failures = 0, failures
+
+    def publish(self, batch: Any, active: list[str]) -> dict[str, bool]:
+        self.calls += 1
+        if 1 < self.calls <= 1 + self.failures and batch:
+            raise OSError("no room (a test)")
+        return super().publish(batch, active)
+
+
+def test_a_map_whose_writes_fail_for_a_while_stores_each_child_once(tmp_path: Path) -> None:
+    """The feed moves only on an accepted write: refused writes lose no child's queued
+    row or end, and none is stored twice (each child: one history row, its end)."""
+    store = Store(tmp_path / "tasks.db")
+    backend = _FailingBackend(store, failures=4)
+    manager = rnb.TaskManager(backend=backend, workers=4, flush_interval=0.05)
+    try:
+        group = manager.map(_square, range(5_000))
+        assert manager.result(group, timeout=60) == [x * x for x in range(5_000)]
+        manager.wait_all(60)
+        assert backend.calls > 5
+        counts = store.sql(
+            "SELECT status, count(*) FROM tasks WHERE group_id = ? GROUP BY status", [group]
+        ).fetchall()
+        assert counts == [("complete", 5_000)]
+        events = store.sql(
+            "SELECT count(*), count(DISTINCT task_id) FROM task_events WHERE task_id LIKE ? "
+            "AND task_id <> ?",
+            [group[:24] + "%", group],
+        ).fetchall()
+        assert events == [(5_000, 5_000)]
+    finally:
+        manager.shutdown()
+
+
+def test_a_child_running_across_flushes_is_stored_running(mgr: rnb.TaskManager) -> None:
+    """A child still running at a flush goes on the per-task path: its row says
+    processing, with its progress, before it ends."""
+    go = threading.Event()
+
+    def slow(i: int) -> int:
+        if i == 3:
+            rnb.progress(40, info="part 2")
+            go.wait(30)
+        return i
+
+    group = rnb.map(slow, range(10), show=False)
+    child = _group.child_id(group, 3)
+    store = rnb.task_store()
+
+    def stored_running() -> bool:
+        rows = store.execute(
+            "SELECT status, percent_complete, status_info FROM tasks WHERE id = ?", [child]
+        ).fetchall()
+        return rows == [("processing", 40.0, "part 2")]
+
+    _wait_until(stored_running)
+    go.set()
+    assert rnb.result(group, timeout=30) == list(range(10))
+    rnb.wait_all(30)
+    assert _children(group) == {"complete": 10}
