@@ -157,7 +157,10 @@ class Publisher:
     def stored(self, job_id: str) -> bool:
         """Whether the backend has any state of this task (else asking it is pointless)."""
         cursor = self._cursors.get(job_id)
-        return cursor is None or cursor.version > 0
+        if cursor is not None:
+            return cursor.version > 0
+        feed = self._feed_of(job_id)
+        return feed is None or feed.queued  # (a map's child: once its group's rows are)
 
     def pending(self) -> bool:
         """Whether any tracked task has changes or lines the backend has not accepted."""
@@ -238,10 +241,14 @@ class Publisher:
                     live.request_cancel(force)
             return True
 
+    def _feed_of(self, job_id: str) -> GroupFeed | None:
+        """The feed of the group whose child ``job_id`` names, if it has one."""
+        named = parent(job_id)
+        return None if named is None else self._feeds.get(named[0])
+
     def _child(self, job_id: str) -> LiveTask | None:
         """A map's child its group's feed publishes (not on the per-task path)."""
-        named = parent(job_id)
-        feed = None if named is None else self._feeds.get(named[0])
+        feed, named = self._feed_of(job_id), parent(job_id)
         return None if feed is None or named is None else feed.child(named[1])
 
     def _feeding(self) -> bool:

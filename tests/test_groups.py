@@ -600,3 +600,21 @@ def test_a_child_running_across_flushes_is_stored_running(mgr: rnb.TaskManager) 
     assert rnb.result(group, timeout=30) == list(range(10))
     rnb.wait_all(30)
     assert _children(group) == {"complete": 10}
+
+
+def test_a_child_counts_as_stored_once_its_groups_rows_are(tmp_path: Path) -> None:
+    """Reads skip the store for a task it has nothing of yet (e.g. a widget's logs)."""
+    go = threading.Event()
+    manager = rnb.TaskManager(tmp_path / "tasks.db", workers=2, flush_interval=60)
+    try:
+        group = manager.map(lambda i: go.wait(30), range(10))
+        child = _group.child_id(group, 9)
+        assert not manager.publisher.stored(child)
+        manager.flush()
+        assert manager.publisher.stored(child)
+        assert manager.backend.get(child) is not None
+        go.set()
+        assert manager.result(group, timeout=30) == [True] * 10
+    finally:
+        go.set()
+        manager.shutdown()
