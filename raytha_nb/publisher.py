@@ -159,8 +159,8 @@ class Publisher:
         cursor = self._cursors.get(job_id)
         if cursor is not None:
             return cursor.version > 0
-        feed = self._feed_of(job_id)
-        return feed is None or feed.queued  # (a map's child: once its group's rows are)
+        child = self._feed_of(job_id)
+        return child is None or child[0].queued  # (a map's child: once its group's rows are)
 
     def pending(self) -> bool:
         """Whether any tracked task has changes or lines the backend has not accepted."""
@@ -241,15 +241,16 @@ class Publisher:
                     live.request_cancel(force)
             return True
 
-    def _feed_of(self, job_id: str) -> GroupFeed | None:
-        """The feed of the group whose child ``job_id`` names, if it has one."""
+    def _feed_of(self, job_id: str) -> tuple[GroupFeed, int] | None:
+        """The feed publishing the map's child ``job_id``, and its index there."""
         named = parent(job_id)
-        return None if named is None else self._feeds.get(named[0])
+        feed = None if named is None else self._feeds.get(named[0])
+        return None if feed is None or named is None else (feed, named[1])
 
     def _child(self, job_id: str) -> LiveTask | None:
         """A map's child its group's feed publishes (not on the per-task path)."""
-        feed, named = self._feed_of(job_id), parent(job_id)
-        return None if feed is None or named is None else feed.child(named[1])
+        child = self._feed_of(job_id)
+        return None if child is None else child[0].child(child[1])
 
     def _feeding(self) -> bool:
         """Whether a map's children are still being published by their group."""

@@ -90,8 +90,18 @@ _INVALIDATED = "database has been invalidated"
 _DUCKDB = tuple(int(part) for part in duckdb.__version__.split(".")[:2])
 
 
+def _timestamp(value: str) -> str:
+    """SQL for epoch seconds ``value`` (how times travel) as a TIMESTAMP."""
+    return f"make_timestamp(CAST({value} * 1000000 AS BIGINT))"
+
+
 def _ts(column: str) -> str:
-    return f"make_timestamp(CAST({column} * 1000000 AS BIGINT)) AS {column}"
+    return f"{_timestamp(column)} AS {column}"
+
+
+def _one_value(values: Sequence[Any]) -> bool:
+    """Whether a column holds one value in every row (then made once, not per row)."""
+    return len(values) > 16 and values.count(values[0]) == len(values)
 
 
 def _select(columns: Sequence[str]) -> str:
@@ -118,7 +128,7 @@ def _block_parts(block: TaskBlock, columns: Sequence[str]) -> tuple[pa.Table, di
         values = block.columns.get(name)
         if values is None:
             same[name] = block.same[name]
-        elif name != "id" and values and values.count(values[0]) == len(values):
+        elif name != "id" and _one_value(values):
             same[name] = values[0]
         else:
             table[name] = pa.array(values, type=_ARROW_TYPES.get(name, pa.string()))
@@ -132,9 +142,7 @@ def _block_value(name: str, same: dict[str, Any]) -> str:
         source = f"CAST(${name} AS {kind})"
     else:
         source = f"b.{name}"
-    return (
-        f"make_timestamp(CAST({source} * 1000000 AS BIGINT))" if name in _TIME_COLUMNS else source
-    )
+    return _timestamp(source) if name in _TIME_COLUMNS else source
 
 
 def _block_insert(same: dict[str, Any], replace: bool) -> str:
@@ -156,7 +164,7 @@ def _block_update(same: dict[str, Any]) -> str:
 def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     """One column; one value repeated (a map's children share most of theirs: name,
     kernel, options, ...) is made in C instead of converted value by value."""
-    if len(values) > 16 and values.count(values[0]) == len(values):
+    if _one_value(values):
         return pa.repeat(pa.scalar(values[0], type=kind), len(values))
     return pa.array(list(values), type=kind)  # list(): a tuple of str is ~500x slower
 
