@@ -117,7 +117,7 @@ class TaskProgress(w.VBox):  # type: ignore[misc]
         if self._done:
             # Re-sent on the main thread (post_execute): a thread's message carries the
             # latest cell's parent, which a headless runner may no longer listen to.
-            if threading.current_thread() is threading.main_thread():
+            if self._displayed and threading.current_thread() is threading.main_thread():
                 self._update_display()
             return
         live = manager().live(self.job_id)

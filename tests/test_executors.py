@@ -347,7 +347,8 @@ def test_a_blocking_c_call_is_stopped_within_the_grace_period(pool: Any) -> None
     rnb.cancel(job)
     record = _done(job)
     assert record.status is rnb.TaskStatus.CANCELLED
-    assert time.monotonic() - start < GRACE + 0.5
+    # About the grace (a loaded box adds a second), far from the 60 s the call would take.
+    assert time.monotonic() - start < GRACE + 1.5
     assert "worker process stopped" in (record.status_info or "")
 
 

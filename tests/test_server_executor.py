@@ -188,7 +188,9 @@ def test_limit_of_workers_keeps_the_rest_enqueued(
 ) -> None:
     _, client = kernel
     jobs = [
-        value(client, "rnb.enqueue(spin, {'steps': 20, 'delay': 0.1}, executor='server')")
+        # 8 s each: the two must still run when the third is cancelled, however slowly
+        # the second one's worker starts on a loaded machine.
+        value(client, "rnb.enqueue(spin, {'steps': 80, 'delay': 0.1}, executor='server')")
         for _ in range(3)
     ]
     for job in jobs[:2]:

@@ -117,3 +117,26 @@ def test_data_job_in_a_plain_script_displays_nothing(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "status complete\n"
+
+
+def test_a_widget_never_displayed_prints_nothing_after_its_task_ends(tmp_path: Path) -> None:
+    # The refresher thread may see the end first; the main thread's refresh after it must
+    # not re-send a display the widget never had (outside IPython that prints the bundle).
+    script = (
+        "import raytha_nb as rnb\n"
+        "from raytha_nb.widgets import TaskProgress\n"
+        "job = rnb.enqueue(lambda: 42)\n"
+        "rnb.wait(job)\n"
+        "widget = TaskProgress(job)\n"
+        "for _ in range(3):\n"
+        "    widget.refresh()\n"
+        "assert widget.done, 'the final state is shown'\n"
+        "print('status', widget.record.status.value)\n"
+    )
+    env = dict(os.environ, RAYTHA_NB_DB=str(tmp_path / "tasks.duckdb"))
+    env.pop("RAYTHA_NB_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "status complete\n"

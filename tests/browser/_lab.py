@@ -103,7 +103,15 @@ def start_lab(
     # JupyterLab finds prebuilt extensions as <dir>/<package name>/package.json.
     (labext / "raytha-nb").symlink_to(BUILT, target_is_directory=True)
     (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"raytha_nb": server_extension}}})
+        json.dumps(
+            {
+                "ServerApp": {"jpserver_extensions": {"raytha_nb": server_extension}},
+                # Tests' feeds are fake kernels that publish only when told to: on a
+                # loaded machine one can stay silent past the default 30 s, and its
+                # running tasks would be reaped as interrupted mid-test.
+                "RaythaNbApp": {"heartbeat_timeout": 600},
+            }
+        )
     )
     # No news or update prompts: they would cover the notifications under test.
     _write_settings(

@@ -6,6 +6,8 @@ import re
 import time
 from typing import Any
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 PANEL = "#raytha-nb-tasks"
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 TAB = ".jp-SideBar.jp-mod-left li[data-id='raytha-nb-tasks']"
@@ -19,9 +21,16 @@ def wait_lab(page: Any) -> None:
 def open_panel(page: Any) -> Any:
     """Show the Background Tasks sidebar (clicking its tab unless it is already shown)."""
     panel = page.locator(PANEL)
-    if not panel.is_visible():
+    # Lab may restore the sidebar just as the tab is clicked, and the click then hides
+    # it again: click until it shows.
+    deadline = time.monotonic() + 60
+    while not panel.is_visible():
         page.locator(TAB).click()
-    panel.wait_for(state="visible")
+        try:
+            panel.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
     return panel
 
 

@@ -187,7 +187,10 @@ def test_reopened_notebook_shows_final_states(themed: tuple[Lab, str], page: Any
     assert table.locator("tbody tr").count() == 10
     assert table.locator("tbody tr").nth(3).locator("td").all_inner_texts() == ["3", "9"]
     assert "500 rows, 2 columns (first 10 shown)" in output(page, "squares").inner_text()
-    assert output(page, "squares").locator("a", has_text="Download").count() == 1
+    # The link needs the live source (the server's result URL); the saved table may come first.
+    download = output(page, "squares").locator("a", has_text="Download")
+    download.wait_for(timeout=10_000)
+    assert download.count() == 1
 
     # Theme colours for the traceback, in this renderer and in the bare ipywidget.
     run_cell(page, 5)
