@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _results, _tqdm, _worker
+from ._jsonable import to_jsonable
 from ._live import LiveTask
 from .context import TaskContext, _enter, flush_task_output, install_output_capture
 from .errors import TaskCancelled
@@ -220,7 +221,9 @@ class DaskExecutor(Executor):
     def _on_event(self, event: tuple[float, Any]) -> None:
         """A worker's event (on the client's event loop): start, progress or end. The
         end event carries the outcome, so a task's result is never fetched from its
-        worker unless it was too big for an event or came with files."""
+        worker unless it was too big for an event or came with files. Events come
+        through msgpack, which makes JSON's lists tuples: results and checkpoints are
+        made JSON values again, as the fetched outcome's are."""
         msg = event[1]
         with self._lock:
             job = self._jobs.get(msg[1])
@@ -235,6 +238,8 @@ class DaskExecutor(Executor):
             self._progress(job, msg[2:7])
         elif kind == "end":  # [end, id, worker, step, pct, info, logs, checkpoint, outcome]
             outcome = msg[8]
+            if outcome is not None and outcome[0] == "done":
+                outcome = [*outcome[:4], to_jsonable(outcome[4], "result"), *outcome[5:]]
             claimed = outcome is not None and self._claim(job)
             self._start(job, msg[2])
             self._progress(job, msg[3:8])
@@ -265,7 +270,7 @@ class DaskExecutor(Executor):
             live.add_log(stream, text)
         live.report(percent, info, step)
         if checkpoint is not None:  # [its version, the state], when it changed
-            live.set_checkpoint(checkpoint[1])
+            live.set_checkpoint(to_jsonable(checkpoint[1], "checkpoint"))
 
     def _claim(self, job: _Job) -> bool:
         """Whether this caller applies the job's outcome (once, whoever sees it first)."""

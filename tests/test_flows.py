@@ -52,6 +52,16 @@ def chunks(n: int, crash_at: int, pause: float = 0.0) -> list[int]:
     return [start, ctx.attempt]
 
 
+def resumes(_: int = 0) -> list[Any]:
+    """The first attempt checkpoints lists and fails; the next returns what it resumed."""
+    ctx = rnb.current()
+    assert ctx is not None
+    if ctx.attempt == 1:
+        ctx.checkpoint({"done": [1, 2]})
+        raise RuntimeError("first attempt")
+    return [type(ctx.resume["done"]).__name__, ctx.resume]
+
+
 def spin() -> None:
     while True:
         pass
@@ -304,6 +314,14 @@ def test_retries_timeouts_and_checkpoints_on_dask(mgr: rnb.TaskManager, tmp_path
             retry_delay=0,
         )  # fmt: skip
         assert rnb.result(job, timeout=60) == [20, 2]
+        # JSON values come back as JSON's types (lists, not tuples), however they came:
+        # the checkpoint in an event, the result in an event or by fetching the future.
+        jobs = [
+            rnb.enqueue(resumes, [i], executor="dask", retries=1, retry_delay=0) for i in range(4)
+        ]
+        for each in jobs:
+            result = rnb.result(each, timeout=60)
+            assert result == ["list", {"done": [1, 2]}] and type(result) is list, result
         record = rnb.wait(
             rnb.enqueue(wrong_type, executor="dask", retries=2, retry_on=ValueError), 60
         )
