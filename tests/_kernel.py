@@ -79,7 +79,8 @@ class Kernel:
             "store_history": True,
             "user_expressions": {},
             "allow_stdin": False,
-            "stop_on_error": True,
+            # A cell expected to fail must not make ipykernel abort the next request.
+            "stop_on_error": check,
         }
         msg = self.kc.session.msg(
             "execute_request", content, metadata={"cellId": cell_id} if cell_id else {}
