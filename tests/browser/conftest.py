@@ -11,6 +11,8 @@ from playwright import sync_api as playwright_sync
 
 from ._lab import CHROMIUM, CHROMIUM_ARGS, OUTPUT, Lab, start_lab
 
+DARK = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
@@ -28,6 +30,14 @@ def browser() -> Iterator[object]:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab with both halves of raytha_nb: server extension and labextension."""
     server = start_lab(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A second JupyterLab whose theme is JupyterLab Dark, for the dark screenshots."""
+    server = start_lab(tmp_path_factory.mktemp("dark"), settings=DARK)
     yield server
     server.stop()
 
@@ -55,9 +65,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def shot(page: object, name: str) -> Path:
-    """Save a screenshot to test-output/ (looked at by a person, not compared)."""
-    OUTPUT.mkdir(exist_ok=True)
-    path = OUTPUT / name
-    page.screenshot(path=str(path))  # type: ignore[attr-defined]
+def shot(target: object, name: str, folder: Path = OUTPUT) -> Path:
+    """Save a screenshot of a page or an element to ``folder`` (test-output/ unless
+    given), to be looked at by a person, not compared."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    target.screenshot(path=str(path))  # type: ignore[attr-defined]
     return path

@@ -15,6 +15,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ._lab import Lab
 from ._ui import PANEL, wait_kernel_idle, wait_lab, wait_until
+from .conftest import shot
 
 SHOTS = Path("/tmp/shots/notebook-job-ui")
 DETAILS = f"{PANEL} .jp-RaythaDetails"
@@ -59,11 +60,6 @@ def search_palette(page: Any, text: str) -> None:
     raise AssertionError("the command palette never opened")
 
 
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name))
-
-
 def test_run_as_job_fills_a_parameter_and_opens_the_executed_notebook(lab: Lab, page: Any) -> None:
     parameterised(lab.root / "reports" / "greet.ipynb")
     expected = lab.api("notebook-jobs/parameters?path=reports/greet.ipynb")
@@ -85,7 +81,7 @@ def test_run_as_job_fills_a_parameter_and_opens_the_executed_notebook(lab: Lab, 
     dialog.locator(".jp-RaythaJobForm-value[data-parameter='repeat']").fill("3")
     dialog.locator(".jp-RaythaJobForm-name").fill("greet-thrice")
     dialog.locator(".jp-RaythaJobForm-option[data-option='retries']").fill("1")
-    shot(page, "dialog-light.png")
+    shot(page, "dialog-light.png", SHOTS)
     dialog.locator(".jp-mod-accept").click()
 
     # The new task is selected in the panel and runs to the end, live.
@@ -99,7 +95,7 @@ def test_run_as_job_fills_a_parameter_and_opens_the_executed_notebook(lab: Lab, 
     wait_until(lambda: details.get_attribute("data-status") == "complete", 90, "the job done")
     open_result = details.locator("[data-action='open-result']")
     open_result.wait_for()
-    shot(page, "details-light.png")
+    shot(page, "details-light.png", SHOTS)
     done = lab.api(f"tasks/{task_id}")
     assert done["max_attempts"] == 2 and done["attempt"] == 1  # retries=1 from the form
     result = done["result"]
@@ -117,7 +113,7 @@ def test_run_as_job_fills_a_parameter_and_opens_the_executed_notebook(lab: Lab, 
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=executed).wait_for(timeout=20_000)
     output = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")
     wait_until(lambda: "<hihihi>" in " ".join(output.all_inner_texts()), 20, "the job's output")
-    shot(page, "executed-light.png")
+    shot(page, "executed-light.png", SHOTS)
 
     # From the command palette: the notebook in front (here the executed one).
     search_palette(page, "Run as Job")

@@ -22,6 +22,7 @@ from .._server_helpers import FAKE_PID
 from ._feed import Feed
 from ._lab import Lab, notebook
 from ._ui import PANEL, open_notebook, open_panel, row, run_cell, wait_lab, wait_until
+from .conftest import shot
 
 SHOTS = Path("/tmp/shots/panel")
 CELL = "%%background --name load-orders\nimport time\nrows = [{'id': i} for i in range(45)]\nrows"
@@ -34,11 +35,6 @@ def open_lab(lab: Lab, page: Any, path: str = "lab") -> Any:
     panel = open_panel(page)
     wait_until(lambda: panel.get_attribute("data-state") == "ready", 30, "panel ready")
     return panel
-
-
-def shot(page: Any, name: str, element: Any = None) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (element or page).screenshot(path=str(SHOTS / name))
 
 
 def finished(feed: Feed, name: str, status: TaskStatus, **fields: Any) -> LiveTask:
@@ -69,7 +65,7 @@ def test_delete_and_clear_finished_ask_first_and_cancel_deletes_nothing(
     dialog = page.locator(DIALOG)
     dialog.wait_for()
     assert "delete-me" in dialog.inner_text() and "cannot be undone" in dialog.inner_text()
-    shot(page, "dialog-delete.png")
+    shot(page, "dialog-delete.png", SHOTS)
     dialog.get_by_role("button", name="Cancel").click()
     dialog.wait_for(state="detached")
     time.sleep(0.5)
@@ -88,7 +84,7 @@ def test_delete_and_clear_finished_ask_first_and_cancel_deletes_nothing(
     text = dialog.inner_text()
     assert f"{finished_count} finished task" in text and "results" in text, text
     assert "notebooks" in text  # two notebooks' tasks go
-    shot(page, "dialog-clear-finished.png")
+    shot(page, "dialog-clear-finished.png", SHOTS)
     dialog.get_by_role("button", name="Cancel").click()
     dialog.wait_for(state="detached")
     time.sleep(0.5)
@@ -161,7 +157,7 @@ def test_panel_at_default_width_reads_in_full(lab: Lab, page: Any) -> None:
     print(f"default panel width {m['panelWidth']:.0f}px")
     panel.locator(".jp-RaythaPanel-textFilter").fill("")
     panel.locator(".jp-RaythaPanel-textFilter").fill("width-")
-    shot(page, "panel-default-width.png", page.locator(PANEL))
+    shot(page.locator(PANEL), "panel-default-width.png", SHOTS)
     for live in list(feed.tasks.values()):
         live.transition(TaskStatus.COMPLETE, percent_complete=100.0)
     feed.publish()
@@ -232,7 +228,7 @@ def test_details_cell_as_code_kernel_by_notebook_preview_and_streamed_download(
         raise AssertionError("the result URL answered without authentication")
     except urllib.error.HTTPError as exc:
         assert exc.code == 403
-    shot(page, "details-preview.png", page.locator(PANEL))
+    shot(page.locator(PANEL), "details-preview.png", SHOTS)
 
 
 def test_rerun_in_its_own_kernel_and_disabled_when_the_kernel_is_gone(lab: Lab, page: Any) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from raytha_nb.widgets import _where
 
 from .._server_helpers import FAKE_PID
 from ._feed import Feed
-from ._lab import Lab, notebook, start_lab
+from ._lab import Lab, notebook
 from ._ui import (
     NOTEBOOK,
     PANEL,
@@ -29,9 +28,9 @@ from ._ui import (
     wait_lab,
     wait_until,
 )
+from .conftest import shot
 
 SHOTS = Path("/tmp/shots/panel-executor")
-DARK = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
 BADGE = ".jp-RaythaTask-executor"
 DETAILS = f"{PANEL} .jp-RaythaDetails"
 
@@ -47,18 +46,6 @@ ENQUEUE = (
     "process_job = rnb.enqueue(where_am_i, {'seconds': 1}, name='in-a-process',"
     " executor='process')"
 )
-
-
-@pytest.fixture(scope="module")
-def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    server = start_lab(tmp_path_factory.mktemp("dark"), settings=DARK)
-    yield server
-    server.stop()
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name))
 
 
 def record(lab: Lab, name: str) -> dict[str, Any] | None:
@@ -147,12 +134,12 @@ def test_thread_and_process_tasks_show_where_they_run(lab: Lab, page: Any) -> No
     fits = badge_fits(page, "in-a-process")
     assert fits["whole"] and fits["clear"] and fits["inside"], fits
     assert fits["name_width"] > 40 and fits["middle_gap"] < 2, fits
-    shot(page, "list-light.png")
+    shot(page, "list-light.png", SHOTS)
 
     # The details: "Runs on" with the executor and the worker the record names.
     open_details(page, "in-a-process")
     assert runs_on(page) == f"process · pid {proc['result']}"
-    shot(page, "details-process-light.png")
+    shot(page, "details-process-light.png", SHOTS)
     open_details(page, "on-a-thread")
     assert runs_on(page) == f"thread · {thread['worker'].removeprefix('thread ')}"
 
@@ -162,7 +149,7 @@ def test_thread_and_process_tasks_show_where_they_run(lab: Lab, page: Any) -> No
         said = _where(TaskRecord.from_json(rec))
         wait_until(lambda n=name, w=said: cell_where(page, n) == w, 15, f"{name}: {said}")
     page.locator(f"{NOTEBOOK} .jp-RaythaCell", has_text="in-a-process").scroll_into_view_if_needed()
-    shot(page, "cell-output-light.png")
+    shot(page, "cell-output-light.png", SHOTS)
 
 
 def _fed(feed: Feed, name: str, executor: str | None, worker: str | None, pct: float) -> LiveTask:
@@ -209,12 +196,12 @@ def test_every_executor_and_none(lab: Lab, dark_lab: Lab, page: Any, theme: str)
         if badge:
             fits = badge_fits(page, name)
             assert fits["whole"] and fits["clear"] and fits["inside"], (name, fits)
-    shot(page, f"list-kinds-{theme}.png")
+    shot(page, f"list-kinds-{theme}.png", SHOTS)
     for name, _, _, _, where in KINDS:
         open_details(page, name)
         assert runs_on(page) == where, name
         if name == "cluster-train":
-            shot(page, f"details-dask-{theme}.png")
+            shot(page, f"details-dask-{theme}.png", SHOTS)
     # The filter finds tasks by where they run.
     page.locator(f"{DETAILS} .jp-RaythaDetails-back").click()
     page.locator(f"{PANEL} .jp-RaythaPanel-textFilter").fill("dask")

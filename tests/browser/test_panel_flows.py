@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ from raytha_nb.model import TaskStatus
 
 from .._server_helpers import FAKE_PID
 from ._feed import Feed
-from ._lab import Lab, notebook, start_lab
+from ._lab import Lab, notebook
 from ._ui import PANEL, open_notebook, open_panel, row, run_cell, wait_lab, wait_until
+from .conftest import shot
 
 SHOTS = Path("/tmp/shots/panel-flows")
-DARK = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
 DETAILS = f"{PANEL} .jp-RaythaDetails"
 ROWS = f"{PANEL} .jp-RaythaTask"
 
@@ -50,18 +49,6 @@ START = (
     "flaky_job = rnb.enqueue('flaky', {}, name='flaky')\n"
     "bad = rnb.enqueue('always-fails', {'x': 1}, name='always-fails')"
 )
-
-
-@pytest.fixture(scope="module")
-def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    server = start_lab(tmp_path_factory.mktemp("dark"), settings=DARK)
-    yield server
-    server.stop()
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name))
 
 
 def info(page: Any, name: str) -> str:
@@ -113,7 +100,7 @@ def test_waits_retries_and_the_retry_button(lab: Lab, page: Any) -> None:
         lambda: "attempt 2 of 3, next in" in info(page, "flaky"), 20, "attempt 2 of 3, next in"
     )
     assert status_of(page, "flaky") == "scheduled"
-    shot(page, "waits-light.png")
+    shot(page, "waits-light.png", SHOTS)
     # Counting down: a later second says less.
     first = int(said.group(1))
     wait_until(
@@ -138,7 +125,7 @@ def test_waits_retries_and_the_retry_button(lab: Lab, page: Any) -> None:
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for()
     assert "runs again as a new task" in dialog.inner_text()
-    shot(page, "retry-dialog-light.png")
+    shot(page, "retry-dialog-light.png", SHOTS)
     dialog.locator(".jp-mod-accept").click()
     retry_of = field(page, "Retry of")
     retry_of.wait_for(timeout=20_000)
@@ -149,7 +136,7 @@ def test_waits_retries_and_the_retry_button(lab: Lab, page: Any) -> None:
     link = retry_of.locator(".jp-RaythaDetails-link")
     assert link.get_attribute("data-task-id") == original
     wait_until(lambda: "(error)" in retry_of.inner_text(), 20, "the original's status")
-    shot(page, "details-retry-of-light.png")
+    shot(page, "details-retry-of-light.png", SHOTS)
     link.click()
     wait_until(
         lambda: page.locator(DETAILS).get_attribute("data-task-id") == original, 10, "original"
@@ -236,7 +223,7 @@ def test_filter_details_and_groups(lab: Lab, dark_lab: Lab, page: Any, theme: st
         return summary.inner_text() == f"{len(held)} tasks · {running} running, {waits} waiting"
 
     wait_until(says, 10, "the summary to count the waits apart")
-    shot(page, f"list-folded-{theme}.png")
+    shot(page, f"list-folded-{theme}.png", SHOTS)
     toggle.click()
     wait_until(lambda: row(page, f"fan-4-{theme}").count() == 1, 5, "children shown")
     order = names_shown(page)
@@ -245,7 +232,7 @@ def test_filter_details_and_groups(lab: Lab, dark_lab: Lab, page: Any, theme: st
     child = row(page, f"fan-0-{theme}")
     assert "jp-mod-child" in (child.get_attribute("class") or "")
     assert child.get_attribute("data-status") == "complete"
-    shot(page, f"list-expanded-{theme}.png")
+    shot(page, f"list-expanded-{theme}.png", SHOTS)
     toggle.click()
     wait_until(lambda: row(page, f"fan-0-{theme}").count() == 0, 5, "children folded")
 
@@ -260,7 +247,7 @@ def test_filter_details_and_groups(lab: Lab, dark_lab: Lab, page: Any, theme: st
         5,
         "only the scheduled tasks",
     )
-    shot(page, f"filter-scheduled-{theme}.png")
+    shot(page, f"filter-scheduled-{theme}.png", SHOTS)
     choose(page, "awaiting")
     wait_until(lambda: names_shown(page) == [f"continuation-{theme}"], 5, "only awaiting")
     choose(page, "active")
@@ -278,7 +265,7 @@ def test_filter_details_and_groups(lab: Lab, dark_lab: Lab, page: Any, theme: st
     assert re.fullmatch(r"attempt 2 of 3, next in 9:\d\d", field(page, "Waiting").inner_text())
     assert field(page, "Checkpoint").inner_text() == '{"chunk":731,"of":1000}'
     assert field(page, "Retry of").inner_text() == f"first-run-{theme} (error)"
-    shot(page, f"details-retrying-{theme}.png")
+    shot(page, f"details-retrying-{theme}.png", SHOTS)
     field(page, "Retry of").locator("a").click()
     page.locator(f"{DETAILS} .jp-RaythaDetails-name", has_text=f"first-run-{theme}").wait_for()
     assert field(page, "Waiting").is_hidden()  # nothing to wait for once it ran
@@ -293,4 +280,4 @@ def test_filter_details_and_groups(lab: Lab, dark_lab: Lab, page: Any, theme: st
     toggle.click()
     row(page, f"fan-3-{theme}").locator(".jp-RaythaTask-name").click()
     assert field(page, "Group").inner_text() == f"fan-out-{theme} (processing)"
-    shot(page, f"details-child-{theme}.png")
+    shot(page, f"details-child-{theme}.png", SHOTS)

@@ -7,17 +7,14 @@ schedule's runs filter the list; Delete asks first."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from ._lab import Lab, notebook, start_lab
+from ._lab import Lab, notebook
 from ._ui import PANEL, open_notebook, open_panel, run_cell, wait_lab, wait_until
+from .conftest import shot
 
 SHOTS = Path("/tmp/shots/panel-schedules")
-DARK = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
 ROW = f"{PANEL} .jp-RaythaSchedule"
 DETAILS = f"{PANEL} .jp-RaythaDetails"
 
@@ -49,11 +46,6 @@ SCHEDULE = (
     "sid = rnb.schedule(ping, {'seconds': 1.5}, name='ping-hourly', every=3600)\n"
     "other = rnb.enqueue(ping, {'seconds': 0}, name='not-a-run')"
 )
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name))
 
 
 def tab(page: Any, view: str) -> None:
@@ -100,7 +92,7 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     first = wait_until(lambda: re.match(r"Next in (\d+:\d\d(?::\d\d)?) · ", nxt.inner_text()), 5)
     wait_until(lambda: not nxt.inner_text().startswith(first.group(0)), 5, "the next run to tick")
     assert "Not run yet · 0 runs" in row.locator(".jp-RaythaSchedule-last").inner_text()
-    shot(page, "schedule-light.png")
+    shot(page, "schedule-light.png", SHOTS)
 
     # Pause: the badge, no next run (the server agrees); Resume: a next run again.
     row.locator("[data-action='pause']").click()
@@ -111,7 +103,7 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     assert "no runs until resumed" in nxt.inner_text()
     assert lab.api(f"schedules/{made['id']}")["paused"] is True
     assert lab.api(f"schedules/{made['id']}")["next_run"] is None
-    shot(page, "paused-light.png")
+    shot(page, "paused-light.png", SHOTS)
     row.locator("[data-action='resume']").click()
     badge.wait_for(state="hidden", timeout=10_000)
     wait_until(lambda: nxt.get_attribute("data-next-run"), 10, "a next run again")
@@ -131,10 +123,10 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     run_row = task_row(page, run["id"])
     run_row.wait_for(timeout=10_000)
     wait_until(lambda: run_row.get_attribute("data-status") == "complete", 30, "the run done")
-    shot(page, "run-in-list-light.png")
+    shot(page, "run-in-list-light.png", SHOTS)
     tab(page, "schedules")
     wait_until(lambda: last.get_attribute("data-status") == "complete", 10, "last run complete")
-    shot(page, "last-run-light.png")
+    shot(page, "last-run-light.png", SHOTS)
 
     # The schedule's runs: a filtered list with a chip; clearing it shows every task.
     wait_until(
@@ -145,7 +137,7 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     chip.wait_for(state="visible")
     assert chip.locator(".jp-RaythaPanel-chipText").inner_text() == "Runs of ping-hourly"
     wait_until(lambda: names_shown(page) == [run["name"]], 10, "only its run")
-    shot(page, "runs-filter-light.png")
+    shot(page, "runs-filter-light.png", SHOTS)
     chip.locator(".jp-RaythaPanel-chipClear").click()
     chip.wait_for(state="hidden")
     wait_until(lambda: "not-a-run" in names_shown(page), 10, "every task again")
@@ -155,7 +147,7 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     field = page.locator(f"{DETAILS} dd[data-field='Schedule']")
     field.wait_for()
     assert field.inner_text() == "ping-hourly"
-    shot(page, "run-details-light.png")
+    shot(page, "run-details-light.png", SHOTS)
     field.locator("a").click()
     chip.wait_for(state="visible")
     chip.locator(".jp-RaythaPanel-chipClear").click()
@@ -173,7 +165,7 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for()
     assert "ping-hourly" in dialog.inner_text() and "1 run stay" in dialog.inner_text()
-    shot(page, "delete-dialog-light.png")
+    shot(page, "delete-dialog-light.png", SHOTS)
     dialog.locator(".jp-mod-reject").click()
     dialog.wait_for(state="detached")
     assert row.count() == 1 and the_schedule(lab, "ping-hourly") is not None
@@ -183,13 +175,6 @@ def test_schedule_from_a_kernel_pause_run_now_runs_and_delete(lab: Lab, page: An
     assert the_schedule(lab, "ping-hourly") is None
     assert lab.api(f"tasks?schedule_id={made['id']}")["tasks"][0]["id"] == run["id"]
     wait_until(lambda: "No schedules yet" in empty.inner_text(), 10, "the empty view again")
-
-
-@pytest.fixture(scope="module")
-def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    server = start_lab(tmp_path_factory.mktemp("dark"), settings=DARK)
-    yield server
-    server.stop()
 
 
 def test_skips_show_live_with_their_history_in_the_dark_theme(dark_lab: Lab, page: Any) -> None:
@@ -210,7 +195,7 @@ def test_skips_show_live_with_their_history_in_the_dark_theme(dark_lab: Lab, pag
     badge = row.locator(".jp-RaythaSchedule-paused")
     badge.wait_for(state="visible", timeout=10_000)
     assert badge.evaluate(CONTRAST) >= 4.5  # WCAG AA for its small text
-    shot(page, "skips-dark.png")
+    shot(page, "skips-dark.png", SHOTS)
 
     tally.click()
     dialog = page.locator(".jp-Dialog")
@@ -222,7 +207,7 @@ def test_skips_show_live_with_their_history_in_the_dark_theme(dark_lab: Lab, pag
     reason = next(e["reason"] for e in stored if e["event"] == "skipped")
     assert reason and reason in skipped.first.inner_text()
     first_run = next(e["task_id"] for e in stored if e["event"] == "run")
-    shot(page, "history-dark.png")
+    shot(page, "history-dark.png", SHOTS)
     dialog.locator(f"tr[data-event='run'] a[data-task-id='{first_run}']").click()
     dialog.wait_for(state="detached")
     wait_until(

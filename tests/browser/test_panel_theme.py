@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,17 +9,9 @@ import pytest
 from raytha_nb.model import TaskStatus
 
 from ._feed import Feed
-from ._lab import Lab, start_lab
+from ._lab import Lab
 from ._ui import PANEL, open_panel, row, wait_lab, wait_until, widen_sidebar
 from .conftest import shot
-
-
-@pytest.fixture(scope="module")
-def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    theme = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
-    server = start_lab(tmp_path_factory.mktemp("dark"), settings=theme)
-    yield server
-    server.stop()
 
 
 def colours(page: Any) -> dict[str, str]:

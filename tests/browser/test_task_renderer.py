@@ -14,11 +14,11 @@ import pytest
 
 from ._lab import Lab, notebook, start_lab
 from ._ui import NOTEBOOK, open_notebook, run_cell, wait_until
+from .conftest import shot
 from .test_notebook_tasks import SETUP, slow_cell
 
 SHOTS = Path("/tmp/shots/cell-output")
 CELL = f"{NOTEBOOK} .jp-RaythaCell"
-DARK = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
 
 QUICK = "%%background --name quick-answer\ntime.sleep(0.5)\n42"
 FAILING = "%%background --name exploding-cell\ntime.sleep(0.3)\n{'a': 1}['missing-key']"
@@ -34,13 +34,6 @@ BARE = (
 
 
 @pytest.fixture(scope="module")
-def dark_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    server = start_lab(tmp_path_factory.mktemp("dark"), settings=DARK)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def bare_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab with the labextension but no server extension: kernels are embedded."""
     server = start_lab(tmp_path_factory.mktemp("bare"), server_extension=False)
@@ -52,11 +45,6 @@ def bare_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def themed(request: pytest.FixtureRequest) -> tuple[Lab, str]:
     name = "dark_lab" if request.param == "dark" else "lab"
     return request.getfixturevalue(name), request.param
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name))
 
 
 def jupyter(lab: Lab, path: str, method: str = "GET") -> Any:
@@ -145,7 +133,7 @@ def test_kernel_restart_mid_task_shows_interrupted(themed: tuple[Lab, str], page
     # A task just started is not yet "not in the store" (its first publish is on its way).
     wait_until(lambda: status(page, "stop-me") in ("enqueued", "processing"), 20, "second")
     assert output(page, "stop-me").locator(".jp-RaythaCell-note").is_hidden()
-    shot(page, f"running-{theme}.png")
+    shot(page, f"running-{theme}.png", SHOTS)
 
     # Cancel in the cell goes through REST: the server and the cell agree.
     output(page, "stop-me").locator(".jp-RaythaCell-cancel").click()
@@ -160,7 +148,7 @@ def test_kernel_restart_mid_task_shows_interrupted(themed: tuple[Lab, str], page
     info = out.locator(".jp-RaythaCell-info")
     wait_until(lambda: "while it ran" in info.inner_text(), 10, "the reason it ended")
     assert percent(page, "restart-victim") < 100
-    shot(page, f"interrupted-{theme}.png")
+    shot(page, f"interrupted-{theme}.png", SHOTS)
 
     # The saved output says "processing" (its kernel died mid-task); the server knows better.
     save_and_reload(page, lab, path)
@@ -208,7 +196,7 @@ def test_reopened_notebook_shows_final_states(themed: tuple[Lab, str], page: Any
             assert luminance(c["bg"], c["page"]) > 0.8, (selector, c)
             assert luminance(c["fg"], c["page"]) < 0.3, (selector, c)
     page.locator(f"{NOTEBOOK} .jp-CodeCell").nth(2).scroll_into_view_if_needed()
-    shot(page, f"finished-{theme}.png")
+    shot(page, f"finished-{theme}.png", SHOTS)
 
     # Reopened with a fresh kernel: the widgets' models are gone, the outputs are not.
     jupyter(lab, f"kernels/{page_kernel(lab, 'quick-answer')}", "DELETE")
@@ -221,7 +209,7 @@ def test_reopened_notebook_shows_final_states(themed: tuple[Lab, str], page: Any
         assert "model not found" not in cell_text(page, index)
         assert "Error displaying widget" not in cell_text(page, index)
     page.locator(f"{NOTEBOOK} .jp-CodeCell").nth(1).scroll_into_view_if_needed()
-    shot(page, f"reopened-{theme}.png")
+    shot(page, f"reopened-{theme}.png", SHOTS)
 
 
 def page_kernel(lab: Lab, name: str) -> str:
@@ -243,4 +231,4 @@ def test_without_the_server_the_output_says_so_and_shows_the_saved_state(
     assert "result: 42" in out.inner_text()
     assert not out.locator(".jp-RaythaCell-cancel").is_visible()
     assert out.get_attribute("data-source") == "saved"
-    shot(page, "embedded-light.png")
+    shot(page, "embedded-light.png", SHOTS)
