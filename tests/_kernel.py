@@ -26,14 +26,17 @@ class Execution:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def shown(self) -> list[dict[str, Any]]:
+        """The outputs the cell itself shows: not updates of an earlier display (a task's
+        widget re-sent as its state changes), which a front end applies there."""
+        return [msg for msg in self.outputs if msg["msg_type"] != "update_display_data"]
+
+    @property
     def text(self) -> str:
-        """Everything the cell showed, as text (streams, text/plain, tracebacks); not
-        updates of an earlier cell's display, which a front end applies there."""
+        """Everything the cell showed, as text (streams, text/plain, tracebacks)."""
         parts = []
-        for msg in self.outputs:
+        for msg in self.shown:
             content = msg["content"]
-            if msg["msg_type"] == "update_display_data":
-                continue
             if msg["msg_type"] == "stream":
                 parts.append(content["text"])
             elif msg["msg_type"] == "error":
@@ -43,13 +46,11 @@ class Execution:
         return "".join(parts)
 
     def widget_ids(self) -> list[str]:
-        """The widgets the cell displayed; an update of a display (a task's widget
-        re-sent as its state changes) shows no new widget."""
+        """The widgets the cell displayed (an update of a display shows no new one)."""
         return [
             msg["content"]["data"][WIDGET_MIME]["model_id"]
-            for msg in self.outputs
-            if msg["msg_type"] != "update_display_data"
-            and WIDGET_MIME in msg["content"].get("data", {})
+            for msg in self.shown
+            if WIDGET_MIME in msg["content"].get("data", {})
         ]
 
 

@@ -268,8 +268,7 @@ def test_jobs_lists_shows_and_cancels(kernel: Kernel) -> None:
     job = job_of(kernel, "listed")
     table = kernel.execute("%jobs")
     # The table, not an update of an earlier cell's widget that arrived meanwhile.
-    shown_here = [m for m in table.outputs if m["msg_type"] != "update_display_data"]
-    html = str(shown_here[-1]["content"]["data"]["text/html"])
+    html = str(table.shown[-1]["content"]["data"]["text/html"])
     assert "listed" in html and "processing" in html and job[:8] in html
     assert "listed" in table.text and "processing" in table.text
     shown = kernel.execute(f"%jobs show {job[:8]}")
